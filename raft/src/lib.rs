@@ -1,1 +1,54 @@
-//! placeholder
+//! Replicated state for JobServ: the commands, the state machine that applies them to sled, the sled log
+//! store, and the HTTPS transport between nodes. The node crate builds on this; the worker never links it.
+//!
+//! Invariants:
+//! - every durable change is a `Command` applied in log order by `SledStateMachine` (handlers only read);
+//! - nothing is acknowledged to openraft as written before `flush` made it durable (`log_store`);
+//! - everything stored or sent between nodes goes through `codec` and carries a format version.
+pub mod codec;
+pub mod command;
+pub mod log_store;
+pub mod model;
+pub mod network;
+pub mod state;
+pub mod state_machine;
+pub mod types;
+
+pub use command::{Command, CommandResult, StateError};
+pub use log_store::SledLogStore;
+pub use state::State;
+pub use state_machine::SledStateMachine;
+pub use types::{NodeId, Raft, TypeConfig};
+
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("opening sled at {path}: {source}")]
+    Sled { path: String, source: sled::Error },
+}
+
+/// Opens (or creates) the node's store under `dir`: one sled database holding the log, the vote, the
+/// state and the current snapshot.
+pub fn open_store(dir: &Path) -> Result<(SledLogStore, SledStateMachine), OpenError> {
+    let wrap = |source| OpenError::Sled { path: dir.display().to_string(), source };
+    // sled's own periodic flush stays on as a backstop; durability comes from our explicit flushes.
+    let db = sled::Config::new().path(dir).open().map_err(wrap)?;
+    let log = SledLogStore::open(&db).map_err(wrap)?;
+    let sm = SledStateMachine::open(&db).map_err(wrap)?;
+    Ok((log, sm))
+}
+
+/// Raft timing and snapshot policy for JobServ nodes.
+pub fn raft_config() -> openraft::Config {
+    openraft::Config {
+        cluster_name: "jobserv".into(),
+        heartbeat_interval: 250,
+        election_timeout_min: 1000,
+        election_timeout_max: 2000,
+        // Compact the log every 5000 entries; keep a tail so slow followers catch up without a snapshot.
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5000),
+        max_in_snapshot_log_to_keep: 1000,
+        ..Default::default()
+    }
+}

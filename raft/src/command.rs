@@ -1,0 +1,92 @@
+//! Commands: every durable state change of the cluster is one of these, proposed through Raft and applied
+//! by the state machine on every node in log order. A command carries everything it needs (including the
+//! proposer's clock) so that applying it is deterministic.
+//!
+//! Domain refusals (unknown project, stale fencing token, log offset gap…) are not Raft errors: the entry
+//! is committed and applied everywhere as a no-op, and the `CommandResult::Rejected` goes back to the caller.
+use crate::model::{Role, RunRef, Trigger, WorkerFacts};
+use jobserv_protocol::api::TestReport;
+use jobserv_protocol::{RunDef, RunStatus};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    CreateProject { name: String, synchronous_builds: bool, now: u64 },
+    DeleteProject { name: String },
+    /// Stores the hash of an API token; the token itself never enters the log.
+    AddToken { hash: String, name: String, role: Role },
+    CreateTrigger { trigger: Trigger },
+    UpdateTrigger { trigger: Trigger },
+    CreateBuild(Box<NewBuild>),
+    RegisterWorker { name: String, key_hash: String, facts: WorkerFacts, now: u64 },
+    UpdateWorker { name: String, enlisted: Option<bool>, facts: Option<WorkerFacts> },
+    /// Hands queued runs to a worker. A run that is no longer QUEUED (another node assigned it first) is
+    /// skipped, which is what makes assignment exactly-once.
+    AssignRuns { worker: String, runs: Vec<RunRef>, now: u64 },
+    /// Appends console bytes at `offset` and/or changes the run's status, for the lease `fence`.
+    UpdateRun(Box<RunUpdate>),
+    CancelRun { run: RunRef, now: u64 },
+    RerunRun { run: RunRef, now: u64 },
+    /// Fails (or re-queues) every run a lost worker holds.
+    ReleaseWorkerRuns { worker: String, reason: String, requeue: bool, now: u64 },
+    ReportTests { run: RunRef, fence: u64, report: TestReport, now: u64 },
+    PromoteBuild { project: String, build: u64, name: String, annotation: Option<String> },
+    /// A no-op: used by benchmarks and health checks to measure the commit path alone.
+    Noop,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewBuild {
+    pub project: String,
+    pub trigger_name: String,
+    pub trigger_type: String,
+    pub reason: Option<String>,
+    pub params: BTreeMap<String, String>,
+    pub secrets: BTreeMap<String, String>,
+    pub queue_priority: i32,
+    pub definition: String,
+    /// Runs already expanded from the definition by the proposer (expansion is pure, but doing it once
+    /// keeps the apply path cheap). `H_BUILD` is filled in by the state machine, which owns the number.
+    pub runs: Vec<RunDef>,
+    pub now: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunUpdate {
+    pub run: RunRef,
+    pub fence: u64,
+    /// Where `console` starts in the run's log; a retry of bytes already stored is accepted idempotently.
+    pub offset: u64,
+    pub console: Vec<u8>,
+    pub status: Option<RunStatus>,
+    pub metadata: Option<String>,
+    pub failure_reason: Option<String>,
+    pub now: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum CommandResult {
+    Done,
+    BuildCreated { number: u64 },
+    TriggerCreated { id: u64 },
+    /// The runs this worker now holds, each with its fencing token.
+    Assigned(Vec<(RunRef, u64)>),
+    RunUpdated { log_len: u64, cancel: bool },
+    Rejected(StateError),
+}
+
+/// Why the state machine refused a command. The node maps each to an HTTP status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum StateError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("stale lease on {run}: fencing token {given} but the run is held under {current}")]
+    Fenced { run: String, given: u64, current: u64 },
+    #[error("offset {given} is past the end of the log ({stored} bytes stored)")]
+    OffsetGap { given: u64, stored: u64 },
+    #[error("{0}")]
+    Invalid(String),
+}

@@ -1,0 +1,469 @@
+//! Applying one command to the state. Deterministic: it depends only on the state, the command and the
+//! log index (used for fencing tokens and queue order), never on the clock or the node.
+use super::keys;
+use super::txn::Txn;
+use super::{validate_name, State, StateResult};
+use crate::command::{Command, CommandResult, NewBuild, RunUpdate, StateError};
+use crate::model::{ApiToken, Build, Project, Run, RunRef, Test, Trigger, Worker};
+use jobserv_protocol::RunStatus;
+
+type Outcome = Result<CommandResult, StateError>;
+
+impl State {
+    /// Applies `command` (if any) and the `meta` writes (last applied log id, membership) as one atomic batch.
+    pub fn apply(&self, log_index: u64, command: Option<&Command>, meta: Vec<(Vec<u8>, Vec<u8>)>) -> StateResult<CommandResult> {
+        let mut txn = Txn::new(&self.tree);
+        let outcome = match command {
+            Some(cmd) => apply_command(&mut txn, log_index, cmd)?,
+            None => Ok(CommandResult::Done),
+        };
+        let result = match outcome {
+            Ok(result) => result,
+            Err(refusal) => {
+                // A refused command changes nothing: drop its partial writes, keep only the meta writes.
+                txn = Txn::new(&self.tree);
+                CommandResult::Rejected(refusal)
+            }
+        };
+        for (k, v) in meta {
+            txn.put_raw(k, v);
+        }
+        self.tree.apply_batch(txn.into_batch())?;
+        Ok(result)
+    }
+}
+
+fn apply_command(txn: &mut Txn, log_index: u64, cmd: &Command) -> StateResult<Outcome> {
+    match cmd {
+        Command::CreateProject { name, synchronous_builds, now } => {
+            if let Err(e) = validate_name("project", name) {
+                return Ok(Err(e));
+            }
+            if txn.get_raw(&keys::project(name))?.is_some() {
+                return Ok(Err(StateError::AlreadyExists(format!("project {name}"))));
+            }
+            let project = Project { name: name.clone(), synchronous_builds: *synchronous_builds, next_build: 1, created: *now };
+            txn.put(keys::project(name), &project)?;
+            Ok(Ok(CommandResult::Done))
+        }
+        Command::DeleteProject { name } => delete_project(txn, name),
+        Command::AddToken { hash, name, role } => {
+            txn.put(keys::token(hash), &ApiToken { name: name.clone(), role: *role })?;
+            Ok(Ok(CommandResult::Done))
+        }
+        Command::CreateTrigger { trigger } => {
+            if txn.get_raw(&keys::project(&trigger.project))?.is_none() {
+                return Ok(Err(StateError::NotFound(format!("project {}", trigger.project))));
+            }
+            let id = txn.get::<u64>(keys::NEXT_TRIGGER_ID)?.unwrap_or(1);
+            txn.put(keys::NEXT_TRIGGER_ID.to_vec(), &(id + 1))?;
+            let stored = Trigger { id, ..trigger.clone() };
+            txn.put(keys::trigger(&trigger.project, id), &stored)?;
+            Ok(Ok(CommandResult::TriggerCreated { id }))
+        }
+        Command::UpdateTrigger { trigger } => {
+            let key = keys::trigger(&trigger.project, trigger.id);
+            if txn.get_raw(&key)?.is_none() {
+                return Ok(Err(StateError::NotFound(format!("trigger {} of project {}", trigger.id, trigger.project))));
+            }
+            txn.put(key, trigger)?;
+            Ok(Ok(CommandResult::Done))
+        }
+        Command::CreateBuild(new_build) => create_build(txn, log_index, new_build),
+        Command::RegisterWorker { name, key_hash, facts, now } => {
+            if let Err(e) = validate_name("worker", name) {
+                return Ok(Err(e));
+            }
+            let key = keys::worker(name);
+            match txn.get::<Worker>(&key)? {
+                // Re-registering with the same key (a restarted worker) refreshes its facts.
+                Some(mut existing) if existing.key_hash == *key_hash => {
+                    existing.facts = facts.clone();
+                    txn.put(key, &existing)?;
+                }
+                Some(_) => return Ok(Err(StateError::AlreadyExists(format!("worker {name} (with another key)")))),
+                None => {
+                    let worker = Worker { name: name.clone(), key_hash: key_hash.clone(), facts: facts.clone(), enlisted: false, created: *now };
+                    txn.put(key, &worker)?;
+                }
+            }
+            Ok(Ok(CommandResult::Done))
+        }
+        Command::UpdateWorker { name, enlisted, facts } => {
+            let key = keys::worker(name);
+            let Some(mut worker) = txn.get::<Worker>(&key)? else {
+                return Ok(Err(StateError::NotFound(format!("worker {name}"))));
+            };
+            if let Some(enlisted) = enlisted {
+                worker.enlisted = *enlisted;
+            }
+            if let Some(facts) = facts {
+                worker.facts = facts.clone();
+            }
+            txn.put(key, &worker)?;
+            Ok(Ok(CommandResult::Done))
+        }
+        Command::AssignRuns { worker, runs, now } => assign_runs(txn, log_index, worker, runs, *now),
+        Command::UpdateRun(update) => update_run(txn, update),
+        Command::CancelRun { run, now } => cancel_run(txn, run, *now),
+        Command::RerunRun { run, now } => rerun_run(txn, log_index, run, *now),
+        Command::ReleaseWorkerRuns { worker, reason, requeue, now } => release_worker_runs(txn, log_index, worker, reason, *requeue, *now),
+        Command::ReportTests { run, fence, report, now } => {
+            let Some(stored) = txn.get::<Run>(&keys::run(run))? else {
+                return Ok(Err(StateError::NotFound(format!("run {run}"))));
+            };
+            if let Err(e) = check_fence(&stored, *fence) {
+                return Ok(Err(e));
+            }
+            if let Err(e) = validate_name("test", &report.name) {
+                return Ok(Err(e));
+            }
+            let test = Test { name: report.name.clone(), status: report.status, results: report.results.clone(), created: *now };
+            txn.put(keys::test(run, &report.name), &test)?;
+            Ok(Ok(CommandResult::Done))
+        }
+        Command::PromoteBuild { project, build, name, annotation } => {
+            let key = keys::build(project, *build);
+            let Some(mut stored) = txn.get::<Build>(&key)? else {
+                return Ok(Err(StateError::NotFound(format!("build {project}/{build}"))));
+            };
+            if !matches!(stored.status, RunStatus::Passed | RunStatus::Promoted) {
+                return Ok(Err(StateError::Invalid(format!("build {project}/{build} is {}; only a PASSED build can be promoted", stored.status))));
+            }
+            stored.status = RunStatus::Promoted;
+            stored.promoted = Some(crate::model::Promotion { name: name.clone(), annotation: annotation.clone() });
+            txn.put(key, &stored)?;
+            Ok(Ok(CommandResult::Done))
+        }
+        Command::Noop => Ok(Ok(CommandResult::Done)),
+    }
+}
+
+/// Every run write goes through here so that the per-status counters stay exact.
+fn put_run(txn: &mut Txn, old: Option<RunStatus>, run: &Run) -> StateResult<()> {
+    if old != Some(run.status) {
+        if let Some(old) = old {
+            bump_count(txn, old, -1)?;
+        }
+        bump_count(txn, run.status, 1)?;
+    }
+    txn.put(keys::run(&run.run_ref()), run)
+}
+
+fn bump_count(txn: &mut Txn, status: RunStatus, delta: i64) -> StateResult<()> {
+    let key = keys::run_status_count(status);
+    let current = txn.get::<u64>(&key)?.unwrap_or(0) as i64;
+    txn.put(key, &((current + delta).max(0) as u64))
+}
+
+fn delete_project(txn: &mut Txn, name: &str) -> StateResult<Outcome> {
+    if txn.get_raw(&keys::project(name))?.is_none() {
+        return Ok(Err(StateError::NotFound(format!("project {name}"))));
+    }
+    for (_, bytes) in txn.scan_prefix(&keys::runs_of_project(name))? {
+        let run: Run = crate::codec::decode(&bytes)?;
+        bump_count(txn, run.status, -1)?;
+        txn.remove(keys::queue_entry(run.queue_priority, run.queue_seq));
+        if let Some(worker) = &run.worker {
+            txn.remove(keys::worker_run(worker, &run.run_ref()));
+        }
+    }
+    for prefix in [
+        keys::runs_of_project(name),
+        keys::builds_of(name),
+        keys::triggers_of(name),
+        keys::consoles_of_project(name),
+        keys::tests_of_project(name),
+    ] {
+        txn.remove_prefix(&prefix)?;
+    }
+    txn.remove(keys::project(name));
+    Ok(Ok(CommandResult::Done))
+}
+
+fn create_build(txn: &mut Txn, log_index: u64, nb: &NewBuild) -> StateResult<Outcome> {
+    let project_key = keys::project(&nb.project);
+    let Some(mut project) = txn.get::<Project>(&project_key)? else {
+        return Ok(Err(StateError::NotFound(format!("project {}", nb.project))));
+    };
+    if nb.runs.is_empty() {
+        return Ok(Err(StateError::Invalid(format!("trigger {} creates no runs", nb.trigger_name))));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for def in &nb.runs {
+        if let Err(e) = validate_name("run", &def.run) {
+            return Ok(Err(e));
+        }
+        if !names.insert(def.run.clone()) {
+            return Ok(Err(StateError::Invalid(format!("run name {} appears twice in the build", def.run))));
+        }
+    }
+    let number = project.next_build;
+    project.next_build += 1;
+    txn.put(project_key, &project)?;
+
+    for (position, def) in nb.runs.iter().enumerate() {
+        let mut definition = def.clone();
+        definition.build = number;
+        definition.env.insert("H_BUILD".into(), number.to_string());
+        // Queue order: log index first (creation order across builds), then position in the build.
+        let queue_seq = (log_index << 16) | position as u64;
+        let run = Run {
+            project: nb.project.clone(),
+            build: number,
+            name: def.run.clone(),
+            status: RunStatus::Queued,
+            host_tag: def.host_tag.clone(),
+            queue_priority: nb.queue_priority,
+            queue_seq,
+            definition,
+            worker: None,
+            fence: 0,
+            log_len: 0,
+            created: nb.now,
+            started: None,
+            completed: None,
+            cancelled: false,
+            failure_reason: None,
+            metadata: None,
+        };
+        txn.put(keys::queue_entry(run.queue_priority, queue_seq), &run.run_ref())?;
+        put_run(txn, None, &run)?;
+    }
+    let build = Build {
+        project: nb.project.clone(),
+        number,
+        status: RunStatus::Queued,
+        trigger_name: nb.trigger_name.clone(),
+        trigger_type: nb.trigger_type.clone(),
+        reason: nb.reason.clone(),
+        params: nb.params.clone(),
+        secrets: nb.secrets.clone(),
+        queue_priority: nb.queue_priority,
+        definition: nb.definition.clone(),
+        run_names: nb.runs.iter().map(|r| r.run.clone()).collect(),
+        created: nb.now,
+        completed: None,
+        promoted: None,
+    };
+    txn.put(keys::build(&nb.project, number), &build)?;
+    Ok(Ok(CommandResult::BuildCreated { number }))
+}
+
+fn assign_runs(txn: &mut Txn, log_index: u64, worker_name: &str, runs: &[RunRef], now: u64) -> StateResult<Outcome> {
+    let Some(worker) = txn.get::<Worker>(&keys::worker(worker_name))? else {
+        return Ok(Err(StateError::NotFound(format!("worker {worker_name}"))));
+    };
+    if !worker.enlisted {
+        return Ok(Err(StateError::Invalid(format!("worker {worker_name} is not enlisted"))));
+    }
+    let mut assigned = Vec::new();
+    for run_ref in runs {
+        let Some(mut run) = txn.get::<Run>(&keys::run(run_ref))? else { continue };
+        if run.status != RunStatus::Queued {
+            continue; // another check-in got it first: exactly-once assignment
+        }
+        txn.remove(keys::queue_entry(run.queue_priority, run.queue_seq));
+        run.status = RunStatus::Running;
+        run.worker = Some(worker_name.to_string());
+        run.fence = log_index;
+        run.started = Some(now);
+        txn.put(keys::worker_run(worker_name, run_ref), &log_index)?;
+        put_run(txn, Some(RunStatus::Queued), &run)?;
+        assigned.push((run_ref.clone(), log_index));
+        refresh_build_status(txn, &run.project, run.build, now)?;
+    }
+    Ok(Ok(CommandResult::Assigned(assigned)))
+}
+
+fn check_fence(run: &Run, fence: u64) -> Result<(), StateError> {
+    if run.worker.is_none() || run.fence != fence {
+        return Err(StateError::Fenced { run: run.run_ref().to_string(), given: fence, current: run.fence });
+    }
+    Ok(())
+}
+
+fn update_run(txn: &mut Txn, up: &RunUpdate) -> StateResult<Outcome> {
+    let key = keys::run(&up.run);
+    let Some(mut run) = txn.get::<Run>(&key)? else {
+        return Ok(Err(StateError::NotFound(format!("run {}", up.run))));
+    };
+    if let Err(e) = check_fence(&run, up.fence) {
+        return Ok(Err(e));
+    }
+    let end = up.offset + up.console.len() as u64;
+    if up.offset > run.log_len {
+        return Ok(Err(StateError::OffsetGap { given: up.offset, stored: run.log_len }));
+    }
+    if run.status.is_complete() {
+        // A retry of the last chunk (its acknowledgement was lost) must succeed; anything new must not.
+        let same_status = up.status.is_none_or(|s| s == run.status || run.cancelled);
+        if end <= run.log_len && same_status {
+            return Ok(Ok(CommandResult::RunUpdated { log_len: run.log_len, cancel: run.cancelled }));
+        }
+        return Ok(Err(StateError::Invalid(format!("run {} is already {}", up.run, run.status))));
+    }
+    let old_status = run.status;
+    if end > run.log_len {
+        // Only the part past what is stored is new: a retry through another node never duplicates bytes.
+        let skip = (run.log_len - up.offset) as usize;
+        txn.put_raw(keys::console_chunk(&up.run, run.log_len), up.console[skip..].to_vec());
+        run.log_len = end;
+    }
+    if let Some(metadata) = &up.metadata {
+        run.metadata = Some(metadata.clone());
+    }
+    if let Some(mut status) = up.status {
+        if matches!(status, RunStatus::Queued | RunStatus::Cancelling | RunStatus::Promoted) {
+            return Ok(Err(StateError::Invalid(format!("a worker may not set a run to {status}"))));
+        }
+        if run.cancelled && status.is_complete() {
+            status = RunStatus::Failed; // a cancelled run never passes
+            run.failure_reason.get_or_insert_with(|| "cancelled".to_string());
+        }
+        if run.cancelled && !status.is_complete() {
+            status = RunStatus::Cancelling;
+        }
+        if status == RunStatus::Failed {
+            if let Some(reason) = &up.failure_reason {
+                run.failure_reason = Some(reason.clone());
+            }
+        }
+        run.status = status;
+        if status.is_complete() {
+            finish_run(txn, &mut run, up.now);
+        }
+    }
+    put_run(txn, Some(old_status), &run)?;
+    if run.status != old_status {
+        refresh_build_status(txn, &run.project, run.build, up.now)?;
+    }
+    Ok(Ok(CommandResult::RunUpdated { log_len: run.log_len, cancel: run.cancelled }))
+}
+
+/// Bookkeeping when a run reaches PASSED or FAILED: it leaves its worker.
+fn finish_run(txn: &mut Txn, run: &mut Run, now: u64) {
+    run.completed = Some(now);
+    if let Some(worker) = &run.worker {
+        txn.remove(keys::worker_run(worker, &run.run_ref()));
+    }
+}
+
+fn cancel_run(txn: &mut Txn, run_ref: &RunRef, now: u64) -> StateResult<Outcome> {
+    let Some(mut run) = txn.get::<Run>(&keys::run(run_ref))? else {
+        return Ok(Err(StateError::NotFound(format!("run {run_ref}"))));
+    };
+    let old = run.status;
+    match run.status {
+        RunStatus::Queued => {
+            txn.remove(keys::queue_entry(run.queue_priority, run.queue_seq));
+            run.status = RunStatus::Failed;
+            run.failure_reason = Some("cancelled while queued".into());
+            run.cancelled = true;
+            finish_run(txn, &mut run, now);
+        }
+        RunStatus::Running | RunStatus::Uploading | RunStatus::Cancelling => {
+            run.status = RunStatus::Cancelling;
+            run.cancelled = true;
+        }
+        done => return Ok(Err(StateError::Invalid(format!("run {run_ref} is already {done}")))),
+    }
+    put_run(txn, Some(old), &run)?;
+    refresh_build_status(txn, &run.project, run.build, now)?;
+    Ok(Ok(CommandResult::Done))
+}
+
+fn rerun_run(txn: &mut Txn, log_index: u64, run_ref: &RunRef, now: u64) -> StateResult<Outcome> {
+    let Some(mut run) = txn.get::<Run>(&keys::run(run_ref))? else {
+        return Ok(Err(StateError::NotFound(format!("run {run_ref}"))));
+    };
+    if !run.status.is_complete() {
+        return Ok(Err(StateError::Invalid(format!("run {run_ref} is {}; only a completed run can be rerun", run.status))));
+    }
+    let old = run.status;
+    txn.remove_prefix(&keys::console_of(run_ref))?;
+    txn.remove_prefix(&keys::tests_of(run_ref))?;
+    run.status = RunStatus::Queued;
+    run.worker = None;
+    run.fence = log_index; // any key of the previous attempt is now stale
+    run.log_len = 0;
+    run.started = None;
+    run.completed = None;
+    run.cancelled = false;
+    run.failure_reason = None;
+    run.metadata = None;
+    run.queue_seq = log_index << 16;
+    txn.put(keys::queue_entry(run.queue_priority, run.queue_seq), run_ref)?;
+    put_run(txn, Some(old), &run)?;
+    let build_key = keys::build(&run.project, run.build);
+    if let Some(mut build) = txn.get::<Build>(&build_key)? {
+        build.completed = None;
+        build.status = RunStatus::Queued;
+        txn.put(build_key, &build)?;
+    }
+    refresh_build_status(txn, &run.project, run.build, now)?;
+    Ok(Ok(CommandResult::Done))
+}
+
+fn release_worker_runs(txn: &mut Txn, log_index: u64, worker: &str, reason: &str, requeue: bool, now: u64) -> StateResult<Outcome> {
+    for (key, _) in txn.scan_prefix(&keys::worker_runs_of(worker))? {
+        txn.remove(key.clone());
+        let rest = String::from_utf8_lossy(&key[keys::worker_runs_of(worker).len()..]).to_string();
+        let mut parts = rest.splitn(3, '/');
+        let (Some(project), Some(build), Some(name)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let Ok(build) = build.parse::<u64>() else { continue };
+        let run_ref = RunRef { project: project.into(), build, run: name.into() };
+        let Some(mut run) = txn.get::<Run>(&keys::run(&run_ref))? else { continue };
+        if run.status.is_complete() {
+            continue;
+        }
+        let old = run.status;
+        // Fencing: bump the token so that the lost worker's key for this run is refused from now on.
+        run.fence = log_index;
+        run.worker = None;
+        if requeue && !run.cancelled {
+            run.status = RunStatus::Queued;
+            run.started = None;
+            run.queue_seq = log_index << 16;
+            txn.put(keys::queue_entry(run.queue_priority, run.queue_seq), &run_ref)?;
+        } else {
+            run.status = RunStatus::Failed;
+            run.failure_reason = Some(reason.to_string());
+            run.completed = Some(now);
+        }
+        put_run(txn, Some(old), &run)?;
+        refresh_build_status(txn, &run.project, run.build, now)?;
+    }
+    Ok(Ok(CommandResult::Done))
+}
+
+/// A build's status is derived from its runs: PASSED when all passed, FAILED when all completed and one
+/// failed, RUNNING once any run left the queue, QUEUED before.
+fn refresh_build_status(txn: &mut Txn, project: &str, number: u64, now: u64) -> StateResult<()> {
+    let key = keys::build(project, number);
+    let Some(mut build) = txn.get::<Build>(&key)? else { return Ok(()) };
+    if build.status == RunStatus::Promoted {
+        return Ok(());
+    }
+    let mut all_complete = true;
+    let mut any_failed = false;
+    let mut any_started = false;
+    for (_, bytes) in txn.scan_prefix(&keys::runs_of_build(project, number))? {
+        let run: Run = crate::codec::decode(&bytes)?;
+        all_complete &= run.status.is_complete();
+        any_failed |= run.status == RunStatus::Failed;
+        any_started |= run.status != RunStatus::Queued;
+    }
+    let status = match (all_complete, any_failed, any_started) {
+        (true, true, _) => RunStatus::Failed,
+        (true, false, _) => RunStatus::Passed,
+        (false, _, true) => RunStatus::Running,
+        (false, _, false) => RunStatus::Queued,
+    };
+    if status != build.status {
+        build.status = status;
+        build.completed = all_complete.then_some(now);
+        txn.put(key, &build)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! The key layout of the state tree. One sled tree holds all replicated state so that one `Batch` per log
+//! entry (state changes plus `last_applied`) is atomic. Names are validated before they reach here (no `/`),
+//! numbers are zero-padded so that lexical order is numeric order.
+use crate::model::RunRef;
+
+pub const LAST_APPLIED: &[u8] = b"m/last_applied";
+pub const MEMBERSHIP: &[u8] = b"m/membership";
+pub const NEXT_TRIGGER_ID: &[u8] = b"m/next_trigger";
+
+pub fn project(name: &str) -> Vec<u8> {
+    format!("p/{name}").into_bytes()
+}
+pub const PROJECTS: &[u8] = b"p/";
+
+pub fn trigger(project: &str, id: u64) -> Vec<u8> {
+    format!("t/{project}/{id:020}").into_bytes()
+}
+pub fn triggers_of(project: &str) -> Vec<u8> {
+    format!("t/{project}/").into_bytes()
+}
+
+pub fn build(project: &str, number: u64) -> Vec<u8> {
+    format!("b/{project}/{number:020}").into_bytes()
+}
+pub fn builds_of(project: &str) -> Vec<u8> {
+    format!("b/{project}/").into_bytes()
+}
+
+pub fn run(r: &RunRef) -> Vec<u8> {
+    format!("r/{}/{:020}/{}", r.project, r.build, r.run).into_bytes()
+}
+pub fn runs_of_build(project: &str, number: u64) -> Vec<u8> {
+    format!("r/{project}/{number:020}/").into_bytes()
+}
+pub fn runs_of_project(project: &str) -> Vec<u8> {
+    format!("r/{project}/").into_bytes()
+}
+
+/// Console chunks are stored raw (the bytes the worker sent) under their starting offset.
+pub fn console_chunk(r: &RunRef, offset: u64) -> Vec<u8> {
+    format!("l/{}/{:020}/{}/{offset:020}", r.project, r.build, r.run).into_bytes()
+}
+pub fn console_of(r: &RunRef) -> Vec<u8> {
+    format!("l/{}/{:020}/{}/", r.project, r.build, r.run).into_bytes()
+}
+pub fn consoles_of_project(project: &str) -> Vec<u8> {
+    format!("l/{project}/").into_bytes()
+}
+
+pub fn test(r: &RunRef, name: &str) -> Vec<u8> {
+    format!("x/{}/{:020}/{}/{name}", r.project, r.build, r.run).into_bytes()
+}
+pub fn tests_of(r: &RunRef) -> Vec<u8> {
+    format!("x/{}/{:020}/{}/", r.project, r.build, r.run).into_bytes()
+}
+pub fn tests_of_project(project: &str) -> Vec<u8> {
+    format!("x/{project}/").into_bytes()
+}
+
+/// The queue index: higher priority first (inverted), then creation order.
+pub fn queue_entry(priority: i32, seq: u64) -> Vec<u8> {
+    let inverted = (i32::MAX as i64 - priority as i64) as u64;
+    format!("q/{inverted:010}/{seq:020}").into_bytes()
+}
+pub const QUEUE: &[u8] = b"q/";
+
+pub fn worker(name: &str) -> Vec<u8> {
+    format!("w/{name}").into_bytes()
+}
+pub const WORKERS: &[u8] = b"w/";
+
+/// Runs a worker holds, so that a lost worker's runs are found without a scan.
+pub fn worker_run(worker: &str, r: &RunRef) -> Vec<u8> {
+    format!("y/{worker}/{}/{:020}/{}", r.project, r.build, r.run).into_bytes()
+}
+pub fn worker_runs_of(worker: &str) -> Vec<u8> {
+    format!("y/{worker}/").into_bytes()
+}
+
+pub fn token(hash: &str) -> Vec<u8> {
+    format!("k/{hash}").into_bytes()
+}
+
+/// Count of runs per status, maintained on every run write so metrics never scan.
+pub fn run_status_count(status: jobserv_protocol::RunStatus) -> Vec<u8> {
+    format!("c/runs/{}", status.as_str()).into_bytes()
+}
+
+/// The next byte after a prefix, for `range(prefix..prefix_end)` reverse scans.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![u8::MAX]
+}

@@ -1,0 +1,62 @@
+//! The replicated state: projects, triggers, builds, runs, console logs, tests, workers and tokens, kept in
+//! one sled tree (`keys` has the layout). `apply` is the only writer and runs inside the Raft state
+//! machine; `read` is what the node's handlers use (local reads of the applied state).
+mod apply;
+pub mod keys;
+mod read;
+mod txn;
+
+pub use read::{BuildPage, ConsoleSlice};
+
+use crate::codec::CodecError;
+use crate::command::StateError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateStoreError {
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("codec: {0}")]
+    Codec(#[from] CodecError),
+}
+
+pub type StateResult<T> = Result<T, StateStoreError>;
+
+/// Handle on the state tree. Cheap to clone (sled trees are reference counted).
+#[derive(Clone)]
+pub struct State {
+    tree: sled::Tree,
+}
+
+impl State {
+    pub fn new(tree: sled::Tree) -> Self {
+        State { tree }
+    }
+
+    pub fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+}
+
+/// Names end up in keys and URLs: projects, runs, workers and tests use a conservative alphabet.
+pub fn validate_name(kind: &str, name: &str) -> Result<(), StateError> {
+    const MAX: usize = 128;
+    if name.is_empty() || name.len() > MAX {
+        return Err(StateError::Invalid(format!("{kind} name must be 1 to {MAX} characters")));
+    }
+    if name == "." || name == ".." {
+        return Err(StateError::Invalid(format!("{kind} name may not be {name:?}")));
+    }
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "-_.+:@".contains(*c))) {
+        return Err(StateError::Invalid(format!(
+            "{kind} name {name:?} contains {bad:?}; allowed are letters, digits and - _ . + : @"
+        )));
+    }
+    Ok(())
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
