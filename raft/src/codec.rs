@@ -50,6 +50,32 @@ mod tests {
         assert_eq!(back, value);
     }
 
+    /// Commands embed wire types from the protocol crate; bincode needs them free of serde attributes
+    /// that make the encoding depend on the value (`skip_serializing_if`, `flatten`…).
+    #[test]
+    fn commands_with_run_definitions_round_trip() {
+        let def: jobserv_protocol::RunDef = serde_json::from_value(serde_json::json!({
+            "version": 1, "project": "p", "build": 1, "run": "r", "timeout": 5, "run_url": "", "frontend_url": "",
+            "runner_url": "", "trigger_type": "simple", "container": "busybox", "host-tag": "amd64",
+            "script": "#!/bin/sh\necho hi", "container-entrypoint": ""
+        }))
+        .unwrap();
+        let cmd = crate::Command::CreateBuild(Box::new(crate::command::NewBuild {
+            project: "p".into(),
+            trigger_name: "t".into(),
+            trigger_type: "simple".into(),
+            reason: None,
+            params: Default::default(),
+            secrets: [("k".to_string(), "v".to_string())].into_iter().collect(),
+            queue_priority: 3,
+            definition: "timeout: 5".into(),
+            runs: vec![def],
+            now: 1,
+        }));
+        let back: crate::Command = decode(&encode(&cmd).unwrap()).unwrap();
+        assert_eq!(back, cmd);
+    }
+
     #[test]
     fn refuses_an_unknown_version_instead_of_misreading() {
         let mut bytes = encode(&7u32).unwrap();

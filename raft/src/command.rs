@@ -32,6 +32,9 @@ pub enum Command {
     ReleaseWorkerRuns { worker: String, reason: String, requeue: bool, now: u64 },
     ReportTests { run: RunRef, fence: u64, report: TestReport, now: u64 },
     PromoteBuild { project: String, build: u64, name: String, annotation: Option<String> },
+    /// Stores one artifact of a run in the replicated state (bounded in size by the node), so that it
+    /// survives the loss of any minority of nodes and reads the same from every node.
+    PutArtifact { run: RunRef, fence: u64, path: String, bytes: Vec<u8> },
     /// A no-op: used by benchmarks and health checks to measure the commit path alone.
     Noop,
 }

@@ -28,6 +28,8 @@ pub struct SledStateMachine {
     /// Held for writing while applying, for reading while a snapshot copies the tree: a snapshot is a
     /// consistent cut at exactly its `last_applied`.
     apply_lock: Arc<RwLock<()>>,
+    /// The last applied log index, for waiters (long-polling check-ins, live log tails).
+    applied: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// The snapshot blob.
@@ -57,7 +59,13 @@ impl SledStateMachine {
             state: State::new(db.open_tree("state")?),
             snapshots: db.open_tree("snapshots")?,
             apply_lock: Arc::new(RwLock::new(())),
+            applied: Arc::new(tokio::sync::watch::channel(0).0),
         })
+    }
+
+    /// Wakes whenever entries are applied on this node (value: last applied index).
+    pub fn subscribe_applied(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied.subscribe()
     }
 
     /// Read access for the node's handlers.
@@ -148,6 +156,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
                 }
             };
             results.push(result.map_err(|e| sm_err(ErrorVerb::Write, e))?);
+            self.applied.send_replace(log_id.index);
         }
         Ok(results)
     }
@@ -176,6 +185,9 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         }
         tree.apply_batch(batch).map_err(|e| snap_err(ErrorVerb::Write, e))?;
         self.save_current_snapshot(&StoredSnapshot { meta: meta.clone(), data }).await?;
+        if let Some(id) = meta.last_log_id {
+            self.applied.send_replace(id.index);
+        }
         Ok(())
     }
 

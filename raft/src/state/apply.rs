@@ -135,6 +135,19 @@ fn apply_command(txn: &mut Txn, log_index: u64, cmd: &Command) -> StateResult<Ou
             txn.put(key, &stored)?;
             Ok(Ok(CommandResult::Done))
         }
+        Command::PutArtifact { run, fence, path, bytes } => {
+            let Some(stored) = txn.get::<Run>(&keys::run(run))? else {
+                return Ok(Err(StateError::NotFound(format!("run {run}"))));
+            };
+            if let Err(e) = check_fence(&stored, *fence) {
+                return Ok(Err(e));
+            }
+            if let Err(e) = validate_artifact_path(path) {
+                return Ok(Err(e));
+            }
+            txn.put_raw(keys::artifact(run, path), bytes.clone());
+            Ok(Ok(CommandResult::Done))
+        }
         Command::Noop => Ok(Ok(CommandResult::Done)),
     }
 }
@@ -174,6 +187,7 @@ fn delete_project(txn: &mut Txn, name: &str) -> StateResult<Outcome> {
         keys::triggers_of(name),
         keys::consoles_of_project(name),
         keys::tests_of_project(name),
+        keys::artifacts_of_project(name),
     ] {
         txn.remove_prefix(&prefix)?;
     }
@@ -383,6 +397,7 @@ fn rerun_run(txn: &mut Txn, log_index: u64, run_ref: &RunRef, now: u64) -> State
     let old = run.status;
     txn.remove_prefix(&keys::console_of(run_ref))?;
     txn.remove_prefix(&keys::tests_of(run_ref))?;
+    txn.remove_prefix(&keys::artifacts_of(run_ref))?;
     run.status = RunStatus::Queued;
     run.worker = None;
     run.fence = log_index; // any key of the previous attempt is now stale
@@ -464,6 +479,20 @@ fn refresh_build_status(txn: &mut Txn, project: &str, number: u64, now: u64) -> 
         build.status = status;
         build.completed = all_complete.then_some(now);
         txn.put(key, &build)?;
+    }
+    Ok(())
+}
+
+/// Artifact paths are relative, `/`-separated, without `..`, empty or absolute parts.
+pub fn validate_artifact_path(path: &str) -> Result<(), StateError> {
+    if path.is_empty() || path.len() > 1024 {
+        return Err(StateError::Invalid("artifact path must be 1 to 1024 characters".into()));
+    }
+    if path.starts_with('/') || path.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+        return Err(StateError::Invalid(format!("artifact path {path:?} must be relative without empty, . or .. parts")));
+    }
+    if path.chars().any(|c| c.is_control()) {
+        return Err(StateError::Invalid(format!("artifact path {path:?} contains a control character")));
     }
     Ok(())
 }

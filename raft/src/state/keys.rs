@@ -97,3 +97,13 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     }
     vec![u8::MAX]
 }
+
+pub fn artifact(r: &RunRef, path: &str) -> Vec<u8> {
+    format!("a/{}/{:020}/{}/{path}", r.project, r.build, r.run).into_bytes()
+}
+pub fn artifacts_of(r: &RunRef) -> Vec<u8> {
+    format!("a/{}/{:020}/{}/", r.project, r.build, r.run).into_bytes()
+}
+pub fn artifacts_of_project(project: &str) -> Vec<u8> {
+    format!("a/{project}/").into_bytes()
+}

@@ -6,6 +6,7 @@ pub mod keys;
 mod read;
 mod txn;
 
+pub use apply::validate_artifact_path;
 pub use read::{BuildPage, ConsoleSlice};
 
 use crate::codec::CodecError;

@@ -196,6 +196,21 @@ impl State {
         Ok(out)
     }
 
+    pub fn artifact(&self, run: &RunRef, path: &str) -> StateResult<Option<Vec<u8>>> {
+        Ok(self.tree.get(keys::artifact(run, path))?.map(|v| v.to_vec()))
+    }
+
+    /// Artifact paths of a run with their sizes.
+    pub fn artifacts(&self, run: &RunRef) -> StateResult<Vec<(String, u64)>> {
+        let prefix = keys::artifacts_of(run);
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            out.push((String::from_utf8_lossy(&k[prefix.len()..]).to_string(), v.len() as u64));
+        }
+        Ok(out)
+    }
+
     pub fn token(&self, hash: &str) -> StateResult<Option<ApiToken>> {
         self.get(&keys::token(hash))
     }

@@ -76,7 +76,7 @@ pub struct TestResult {
     pub name: String,
     /// PASSED, FAILED or SKIPPED.
     pub status: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub context: Option<String>,
 }
 

@@ -16,7 +16,7 @@ pub struct RunDef {
     /// Minutes the script may take before the container is killed and the run FAILED.
     pub timeout: u64,
     /// The per-run key (`Authorization: Token <api_key>`); removed when served to someone who may not see it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub api_key: Option<String>,
     /// `https://node/projects/<p>/builds/<n>/runs/<r>/` on the node that handed out the run.
     pub run_url: String,
@@ -27,13 +27,13 @@ pub struct RunDef {
     pub runner_url: String,
     pub trigger_type: String,
     pub container: String,
-    #[serde(rename = "container-auth", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "container-auth", default)]
     pub container_auth: Option<String>,
     #[serde(default)]
     pub privileged: bool,
-    #[serde(rename = "container-user", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "container-user", default)]
     pub container_user: Option<String>,
-    #[serde(rename = "container-entrypoint", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "container-entrypoint", default)]
     pub container_entrypoint: Option<String>,
     /// Merged params plus `H_PROJECT`, `H_BUILD`, `H_RUN` (and `H_TRIGGER_URL`, `GIT_*` …).
     #[serde(default)]
@@ -41,11 +41,11 @@ pub struct RunDef {
     /// Name → value; written as files under `/secrets` and masked in the console log.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub script: Option<String>,
-    #[serde(rename = "script-repo", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "script-repo", default)]
     pub script_repo: Option<ScriptRepo>,
-    #[serde(rename = "test-grepping", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "test-grepping", default)]
     pub test_grepping: Option<TestGrepping>,
     #[serde(rename = "persistent-volumes", default)]
     pub persistent_volumes: BTreeMap<String, String>,
@@ -53,7 +53,7 @@ pub struct RunDef {
     pub shared_volumes: BTreeMap<String, String>,
     #[serde(rename = "host-tag")]
     pub host_tag: String,
-    #[serde(rename = "console-progress", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "console-progress", default)]
     pub console_progress: Option<ConsoleProgress>,
     /// Set by the simulator: every server call is switched off, output and artifacts land locally.
     #[serde(default)]
@@ -64,10 +64,10 @@ pub struct RunDef {
 pub struct ScriptRepo {
     #[serde(rename = "clone-url")]
     pub clone_url: String,
-    #[serde(rename = "git-ref", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "git-ref", default)]
     pub git_ref: Option<String>,
     /// Names of secrets (`:`-separated in the YAML) used as the clone token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub token: Option<String>,
     /// Path of the script inside the repository.
     pub path: String,
@@ -75,7 +75,7 @@ pub struct ScriptRepo {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TestGrepping {
-    #[serde(rename = "test-pattern", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "test-pattern", default)]
     pub test_pattern: Option<String>,
     #[serde(rename = "result-pattern")]
     pub result_pattern: String,

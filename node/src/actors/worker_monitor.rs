@@ -1,0 +1,71 @@
+//! `WorkerMonitor`: on the leader, every few seconds, finds workers that hold runs but have not checked in
+//! for `worker_timeout` and releases their runs (FAILED with a reason, or re-queued) through Raft. The
+//! release bumps each run's fencing token, so the lost worker's run keys stop working at once.
+//! Only the leader acts, so no duty is done twice; liveness comes from this node's soft state, and a node
+//! that just became leader or just started grants every worker a full timeout first.
+use crate::cluster::Cluster;
+use crate::presence::Presence;
+use actix::prelude::*;
+use jobserv_raft::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct WorkerMonitor {
+    pub cluster: Arc<Cluster>,
+    pub presence: Arc<Presence>,
+    pub timeout: Duration,
+    pub requeue: bool,
+    /// When this node last became leader: the grace period starts there.
+    leader_since: Option<Instant>,
+}
+
+impl WorkerMonitor {
+    pub fn new(cluster: Arc<Cluster>, presence: Arc<Presence>, timeout: Duration, requeue: bool) -> Self {
+        WorkerMonitor { cluster, presence, timeout, requeue, leader_since: None }
+    }
+
+    fn lost_workers(&mut self) -> Vec<String> {
+        if !self.cluster.is_leader() {
+            self.leader_since = None;
+            return Vec::new();
+        }
+        let since = *self.leader_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < self.timeout {
+            return Vec::new();
+        }
+        let Ok(workers) = self.cluster.state.workers() else { return Vec::new() };
+        workers
+            .into_iter()
+            .filter(|w| self.presence.silent_for(&w.name) >= self.timeout)
+            .filter(|w| self.cluster.state.worker_runs(&w.name).map(|runs| !runs.is_empty()).unwrap_or(false))
+            .map(|w| w.name)
+            .collect()
+    }
+}
+
+impl Actor for WorkerMonitor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(Duration::from_secs(2), |monitor, ctx| {
+            let lost = monitor.lost_workers();
+            if lost.is_empty() {
+                return;
+            }
+            let cluster = monitor.cluster.clone();
+            let timeout = monitor.timeout;
+            let requeue = monitor.requeue;
+            let release = async move {
+                for worker in lost {
+                    let reason = format!("worker {worker} stopped checking in (no check-in for {}s)", timeout.as_secs());
+                    tracing::warn!(worker = %worker, "{reason}; releasing its runs");
+                    let cmd = Command::ReleaseWorkerRuns { worker: worker.clone(), reason, requeue, now: jobserv_raft::state::now_ms() };
+                    if let Err(e) = cluster.propose(cmd).await {
+                        tracing::warn!(worker = %worker, "could not release runs: {e}");
+                    }
+                }
+            };
+            ctx.spawn(release.into_actor(monitor));
+        });
+    }
+}

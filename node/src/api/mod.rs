@@ -1,0 +1,30 @@
+//! The HTTPS API of `shared/spec/api.md`, served by every node. One file per resource; every handler
+//! reads the local applied state and changes state only through `Cluster::propose` (or an actor that does).
+//! Reads are local (they see everything this node has applied); the API says so in ARCHITECTURE.md.
+use actix_web::web;
+
+mod builds;
+mod projects;
+mod raft_rpc;
+mod runs;
+mod system;
+mod workers;
+
+/// Request bodies above this are refused with 413 before they are read whole.
+pub const MAX_JSON_BODY: usize = 2 * 1024 * 1024;
+/// Console chunks and artifacts.
+pub const MAX_CHUNK_BODY: usize = 32 * 1024 * 1024;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    raft_rpc::configure(cfg);
+    system::configure(cfg);
+    projects::configure(cfg);
+    builds::configure(cfg);
+    runs::configure(cfg);
+    workers::configure(cfg);
+}
+
+/// Parses a JSON body with a message that names the field at fault.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, crate::error::ApiError> {
+    serde_json::from_slice(body).map_err(|e| crate::error::ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}

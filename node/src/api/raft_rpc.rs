@@ -1,0 +1,62 @@
+//! Node-to-node routes: Raft RPCs and forwarded writes. Authenticated by the cluster secret (constant-time
+//! compare); bodies are `codec` blobs.
+use crate::app::App;
+use crate::auth::constant_time_eq;
+use crate::cluster::COMMIT_TIMEOUT;
+use crate::error::ApiError;
+use actix_web::{web, HttpRequest, HttpResponse};
+use jobserv_raft::network::CLUSTER_SECRET_HEADER;
+use jobserv_raft::{codec, Command};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/raft")
+            .app_data(web::PayloadConfig::new(256 * 1024 * 1024))
+            .route("/append", web::post().to(append))
+            .route("/vote", web::post().to(vote))
+            .route("/snapshot", web::post().to(snapshot))
+            .route("/propose", web::post().to(propose)),
+    );
+}
+
+fn check_secret(req: &HttpRequest, app: &App) -> Result<(), ApiError> {
+    let given = req.headers().get(CLUSTER_SECRET_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !constant_time_eq(given, &app.config.cluster_secret) {
+        return Err(ApiError::Unauthorized("node-to-node call without the cluster secret".into()));
+    }
+    Ok(())
+}
+
+fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    codec::decode(body).map_err(|e| ApiError::BadRequest(format!("raft rpc body: {e}")))
+}
+
+fn reply<T: serde::Serialize>(value: &T) -> Result<HttpResponse, ApiError> {
+    let bytes = codec::encode(value).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(HttpResponse::Ok().content_type("application/octet-stream").body(bytes))
+}
+
+async fn append(req: HttpRequest, app: web::Data<App>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    check_secret(&req, &app)?;
+    let rpc = decode(&body)?;
+    reply(&app.cluster.raft.append_entries(rpc).await)
+}
+
+async fn vote(req: HttpRequest, app: web::Data<App>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    check_secret(&req, &app)?;
+    let rpc = decode(&body)?;
+    reply(&app.cluster.raft.vote(rpc).await)
+}
+
+async fn snapshot(req: HttpRequest, app: web::Data<App>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    check_secret(&req, &app)?;
+    let rpc = decode(&body)?;
+    reply(&app.cluster.raft.install_snapshot(rpc).await)
+}
+
+/// A write forwarded by a follower. Proposed here only (no further forwarding, so no loops).
+async fn propose(req: HttpRequest, app: web::Data<App>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    check_secret(&req, &app)?;
+    let cmd: Command = decode(&body)?;
+    reply(&app.cluster.propose_local(cmd, COMMIT_TIMEOUT).await)
+}

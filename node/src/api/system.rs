@@ -1,0 +1,100 @@
+//! Health, version, metrics, cluster status and the worker binary for self-update.
+use crate::app::App;
+use crate::auth::require_admin;
+use crate::error::{success, ApiError, ApiResult};
+use actix_web::{web, HttpRequest, HttpResponse};
+use jobserv_protocol::RunStatus;
+use serde_json::json;
+use std::collections::BTreeMap;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health/runs/", web::get().to(health_runs))
+        .route("/version", web::get().to(version))
+        .route("/metrics", web::get().to(metrics))
+        .route("/cluster/", web::get().to(cluster))
+        .route("/worker", web::get().to(worker_binary))
+        .route("/runner", web::get().to(worker_binary));
+}
+
+/// Queued and running runs by host tag, and why the queued ones wait. Public, like JobServ's.
+async fn health_runs(app: web::Data<App>) -> ApiResult {
+    let mut queued: BTreeMap<String, u64> = BTreeMap::new();
+    let mut reasons: BTreeMap<String, BTreeMap<&'static str, u64>> = BTreeMap::new();
+    for run in app.state().queued_runs(100_000)? {
+        *queued.entry(run.host_tag.clone()).or_default() += 1;
+        let reason = super::runs::queue_reason(&app, &run)?;
+        *reasons.entry(run.host_tag.clone()).or_default().entry(reason.as_str()).or_default() += 1;
+    }
+    let mut running: BTreeMap<String, u64> = BTreeMap::new();
+    for worker in app.state().workers()? {
+        for run in app.state().worker_runs(&worker.name)? {
+            *running.entry(run.host_tag.clone()).or_default() += 1;
+        }
+    }
+    let counts: BTreeMap<&str, u64> = app.state().run_counts()?.into_iter().map(|(s, n)| (s.as_str(), n)).collect();
+    Ok(success(json!({
+        RunStatus::Queued.as_str(): queued,
+        RunStatus::Running.as_str(): running,
+        "queue_reasons": reasons,
+        "totals": counts,
+    })))
+}
+
+async fn version() -> ApiResult {
+    Ok(success(json!({ "version": env!("CARGO_PKG_VERSION"), "api": jobserv_protocol::api::API_VERSION, "rundef": jobserv_protocol::rundef::RUNDEF_VERSION, "storage": jobserv_raft::codec::FORMAT_VERSION })))
+}
+
+async fn metrics(app: web::Data<App>) -> HttpResponse {
+    let text = app.cluster.metrics.render(&app.cluster, &app.log_stats);
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text)
+}
+
+async fn cluster(req: HttpRequest, app: web::Data<App>) -> ApiResult {
+    require_admin(&req, app.state())?;
+    let m = app.cluster.raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    let voters: Vec<u64> = membership.voter_ids().collect();
+    let nodes: Vec<_> = membership
+        .nodes()
+        .map(|(id, node)| {
+            let role = if Some(*id) == m.current_leader {
+                "leader"
+            } else if voters.contains(id) {
+                "follower"
+            } else {
+                "learner"
+            };
+            // Liveness beyond this node comes from gossip (the cluster work); here only what Raft shows:
+            // the leader knows which followers acknowledge it.
+            let alive = *id == app.cluster.id
+                || m.replication.as_ref().is_some_and(|r| r.get(id).is_some_and(|matched| matched.is_some()));
+            json!({
+                "id": id,
+                "url": node.addr,
+                "raft_role": role,
+                "gossip_state": if alive { "alive" } else { "suspect" },
+                "generation": if *id == app.cluster.id { Some(crate::node::generation()) } else { None },
+            })
+        })
+        .collect();
+    Ok(success(json!({
+        "leader": m.current_leader,
+        "term": m.current_term,
+        "nodes": nodes,
+        "this_node": app.cluster.id,
+        "last_applied": m.last_applied.map(|l| l.index),
+    })))
+}
+
+/// The worker binary, for self-update (`jobserv-worker` beside this binary unless configured).
+async fn worker_binary(app: web::Data<App>) -> Result<HttpResponse, ApiError> {
+    let path = match &app.config.worker_binary {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().map_err(|e| ApiError::Internal(e.to_string()))?.with_file_name("jobserv-worker"),
+    };
+    let bytes = std::fs::read(&path).map_err(|_| ApiError::NotFound(format!("worker binary {}", path.display())))?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .insert_header(("X-JOBSERV-WORKER-VERSION", env!("CARGO_PKG_VERSION")))
+        .body(bytes))
+}

@@ -1,0 +1,201 @@
+//! `/workers/`: registration, enlistment, and the check-in that hands out work. A check-in records the
+//! worker's health in this node's soft state only; it becomes a Raft write only when runs are assigned.
+use super::parse_json;
+use super::runs::rundef_for;
+use crate::actors::checkin::AssignWork;
+use crate::app::App;
+use crate::auth::{bearer, hash_token, require_user, require_worker};
+use crate::error::{created, success, ApiError, ApiResult};
+use crate::presence::WorkerHealth;
+use actix_web::{web, HttpRequest};
+use jobserv_protocol::api::{CheckInReply, WorkerRegistration};
+use jobserv_raft::model::{Role, WorkerFacts};
+use jobserv_raft::Command;
+use serde::Deserialize;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// Longest long-poll: well under the worker timeout, so a waiting worker never looks lost.
+const MAX_WAIT: Duration = Duration::from_secs(20);
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/workers/", web::get().to(list))
+        .route("/workers/{name}/", web::post().to(register))
+        .route("/workers/{name}/", web::patch().to(update))
+        .route("/workers/{name}/", web::get().to(check_in))
+        .route("/workers/{name}/events/", web::post().to(events));
+}
+
+fn facts_of(r: &WorkerRegistration) -> WorkerFacts {
+    WorkerFacts {
+        distro: r.distro.clone(),
+        mem_total: r.mem_total,
+        cpu_total: r.cpu_total,
+        cpu_type: r.cpu_type.clone(),
+        concurrent_runs: r.concurrent_runs,
+        host_tags: r.host_tags.clone(),
+        surges_only: r.surges_only,
+        version: r.version.clone(),
+    }
+}
+
+async fn register(app: web::Data<App>, path: web::Path<String>, body: web::Bytes) -> ApiResult {
+    let name = path.into_inner();
+    let reg: WorkerRegistration = parse_json(&body)?;
+    if reg.api_key.len() < 32 {
+        return Err(ApiError::BadRequest("api_key: must be a random string of at least 32 characters".into()));
+    }
+    if reg.concurrent_runs == 0 || reg.concurrent_runs > 1024 {
+        return Err(ApiError::BadRequest("concurrent_runs: must be 1 to 1024".into()));
+    }
+    jobserv_raft::state::validate_name("worker", &name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let cmd = Command::RegisterWorker { name: name.clone(), key_hash: hash_token(&reg.api_key), facts: facts_of(&reg), now: jobserv_raft::state::now_ms() };
+    app.cluster.propose(cmd).await?;
+    tracing::info!(worker = %name, "worker registered");
+    Ok(created(json!({ "name": name, "enlisted": app.state().worker(&name)?.map(|w| w.enlisted).unwrap_or(false) })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkerPatch {
+    enlisted: Option<bool>,
+    distro: Option<String>,
+    mem_total: Option<u64>,
+    cpu_total: Option<u32>,
+    cpu_type: Option<String>,
+    concurrent_runs: Option<u32>,
+    host_tags: Option<Vec<String>>,
+    surges_only: Option<bool>,
+    version: Option<String>,
+}
+
+/// Admins may enlist or delist; the worker itself may update its facts.
+async fn update(req: HttpRequest, app: web::Data<App>, path: web::Path<String>, body: web::Bytes) -> ApiResult {
+    let name = path.into_inner();
+    let patch: WorkerPatch = parse_json(&body)?;
+    let is_admin = bearer(&req).and_then(|t| app.state().token(&hash_token(t)).ok().flatten()).is_some_and(|t| t.role == Role::Admin);
+    let worker = if is_admin {
+        app.state().worker(&name)?.ok_or_else(|| ApiError::NotFound(format!("worker {name}")))?
+    } else {
+        if patch.enlisted.is_some() {
+            return Err(ApiError::Forbidden("enlisted: only an admin may enlist or delist a worker".into()));
+        }
+        require_worker(&req, app.state(), &name)?
+    };
+    let mut facts = worker.facts.clone();
+    facts.distro = patch.distro.unwrap_or(facts.distro);
+    facts.mem_total = patch.mem_total.unwrap_or(facts.mem_total);
+    facts.cpu_total = patch.cpu_total.unwrap_or(facts.cpu_total);
+    facts.cpu_type = patch.cpu_type.unwrap_or(facts.cpu_type);
+    facts.concurrent_runs = patch.concurrent_runs.unwrap_or(facts.concurrent_runs);
+    facts.host_tags = patch.host_tags.unwrap_or(facts.host_tags);
+    facts.surges_only = patch.surges_only.unwrap_or(facts.surges_only);
+    facts.version = patch.version.unwrap_or(facts.version);
+    let facts = (facts != worker.facts).then_some(facts);
+    if facts.is_some() || patch.enlisted.is_some() {
+        app.cluster.propose(Command::UpdateWorker { name: name.clone(), enlisted: patch.enlisted, facts }).await?;
+    }
+    let worker = app.state().worker(&name)?.ok_or_else(|| ApiError::NotFound(format!("worker {name}")))?;
+    Ok(success(json!({ "worker": {"name": worker.name, "enlisted": worker.enlisted, "host_tags": worker.facts.host_tags} })))
+}
+
+#[derive(Deserialize)]
+struct CheckInQuery {
+    available_runners: Option<u32>,
+    load_avg_1: Option<f64>,
+    mem_free: Option<u64>,
+    disk_free: Option<u64>,
+    wait: Option<f64>,
+}
+
+async fn check_in(req: HttpRequest, app: web::Data<App>, path: web::Path<String>, q: web::Query<CheckInQuery>) -> ApiResult {
+    let name = path.into_inner();
+    let worker = require_worker(&req, app.state(), &name)?;
+    let span = tracing::debug_span!("check_in", worker = %name);
+    let _enter = span.enter();
+    let available = q.available_runners.unwrap_or(0);
+    let health = |available_runners| WorkerHealth {
+        last_seen: Instant::now(),
+        load_avg_1: q.load_avg_1,
+        mem_free: q.mem_free,
+        disk_free: q.disk_free,
+        available_runners,
+    };
+    app.presence.seen(&name, health(available));
+
+    let mut assigned = Vec::new();
+    if worker.enlisted && available > 0 {
+        let wait = Duration::from_secs_f64(q.wait.unwrap_or(0.0).clamp(0.0, MAX_WAIT.as_secs_f64()));
+        let deadline = Instant::now() + wait;
+        loop {
+            // Take the applied index before looking, so a run queued meanwhile wakes us.
+            let seen = app.cluster.applied_index();
+            assigned = app
+                .checkin
+                .send(AssignWork { worker: worker.clone(), slots: available })
+                .await
+                .map_err(|e| ApiError::Internal(format!("check-in actor: {e}")))??;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if !assigned.is_empty() || remaining.is_zero() {
+                break;
+            }
+            app.cluster.wait_applied(seen, remaining).await;
+        }
+        app.presence.seen(&name, health(available.saturating_sub(assigned.len() as u32)));
+    }
+    app.cluster.metrics.checkins.with_label_values(&[if assigned.is_empty() { "idle" } else { "assigned" }]).inc();
+
+    let mut run_defs = Vec::new();
+    for (run_ref, fence) in &assigned {
+        if let Some(run) = app.state().run(run_ref)? {
+            run_defs.push(rundef_for(&app, &run, Some(*fence))?);
+        }
+    }
+    let active_runs = app.state().worker_runs(&name)?.iter().map(|r| r.run_ref().to_string()).collect();
+    let reply = CheckInReply {
+        name: name.clone(),
+        enlisted: worker.enlisted,
+        run_defs,
+        active_runs,
+        nodes: app.cluster.node_urls(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    Ok(success(json!({ "worker": reply })))
+}
+
+async fn list(req: HttpRequest, app: web::Data<App>) -> ApiResult {
+    require_user(&req, app.state())?;
+    let timeout = Duration::from_secs(app.config.worker_timeout_secs);
+    let workers: Vec<_> = app
+        .state()
+        .workers()?
+        .into_iter()
+        .map(|w| {
+            let health = app.presence.get(&w.name);
+            json!({
+                "name": w.name,
+                "enlisted": w.enlisted,
+                "online": app.presence.is_online(&w.name, timeout),
+                "distro": w.facts.distro,
+                "mem_total": w.facts.mem_total,
+                "cpu_total": w.facts.cpu_total,
+                "cpu_type": w.facts.cpu_type,
+                "concurrent_runs": w.facts.concurrent_runs,
+                "host_tags": w.facts.host_tags,
+                "surges_only": w.facts.surges_only,
+                "version": w.facts.version,
+                "health": health,
+            })
+        })
+        .collect();
+    Ok(success(json!({ "workers": workers })))
+}
+
+/// Worker events (e.g. "image pulled", "disk low"): logged, not replicated.
+async fn events(req: HttpRequest, app: web::Data<App>, path: web::Path<String>, body: web::Bytes) -> ApiResult {
+    let name = path.into_inner();
+    require_worker(&req, app.state(), &name)?;
+    let event: serde_json::Value = parse_json(&body)?;
+    tracing::info!(worker = %name, event = %event, "worker event");
+    Ok(success(json!({})))
+}

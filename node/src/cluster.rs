@@ -1,0 +1,141 @@
+//! This node's handle on the cluster: the Raft instance, the applied state, and `propose`, the only way a
+//! handler or actor changes anything. A write that reaches a follower is forwarded to the leader over
+//! HTTPS (bounded retries across a leader change); a write that cannot be committed within
+//! `COMMIT_TIMEOUT` (no leader, no quorum — e.g. this node is cut off) fails with 503 instead of hanging.
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use jobserv_raft::network::CLUSTER_SECRET_HEADER;
+use jobserv_raft::{codec, Command, CommandResult, NodeId, Raft, SledStateMachine, State};
+use openraft::error::{ClientWriteError, RaftError};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+const FORWARD_ATTEMPTS: usize = 5;
+
+pub struct Cluster {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub state: State,
+    pub state_machine: SledStateMachine,
+    pub advertise_url: String,
+    pub secret: String,
+    pub client: reqwest::Client,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Reply of `POST /raft/propose` (a forwarded write), `codec`-encoded.
+#[derive(Serialize, Deserialize)]
+pub enum ProposeReply {
+    Committed(CommandResult),
+    NotLeader { leader_url: Option<String> },
+    Unavailable(String),
+}
+
+impl Cluster {
+    /// Commits `cmd` through Raft (here or on the leader) and returns what applying it produced. A domain
+    /// refusal (`CommandResult::Rejected`) becomes the matching 4xx error.
+    pub async fn propose(&self, cmd: Command) -> Result<CommandResult, ApiError> {
+        let started = Instant::now();
+        let result = self.propose_anywhere(cmd).await;
+        self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+        match result? {
+            CommandResult::Rejected(refusal) => Err(refusal.into()),
+            ok => Ok(ok),
+        }
+    }
+
+    async fn propose_anywhere(&self, cmd: Command) -> Result<CommandResult, ApiError> {
+        let deadline = Instant::now() + COMMIT_TIMEOUT;
+        let mut last_error = String::from("no leader known");
+        for attempt in 0..FORWARD_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            match self.propose_local(cmd.clone(), remaining).await {
+                ProposeReply::Committed(result) => return Ok(result),
+                ProposeReply::Unavailable(e) => last_error = e,
+                ProposeReply::NotLeader { leader_url: None } => last_error = "no leader elected yet".into(),
+                ProposeReply::NotLeader { leader_url: Some(url) } => match self.forward(&url, &cmd, remaining).await {
+                    Ok(ProposeReply::Committed(result)) => return Ok(result),
+                    Ok(ProposeReply::NotLeader { .. }) => last_error = format!("{url} is no longer the leader"),
+                    Ok(ProposeReply::Unavailable(e)) => last_error = e,
+                    Err(e) => last_error = format!("forwarding to leader {url}: {e}"),
+                },
+            }
+        }
+        Err(ApiError::Unavailable(format!("write not committed: {last_error}; the cluster may have no quorum reachable from this node")))
+    }
+
+    /// Proposes on this node if it is the leader.
+    pub async fn propose_local(&self, cmd: Command, timeout: Duration) -> ProposeReply {
+        match tokio::time::timeout(timeout, self.raft.client_write(cmd)).await {
+            Err(_) => ProposeReply::Unavailable(format!("not committed within {timeout:?}")),
+            Ok(Ok(resp)) => ProposeReply::Committed(resp.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                ProposeReply::NotLeader { leader_url: f.leader_node.map(|n| n.addr) }
+            }
+            Ok(Err(e)) => ProposeReply::Unavailable(e.to_string()),
+        }
+    }
+
+    async fn forward(&self, leader_url: &str, cmd: &Command, timeout: Duration) -> Result<ProposeReply, String> {
+        let body = codec::encode(cmd).map_err(|e| e.to_string())?;
+        let reply = self
+            .client
+            .post(format!("{}/raft/propose", leader_url.trim_end_matches('/')))
+            .header(CLUSTER_SECRET_HEADER, &self.secret)
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !reply.status().is_success() {
+            return Err(format!("HTTP {}", reply.status()));
+        }
+        let bytes = reply.bytes().await.map_err(|e| e.to_string())?;
+        codec::decode(&bytes).map_err(|e| e.to_string())
+    }
+
+    /// Every member's advertised URL (voters and learners), this node first.
+    pub fn node_urls(&self) -> Vec<String> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let mut urls = vec![self.advertise_url.clone()];
+        for (_, node) in metrics.membership_config.membership().nodes() {
+            if !urls.contains(&node.addr) {
+                urls.push(node.addr.clone());
+            }
+        }
+        urls
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    /// Waits until this node has applied something newer than `seen`, or `timeout` passes.
+    pub async fn wait_applied(&self, seen: u64, timeout: Duration) -> u64 {
+        let mut rx = self.state_machine.subscribe_applied();
+        let wait = async {
+            loop {
+                let current = *rx.borrow_and_update();
+                if current > seen {
+                    return current;
+                }
+                if rx.changed().await.is_err() {
+                    return current;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.unwrap_or(seen)
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        *self.state_machine.subscribe_applied().borrow()
+    }
+}

@@ -1,0 +1,104 @@
+//! The node's configuration: a TOML file (`jobserv-node run --config node.toml`) with an environment
+//! override for every key (`JOBSERV_<KEY>` in upper case), and defaults that make a working dev node.
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeConfig {
+    /// Raft node id, unique in the cluster.
+    pub id: u64,
+    pub data_dir: PathBuf,
+    /// Address to listen on, e.g. `127.0.0.1:8443`.
+    pub listen: String,
+    /// The HTTPS base URL other nodes and workers use to reach this node.
+    pub advertise_url: String,
+    /// The initial voters (id and URL) when bootstrapping a new cluster; the lowest id initialises it.
+    #[serde(default)]
+    pub peers: Vec<Peer>,
+    /// A member to join through instead of bootstrapping.
+    #[serde(default)]
+    pub join: Option<String>,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// The CA that signed every node's certificate (trusted for node-to-node calls).
+    pub ca_cert: PathBuf,
+    /// Shared by every node; authenticates Raft RPCs, forwarded writes and signs run keys.
+    pub cluster_secret: String,
+    /// An admin token to install at start (its hash goes through Raft), so a fresh cluster is usable.
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    /// A worker that has not checked in for this long loses its runs.
+    #[serde(default = "default_worker_timeout")]
+    pub worker_timeout_secs: u64,
+    /// Re-queue (instead of fail) the runs of a lost worker.
+    #[serde(default)]
+    pub requeue_lost_runs: bool,
+    /// Largest artifact kept in the replicated state.
+    #[serde(default = "default_max_artifact")]
+    pub max_artifact_bytes: usize,
+    /// The worker binary served by `GET /worker` for self-update (default: `jobserv-worker` beside this binary).
+    #[serde(default)]
+    pub worker_binary: Option<PathBuf>,
+    /// Log as JSON lines instead of text.
+    #[serde(default)]
+    pub log_json: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Peer {
+    pub id: u64,
+    pub url: String,
+}
+
+fn default_worker_timeout() -> u64 {
+    30
+}
+
+fn default_max_artifact() -> usize {
+    16 * 1024 * 1024
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Parse { path: String, source: toml::de::Error },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+impl NodeConfig {
+    pub fn load(path: &std::path::Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let mut table: toml::Table = toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.display().to_string(), source })?;
+        apply_env_overrides(&mut table)?;
+        table.try_into().map_err(|source| ConfigError::Parse { path: path.display().to_string(), source })
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// Every top-level key can be overridden by `JOBSERV_<KEY>`; values are parsed as TOML when they can be
+/// (numbers, booleans, arrays), else taken as strings.
+fn apply_env_overrides(table: &mut toml::Table) -> Result<(), ConfigError> {
+    const KEYS: [&str; 16] = [
+        "id", "data_dir", "listen", "advertise_url", "peers", "join", "tls_cert", "tls_key", "ca_cert", "cluster_secret",
+        "admin_token", "worker_timeout_secs", "requeue_lost_runs", "max_artifact_bytes", "worker_binary", "log_json",
+    ];
+    for key in KEYS {
+        let var = format!("JOBSERV_{}", key.to_uppercase());
+        let Ok(raw) = std::env::var(&var) else { continue };
+        let value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+            Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.clone())),
+            Err(_) => toml::Value::String(raw.clone()),
+        };
+        if key == "peers" && !value.is_array() {
+            return Err(ConfigError::Env { var, message: "expected a TOML array like [{id=1, url=\"https://…\"}]".into() });
+        }
+        table.insert(key.to_string(), value);
+    }
+    Ok(())
+}

@@ -1,0 +1,15 @@
+//! The JobServ node: HTTPS API, actors and the glue to the replicated state (`jobserv-raft`).
+//! `main.rs` (the `jobserv-node` binary) is a thin CLI over `node::start` and `dev::run`.
+pub mod actors;
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod cluster;
+pub mod config;
+pub mod definition;
+pub mod error;
+pub mod metrics;
+pub mod node;
+pub mod presence;
+pub mod scheduler;
+pub mod tls;

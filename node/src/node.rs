@@ -1,0 +1,192 @@
+//! Starting a node: open the sled store, start Raft, bootstrap or join the cluster, start the actors and
+//! the HTTPS server. `start` returns once the node is serving; `RunningNode` stops it.
+use crate::actors::checkin::CheckInActor;
+use crate::actors::project::ProjectActors;
+use crate::actors::worker_monitor::WorkerMonitor;
+use crate::app::App;
+use crate::auth::hash_token;
+use crate::cluster::Cluster;
+use crate::config::NodeConfig;
+use crate::metrics::Metrics;
+use crate::presence::Presence;
+use actix::Actor;
+use actix_web::dev::{Service, ServerHandle};
+use actix_web::http::StatusCode;
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
+use actix_web::{web, HttpServer};
+use jobserv_raft::model::Role;
+use jobserv_raft::network::HttpRaftNetwork;
+use jobserv_raft::{open_store, raft_config, Command, Raft};
+use openraft::BasicNode;
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+static GENERATION: OnceLock<u64> = OnceLock::new();
+
+/// This process's generation id: its start time in ms, so a restarted node is told apart from its past.
+pub fn generation() -> u64 {
+    *GENERATION.get_or_init(jobserv_raft::state::now_ms)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("store: {0}")]
+    Store(#[from] jobserv_raft::OpenError),
+    #[error("tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("listening on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("{0}")]
+    Other(String),
+}
+
+pub struct RunningNode {
+    pub cluster: Arc<Cluster>,
+    pub server: ServerHandle,
+    server_task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningNode {
+    /// Serves until the server stops (SIGTERM/SIGINT are handled by actix-web: graceful stop).
+    pub async fn wait(self) -> std::io::Result<()> {
+        let result = self.server_task.await.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        let _ = self.cluster.raft.shutdown().await;
+        result
+    }
+
+    pub async fn stop(self) {
+        self.server.stop(true).await;
+        let _ = self.cluster.raft.shutdown().await;
+    }
+}
+
+pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
+    generation();
+    crate::tls::install_crypto_provider();
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::Other(format!("{}: {e}", config.data_dir.display())))?;
+    let (log_store, state_machine) = open_store(&config.data_dir.join("raft"))?;
+    let log_stats = log_store.stats();
+    let client = crate::tls::client(&config.ca_cert, Duration::from_secs(30))?;
+    let network = HttpRaftNetwork::new(client.clone(), config.cluster_secret.clone());
+    let raft_cfg = Arc::new(raft_config().validate().map_err(|e| StartError::Raft(e.to_string()))?);
+    let state = state_machine.state();
+    let raft = Raft::new(config.id, raft_cfg, network, log_store, state_machine.clone()).await.map_err(|e| StartError::Raft(e.to_string()))?;
+    let metrics = Arc::new(Metrics::new().map_err(|e| StartError::Other(e.to_string()))?);
+    let cluster = Arc::new(Cluster {
+        id: config.id,
+        raft,
+        state,
+        state_machine,
+        advertise_url: config.advertise_url.trim_end_matches('/').to_string(),
+        secret: config.cluster_secret.clone(),
+        client,
+        metrics: metrics.clone(),
+    });
+
+    let presence = Arc::new(Presence::default());
+    let checkin = CheckInActor::new(cluster.clone()).start();
+    WorkerMonitor::new(cluster.clone(), presence.clone(), Duration::from_secs(config.worker_timeout_secs), config.requeue_lost_runs).start();
+    let project_arbiter = actix::Arbiter::new();
+    let projects = ProjectActors::new(project_arbiter.handle(), cluster.clone());
+    let app = web::Data::new(App { cluster: cluster.clone(), presence, checkin, projects, config: config.clone(), log_stats });
+
+    let tls = crate::tls::server_config(&config.tls_cert, &config.tls_key)?;
+    let server_app = app.clone();
+    let server = HttpServer::new(move || {
+        let metrics = server_app.cluster.metrics.clone();
+        actix_web::App::new()
+            .app_data(server_app.clone())
+            .app_data(web::PayloadConfig::new(crate::api::MAX_JSON_BODY))
+            .wrap(ErrorHandlers::new().default_handler(jsend_error_body))
+            .wrap_fn(move |req, srv| {
+                let method = req.method().to_string();
+                let span = tracing::debug_span!("http", %method, path = %req.path());
+                let fut = srv.call(req);
+                let metrics = metrics.clone();
+                async move {
+                    let _entered = span.enter();
+                    let res = fut.await?;
+                    let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+                    metrics.http_requests.with_label_values(&[&method, &route, res.status().as_str()]).inc();
+                    Ok(res)
+                }
+            })
+            .configure(crate::api::configure)
+            .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(crate::error::ApiError::NotFound("no such endpoint".into())) }))
+    })
+    .shutdown_timeout(5)
+    .bind_rustls_0_23(&config.listen, tls)
+    .map_err(|source| StartError::Bind { addr: config.listen.clone(), source })?
+    .run();
+    let handle = server.handle();
+    let server_task = tokio::spawn(server);
+
+    bootstrap(&cluster, &config).await?;
+    if let Some(token) = &config.admin_token {
+        install_admin_token(&cluster, token).await?;
+    }
+    tracing::info!(node = config.id, url = %cluster.advertise_url, "node serving");
+    Ok(RunningNode { cluster, server: handle, server_task })
+}
+
+/// Errors that actix produces itself (payload too large, bad path parameters…) get a jsend body too.
+fn jsend_error_body<B: actix_web::body::MessageBody + 'static>(
+    res: actix_web::dev::ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_json = res.headers().get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("json"));
+    if is_json || res.status().is_success() {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let message = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "request body too large".to_string(),
+        s => format!("{}", s.canonical_reason().unwrap_or("error")),
+    };
+    let (req, _) = res.into_parts();
+    let body = actix_web::HttpResponse::build(status).json(serde_json::json!({"status": "error", "message": message}));
+    Ok(ErrorHandlerResponse::Response(actix_web::dev::ServiceResponse::new(req, body).map_into_right_body()))
+}
+
+/// A fresh cluster is initialised by exactly one node: the only one (no peers), or the lowest peer id.
+async fn bootstrap(cluster: &Cluster, config: &NodeConfig) -> Result<(), StartError> {
+    if cluster.raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))? {
+        return Ok(());
+    }
+    if let Some(join) = &config.join {
+        return Err(StartError::Other(format!("joining through {join} is not available yet: start nodes with `peers` instead")));
+    }
+    let mut members = BTreeMap::new();
+    if config.peers.is_empty() {
+        members.insert(config.id, BasicNode { addr: cluster.advertise_url.clone() });
+    } else {
+        for peer in &config.peers {
+            members.insert(peer.id, BasicNode { addr: peer.url.trim_end_matches('/').to_string() });
+        }
+        if config.peers.iter().map(|p| p.id).min() != Some(config.id) {
+            return Ok(()); // the lowest id initialises; the others are told by its first heartbeat
+        }
+    }
+    cluster.raft.initialize(members).await.map_err(|e| StartError::Raft(e.to_string()))
+}
+
+/// Installs the configured admin token (its hash) once a leader exists.
+async fn install_admin_token(cluster: &Cluster, token: &str) -> Result<(), StartError> {
+    let hash = hash_token(token);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if cluster.state.token(&hash).map_err(|e| StartError::Other(e.to_string()))?.is_some() {
+            return Ok(());
+        }
+        match cluster.propose(Command::AddToken { hash: hash.clone(), name: "admin (config)".into(), role: Role::Admin }).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!("admin token not installed yet: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(StartError::Other(format!("installing the admin token: {e}"))),
+        }
+    }
+}
