@@ -3,33 +3,37 @@
 //! turn each `RunSpec` into the stored `RunDef` (without URLs, run key or secret values — those are added
 //! when a worker is handed the run).
 use crate::error::ApiError;
-use jobserv_protocol::project::{parse_project, RunSpec};
+use jobserv_protocol::project::{parse_project, ProjectDefinition, RunSpec};
 use jobserv_protocol::rundef::RUNDEF_VERSION;
 use jobserv_protocol::RunDef;
 use std::collections::{BTreeMap, BTreeSet};
 
-pub struct ExpandedBuild {
+/// A parsed, validated definition and the trigger a build starts, before secrets are known.
+pub struct PreparedBuild {
+    definition: ProjectDefinition,
+    trigger_name: String,
     pub trigger_type: String,
-    pub runs: Vec<RunDef>,
 }
 
-pub fn expand_build(
-    project: &str,
-    yaml: &str,
-    trigger_name: &str,
-    params: &BTreeMap<String, String>,
-    secrets: &BTreeMap<String, String>,
-) -> Result<ExpandedBuild, ApiError> {
+pub fn prepare_build(yaml: &str, trigger_name: &str) -> Result<PreparedBuild, ApiError> {
     let definition = parse_project(yaml).map_err(|e| ApiError::BadRequest(format!("project-definition: {e}")))?;
     let trigger = definition
         .trigger(trigger_name)
         .ok_or_else(|| ApiError::BadRequest(format!("trigger-name: the definition has no trigger named {trigger_name:?}")))?;
     let trigger_type = trigger.trigger_type.as_str().to_string();
-    let available: BTreeSet<String> = secrets.keys().cloned().collect();
-    definition.check_secrets(&available).map_err(|e| ApiError::BadRequest(format!("secrets: {e}")))?;
-    let specs = definition.expand_trigger(trigger_name, params).map_err(|e| ApiError::BadRequest(format!("project-definition: {e}")))?;
-    let runs = specs.into_iter().map(|spec| run_definition(project, spec)).collect();
-    Ok(ExpandedBuild { trigger_type, runs })
+    Ok(PreparedBuild { definition, trigger_name: trigger_name.to_string(), trigger_type })
+}
+
+impl PreparedBuild {
+    /// Checks that every secret the trigger (and its chain) needs is given, then expands the runs.
+    pub fn runs(&self, project: &str, params: &BTreeMap<String, String>, secrets: &BTreeMap<String, String>) -> Result<Vec<RunDef>, ApiError> {
+        let available: BTreeSet<String> = secrets.keys().cloned().collect();
+        self.definition
+            .check_trigger_secrets(&self.trigger_name, &available)
+            .map_err(|e| ApiError::BadRequest(format!("secrets: {e}")))?;
+        let specs = self.definition.expand_trigger(&self.trigger_name, params).map_err(|e| ApiError::BadRequest(format!("project-definition: {e}")))?;
+        Ok(specs.into_iter().map(|spec| run_definition(project, spec)).collect())
+    }
 }
 
 fn run_definition(project: &str, spec: RunSpec) -> RunDef {

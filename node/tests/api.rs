@@ -11,7 +11,7 @@ async fn project_with_build(node: &TestNode, name: &str) -> u64 {
     body["data"]["build_id"].as_u64().expect("build_id")
 }
 
-#[actix_web::test]
+#[tokio::test]
 async fn projects_and_builds_round_trip_with_queue_reasons() {
     let dir = tempdir();
     let node = TestNode::start(dir.path()).await;
@@ -41,7 +41,7 @@ async fn projects_and_builds_round_trip_with_queue_reasons() {
     assert_eq!(health["data"]["QUEUED"]["amd64"], 3);
 }
 
-#[actix_web::test]
+#[tokio::test]
 async fn concurrent_build_creation_gives_gapless_unique_numbers() {
     let dir = tempdir();
     let node = TestNode::start(dir.path()).await;
@@ -70,7 +70,7 @@ async fn concurrent_build_creation_gives_gapless_unique_numbers() {
     assert!(next.ends_with("before=17"), "{next}");
 }
 
-#[actix_web::test]
+#[tokio::test]
 async fn bad_input_gets_clear_errors_and_changes_nothing() {
     let dir = tempdir();
     let node = TestNode::start(dir.path()).await;

@@ -3,7 +3,7 @@
 //! propose. Builds of one project are thereby created in the order requests reached this node, and the
 //! CPU spent on YAML stays off the HTTP workers' threads.
 use crate::cluster::Cluster;
-use crate::definition::expand_build;
+use crate::definition::prepare_build;
 use crate::error::ApiError;
 use actix::prelude::*;
 use jobserv_raft::command::NewBuild;
@@ -42,13 +42,10 @@ impl Handler<CreateBuild> for ProjectActor {
             if cluster.state.project(&project)?.is_none() {
                 return Err(ApiError::NotFound(format!("project {project}")));
             }
+            let prepared = prepare_build(&msg.definition, &msg.trigger_name)?;
+            let trigger_type = msg.trigger_type.clone().unwrap_or_else(|| prepared.trigger_type.clone());
             // Secrets: those of the project's triggers of this type, overridden by the request's own.
             let mut secrets = BTreeMap::new();
-            let expanded_type = {
-                let probe = expand_build(&project, &msg.definition, &msg.trigger_name, &msg.params, &all_secret_names(&cluster, &project, &msg.secrets)?);
-                probe?.trigger_type
-            };
-            let trigger_type = msg.trigger_type.clone().unwrap_or(expanded_type);
             let mut priority = 0;
             for trigger in cluster.state.triggers(&project)? {
                 if trigger.trigger_type == trigger_type {
@@ -57,7 +54,7 @@ impl Handler<CreateBuild> for ProjectActor {
                 }
             }
             secrets.extend(msg.secrets.clone());
-            let expanded = expand_build(&project, &msg.definition, &msg.trigger_name, &msg.params, &secrets)?;
+            let runs = prepared.runs(&project, &msg.params, &secrets)?;
             let new_build = NewBuild {
                 project: project.clone(),
                 trigger_name: msg.trigger_name.clone(),
@@ -67,7 +64,7 @@ impl Handler<CreateBuild> for ProjectActor {
                 secrets,
                 queue_priority: msg.queue_priority.unwrap_or(priority),
                 definition: msg.definition.clone(),
-                runs: expanded.runs,
+                runs,
                 now: jobserv_raft::state::now_ms(),
             };
             match cluster.propose(Command::CreateBuild(Box::new(new_build))).await? {
@@ -80,16 +77,6 @@ impl Handler<CreateBuild> for ProjectActor {
         };
         AtomicResponse::new(Box::pin(work.into_actor(self)))
     }
-}
-
-/// Secret names available to a build before we know its trigger type: every project trigger's and the
-/// request's own (values are irrelevant for the type probe).
-fn all_secret_names(cluster: &Cluster, project: &str, given: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>, ApiError> {
-    let mut names = given.clone();
-    for trigger in cluster.state.triggers(project)? {
-        names.extend(trigger.secrets.clone());
-    }
-    Ok(names)
 }
 
 /// Finds or starts the actor of a project. Actors live on one dedicated arbiter.

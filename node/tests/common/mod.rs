@@ -1,16 +1,7 @@
 //! Starts real nodes (real sled dirs, real TLS on 127.0.0.1) inside the test process.
 #![allow(dead_code)]
 use jobserv_node::config::NodeConfig;
-use jobserv_node::node::{start, RunningNode};
 use std::path::{Path, PathBuf};
-
-pub struct TestNode {
-    pub node: Option<RunningNode>,
-    pub url: String,
-    pub token: String,
-    pub client: reqwest::Client,
-    pub config: NodeConfig,
-}
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
@@ -38,29 +29,100 @@ pub fn node_config(dir: &Path, port: u16) -> NodeConfig {
     }
 }
 
+/// A real `jobserv-node` process on 127.0.0.1 with its own sled dir and TLS.
+pub struct TestNode {
+    pub child: Option<std::process::Child>,
+    pub url: String,
+    pub token: String,
+    pub client: reqwest::Client,
+    pub config: NodeConfig,
+    pub config_path: PathBuf,
+}
+
 impl TestNode {
     pub async fn start(dir: &Path) -> TestNode {
         Self::start_with(node_config(dir, free_port())).await
     }
 
     pub async fn start_with(config: NodeConfig) -> TestNode {
-        let node = start(config.clone()).await.expect("node starts");
+        std::fs::create_dir_all(&config.data_dir).expect("data dir");
+        let config_path = config.data_dir.with_extension("toml");
+        std::fs::write(&config_path, config.to_toml()).expect("config file");
         let client = jobserv_node::tls::client(&config.ca_cert, std::time::Duration::from_secs(60)).expect("client");
-        TestNode { node: Some(node), url: config.advertise_url.clone(), token: config.admin_token.clone().unwrap_or_default(), client, config }
+        let mut node = TestNode { child: None, url: config.advertise_url.clone(), token: config.admin_token.clone().unwrap_or_default(), client, config, config_path };
+        node.spawn().await;
+        node
     }
 
-    pub async fn stop(&mut self) {
-        if let Some(node) = self.node.take() {
-            node.stop().await;
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.config.data_dir.with_extension("log")).expect("log file");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_jobserv-node"))
+            .args(["run", "--config"])
+            .arg(&self.config_path)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn jobserv-node");
+        self.child = Some(child);
+        self.wait_ready().await;
+    }
+
+    /// Waits until the node answers an authenticated read (it has a leader and the admin token).
+    pub async fn wait_ready(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Ok(r) = self.client.get(self.u("/projects/")).header("Authorization", format!("Token {}", self.token)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "node at {} not ready; see {}", self.url, self.config.data_dir.with_extension("log").display());
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
 
-    pub async fn restart(&mut self) {
-        self.stop().await;
-        let node = start(self.config.clone()).await.expect("node restarts");
-        self.node = Some(node);
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a graceful exit.
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn stop(&mut self) {
+        self.terminate();
+    }
+
+    pub async fn restart(&mut self) {
+        self.terminate();
+        self.spawn().await;
+    }
+
+    pub async fn restart_after_kill(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl TestNode {
     pub fn u(&self, path: &str) -> String {
         format!("{}{}", self.url, path)
     }

@@ -27,11 +27,11 @@ fn names(runs: &[RunSpec]) -> Vec<&str> {
     runs.iter().map(|r| r.name.as_str()).collect()
 }
 
-/// file → [(trigger, type, expected run names)], written out explicitly.
-fn expected() -> Vec<(
-    &'static str,
-    Vec<(&'static str, TriggerType, Vec<&'static str>)>,
-)> {
+/// (trigger, its type, the run names it expands to).
+type Expected = Vec<(&'static str, TriggerType, Vec<&'static str>)>;
+
+/// file → expected triggers, written out explicitly.
+fn expected() -> Vec<(&'static str, Expected)> {
     use TriggerType::*;
     vec![
         (
