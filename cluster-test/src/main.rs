@@ -1,1 +1,104 @@
-fn main() {}
+//! `cluster-test`: real JobServ processes on this machine — crash loops, benchmarks, and (with the
+//! cluster work) `up` / `restart-node` and the chaos suite. See `shared/spec/cli.md`.
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "cluster-test", version, about = "Real multi-process JobServ clusters on one machine")]
+struct Cli {
+    /// Where jobserv-node and jobserv-worker are (default: next to this binary).
+    #[arg(long, global = true)]
+    bin_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// SIGKILL a node in the middle of a stream of acknowledged writes, restart it, verify, repeat.
+    CrashLoop {
+        #[arg(long, default_value_t = 200)]
+        iterations: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Working directory (default: a fresh temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// One-node commit and build-creation throughput/latency, memory and disk footprint.
+    BenchNode {
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 100_000)]
+        footprint_writes: u64,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+fn work_dir(dir: Option<PathBuf>) -> anyhow::Result<(PathBuf, Option<tempfile_guard::Guard>)> {
+    match dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d)?;
+            Ok((d, None))
+        }
+        None => {
+            let guard = tempfile_guard::Guard::new()?;
+            Ok((guard.path.clone(), Some(guard)))
+        }
+    }
+}
+
+/// A temp dir removed on drop (no extra dependency for one directory).
+mod tempfile_guard {
+    pub struct Guard {
+        pub path: std::path::PathBuf,
+    }
+    impl Guard {
+        pub fn new() -> std::io::Result<Guard> {
+            let path = std::env::temp_dir().join(format!("cluster-test-{}-{}", std::process::id(), jobserv_node::auth::new_token().get(..8).unwrap_or("x")));
+            std::fs::create_dir_all(&path)?;
+            Ok(Guard { path })
+        }
+    }
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let bin_dir = cluster_test::harness::bin_dir(cli.bin_dir.as_deref())?;
+    match cli.command {
+        Cmd::CrashLoop { iterations, seed, dir } => {
+            let (dir, _guard) = work_dir(dir)?;
+            let report = cluster_test::crash_loop::run(&dir, &bin_dir, iterations, seed).await.context("crash loop")?;
+            let mut ready = report.restart_ready.clone();
+            println!(
+                "crash loop: {} SIGKILL/restart cycles passed; {} acknowledged appends ({} bytes) and {} acknowledged builds all present, no byte duplicated, build numbers gapless; restart-to-ready p50 {:.0} ms, max {:.0} ms",
+                report.iterations,
+                report.acked_appends,
+                report.acked_bytes,
+                report.acked_builds,
+                cluster_test::stats::ms(cluster_test::stats::percentile(&mut ready, 50.0)),
+                cluster_test::stats::ms(cluster_test::stats::percentile(&mut ready, 100.0)),
+            );
+        }
+        Cmd::BenchNode { clients, seconds, footprint_writes, json } => {
+            let (dir, _guard) = work_dir(None)?;
+            let opts = cluster_test::bench_node::BenchOptions { clients, seconds, footprint_writes };
+            let report = cluster_test::bench_node::run(&dir, &bin_dir, &opts).await?;
+            report.print();
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+            }
+        }
+    }
+    Ok(())
+}

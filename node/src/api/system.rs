@@ -12,6 +12,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/version", web::get().to(version))
         .route("/metrics", web::get().to(metrics))
         .route("/cluster/", web::get().to(cluster))
+        .route("/cluster/snapshot", web::post().to(snapshot))
         .route("/worker", web::get().to(worker_binary))
         .route("/runner", web::get().to(worker_binary));
 }
@@ -97,4 +98,22 @@ async fn worker_binary(app: web::Data<App>) -> Result<HttpResponse, ApiError> {
         .content_type("application/octet-stream")
         .insert_header(("X-JOBSERV-WORKER-VERSION", env!("CARGO_PKG_VERSION")))
         .body(bytes))
+}
+
+/// Builds a snapshot now (the log behind it is then purged): for operators and the footprint benchmark.
+async fn snapshot(req: HttpRequest, app: web::Data<App>) -> ApiResult {
+    require_admin(&req, app.state())?;
+    app.cluster.raft.trigger().snapshot().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let target = app.cluster.applied_index();
+    loop {
+        let m = app.cluster.raft.metrics().borrow().clone();
+        if m.snapshot.is_some_and(|s| s.index >= target) {
+            return Ok(success(json!({"snapshot_index": m.snapshot.map(|s| s.index), "purged": m.purged.map(|p| p.index)})));
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(ApiError::Unavailable("snapshot not built within 60s".into()));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

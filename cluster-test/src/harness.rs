@@ -1,0 +1,181 @@
+//! Node processes: configuration, start, readiness, SIGKILL/SIGTERM, restart on the same data dir.
+use anyhow::{bail, Context};
+use jobserv_node::config::{NodeConfig, Peer};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+pub const ADMIN_TOKEN_LEN: usize = 48;
+
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Where the JobServ binaries are: `--bin-dir`, else next to this executable (or its parent, for
+/// `target/debug/deps` test binaries).
+pub fn bin_dir(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = explicit {
+        return Ok(dir.to_path_buf());
+    }
+    let exe = std::env::current_exe()?;
+    let mut dir = exe.parent().context("executable has no directory")?.to_path_buf();
+    if !dir.join("jobserv-node").exists() {
+        if let Some(parent) = dir.parent() {
+            dir = parent.to_path_buf();
+        }
+    }
+    if !dir.join("jobserv-node").exists() {
+        bail!("no jobserv-node binary in {} (build the workspace, or pass --bin-dir)", dir.display());
+    }
+    Ok(dir)
+}
+
+/// Configs for `n` nodes sharing one CA, cluster secret and admin token under `dir`.
+pub fn cluster_configs(dir: &Path, n: u64, admin_token: &str, cluster_secret: &str) -> anyhow::Result<Vec<NodeConfig>> {
+    let pki = jobserv_node::tls::ensure_dev_pki(&dir.join("pki"))?;
+    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_, _>>()?;
+    let peers: Vec<Peer> = (1..=n).zip(&ports).map(|(id, port)| Peer { id, url: format!("https://127.0.0.1:{port}") }).collect();
+    Ok((1..=n)
+        .zip(&ports)
+        .map(|(id, port)| NodeConfig {
+            id,
+            data_dir: dir.join(format!("node-{id}")),
+            listen: format!("127.0.0.1:{port}"),
+            advertise_url: format!("https://127.0.0.1:{port}"),
+            peers: if n > 1 { peers.clone() } else { vec![] },
+            join: None,
+            tls_cert: pki.node_cert.clone(),
+            tls_key: pki.node_key.clone(),
+            ca_cert: pki.ca_cert.clone(),
+            cluster_secret: cluster_secret.to_string(),
+            admin_token: Some(admin_token.to_string()),
+            worker_timeout_secs: 30,
+            requeue_lost_runs: false,
+            max_artifact_bytes: 16 * 1024 * 1024,
+            worker_binary: None,
+            log_json: false,
+        })
+        .collect())
+}
+
+pub struct NodeProcess {
+    pub config: NodeConfig,
+    pub config_path: PathBuf,
+    pub binary: PathBuf,
+    pub child: Option<Child>,
+    pub client: reqwest::Client,
+}
+
+impl NodeProcess {
+    pub fn new(config: NodeConfig, bin_dir: &Path) -> anyhow::Result<NodeProcess> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let config_path = config.data_dir.with_extension("toml");
+        std::fs::write(&config_path, config.to_toml())?;
+        let client = jobserv_node::tls::client(&config.ca_cert, Duration::from_secs(60))?;
+        Ok(NodeProcess { config, config_path, binary: bin_dir.join("jobserv-node"), child: None, client })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.config.advertise_url
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.config.data_dir.with_extension("log")
+    }
+
+    pub fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
+        let child = Command::new(&self.binary)
+            .args(["run", "--config"])
+            .arg(&self.config_path)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits until an authenticated read succeeds (a leader exists and the admin token is installed).
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let token = self.config.admin_token.clone().unwrap_or_default();
+        loop {
+            if let Ok(r) = self.client.get(format!("{}/projects/", self.url())).header("Authorization", format!("Token {token}")).send().await {
+                if r.status().is_success() {
+                    return Ok(started.elapsed());
+                }
+            }
+            if started.elapsed() > timeout {
+                bail!("node {} not ready after {timeout:?}; see {}", self.config.id, self.log_path().display());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Resident memory in MiB, from /proc.
+    pub fn rss_mb(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb / 1024.0)
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Total size of the files under `dir`, in MiB.
+pub fn dir_size_mb(dir: &Path) -> f64 {
+    fn walk(p: &Path) -> u64 {
+        let Ok(entries) = std::fs::read_dir(p) else { return 0 };
+        entries
+            .flatten()
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => walk(&e.path()),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    }
+    walk(dir) as f64 / (1024.0 * 1024.0)
+}
+
+/// A fresh random token.
+pub fn random_token() -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    (0..ADMIN_TOKEN_LEN).map(|_| format!("{:x}", rng.gen_range(0..16u8))).collect()
+}
+
+/// An authenticated JSON call; returns status and body.
+pub async fn call(client: &reqwest::Client, method: reqwest::Method, url: &str, token: &str, body: Option<serde_json::Value>) -> anyhow::Result<(u16, serde_json::Value)> {
+    let mut req = client.request(method, url).header("Authorization", format!("Token {token}"));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await?;
+    let status = r.status().as_u16();
+    Ok((status, r.json().await.unwrap_or(serde_json::Value::Null)))
+}
