@@ -169,10 +169,14 @@ fn excerpt(text: &str, status: StatusCode) -> String {
     }
 }
 
-/// reqwest's top-level message is often just "error sending request"; the cause says why.
+/// reqwest's top-level message ("error sending request for url (…)") repeats the URL that callers already
+/// name; the causes say why, so they are shown instead when there are any.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
+    let Some(first) = e.source() else {
+        return e.to_string();
+    };
+    let mut message = first.to_string();
+    let mut source = first.source();
     while let Some(s) = source {
         let text = s.to_string();
         if !message.contains(&text) {
