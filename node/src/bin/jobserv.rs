@@ -17,7 +17,10 @@ fn main() -> ExitCode {
 
 fn try_main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     let mut stdout = std::io::stdout().lock();
     match runtime.block_on(run(cli, &mut stdout)) {
         Ok(outcome) => Ok(ExitCode::from(outcome.exit_code())),

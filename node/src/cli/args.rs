@@ -25,10 +25,20 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "JOBSERV_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// PEM file of the CA that signed the servers' certificates (default: the public web PKI roots).
-    #[arg(long = "ca-cert", global = true, env = "JOBSERV_CA", value_name = "PEM")]
+    #[arg(
+        long = "ca-cert",
+        global = true,
+        env = "JOBSERV_CA",
+        value_name = "PEM"
+    )]
     pub ca_cert: Option<PathBuf>,
     /// A `cluster.json` (or the directory holding it) supplying URLs, admin token and CA not given otherwise.
-    #[arg(long = "cluster-json", global = true, env = "JOBSERV_CLUSTER_JSON", value_name = "FILE")]
+    #[arg(
+        long = "cluster-json",
+        global = true,
+        env = "JOBSERV_CLUSTER_JSON",
+        value_name = "FILE"
+    )]
     pub cluster_json: Option<PathBuf>,
     /// Print the server's JSON `data` instead of tables.
     #[arg(long, global = true)]
@@ -81,9 +91,7 @@ pub enum ProjectCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum TriggerCmd {
-    List {
-        project: String,
-    },
+    List { project: String },
     Create(NewTrigger),
 }
 
@@ -199,9 +207,13 @@ pub struct RunArgs {
 pub enum WorkerCmd {
     List,
     /// Let a registered worker take runs (admin).
-    Enlist { name: String },
+    Enlist {
+        name: String,
+    },
     /// Stop handing runs to a worker (admin); its current runs finish.
-    Delist { name: String },
+    Delist {
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -232,14 +244,37 @@ mod tests {
 
     #[test]
     fn global_flags_are_accepted_after_the_subcommand() {
-        let cli = Cli::try_parse_from(["jobserv", "project", "list", "--server", "https://a,https://b", "--json"]);
+        let cli = Cli::try_parse_from([
+            "jobserv",
+            "project",
+            "list",
+            "--server",
+            "https://a,https://b",
+            "--json",
+        ]);
         let cli = cli.map_err(|e| e.to_string());
-        assert!(cli.as_ref().is_ok_and(|c| c.global.json && c.global.server.as_deref() == Some("https://a,https://b")), "{cli:?}");
+        assert!(
+            cli.as_ref().is_ok_and(
+                |c| c.global.json && c.global.server.as_deref() == Some("https://a,https://b")
+            ),
+            "{cli:?}"
+        );
     }
 
     #[test]
     fn build_create_takes_repeated_params() {
-        let cli = Cli::try_parse_from(["jobserv", "build", "create", "p", "--trigger", "t", "--param", "A=1", "--param", "B=2"]);
+        let cli = Cli::try_parse_from([
+            "jobserv",
+            "build",
+            "create",
+            "p",
+            "--trigger",
+            "t",
+            "--param",
+            "A=1",
+            "--param",
+            "B=2",
+        ]);
         match cli.map(|c| c.command) {
             Ok(Command::Build(BuildCmd::Create(b))) => assert_eq!(b.params.len(), 2),
             other => panic!("unexpected parse: {other:?}"),

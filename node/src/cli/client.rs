@@ -38,7 +38,13 @@ pub struct Call<'a> {
 
 impl<'a> Call<'a> {
     pub fn new(method: Method, path: &'a str) -> Call<'a> {
-        Call { method, path, body: None, headers: Vec::new(), timeout: REQUEST_TIMEOUT }
+        Call {
+            method,
+            path,
+            body: None,
+            headers: Vec::new(),
+            timeout: REQUEST_TIMEOUT,
+        }
     }
 
     fn is_read(&self) -> bool {
@@ -52,7 +58,12 @@ impl Client {
             Some(ca) => crate::tls::client(ca, REQUEST_TIMEOUT)?,
             None => public_roots_client()?,
         };
-        Ok(Client { http, servers: conn.servers.clone(), preferred: Cell::new(0), token: conn.token.clone() })
+        Ok(Client {
+            http,
+            servers: conn.servers.clone(),
+            preferred: Cell::new(0),
+            token: conn.token.clone(),
+        })
     }
 
     /// The URL the next request goes to first (for messages).
@@ -75,15 +86,29 @@ impl Client {
                     self.preferred.set(index);
                     return check_status(call, &url, reply).await;
                 }
-                Err(e) if e.is_connect() || (call.is_read() && e.is_timeout()) => last = format!("{url}: {}", error_chain(&e)),
-                Err(e) => return Err(CliError::Transport { method: call.method.to_string(), url, message: error_chain(&e) }),
+                Err(e) if e.is_connect() || (call.is_read() && e.is_timeout()) => {
+                    last = format!("{url}: {}", error_chain(&e))
+                }
+                Err(e) => {
+                    return Err(CliError::Transport {
+                        method: call.method.to_string(),
+                        url,
+                        message: error_chain(&e),
+                    })
+                }
             }
         }
-        Err(CliError::Unreachable { tried: self.servers.join(", "), last })
+        Err(CliError::Unreachable {
+            tried: self.servers.join(", "),
+            last,
+        })
     }
 
     fn request(&self, call: &Call<'_>, url: &str) -> reqwest::RequestBuilder {
-        let mut req = self.http.request(call.method.clone(), url).timeout(call.timeout);
+        let mut req = self
+            .http
+            .request(call.method.clone(), url)
+            .timeout(call.timeout);
         if let Some(token) = &self.token {
             req = req.header("Authorization", format!("Token {token}"));
         }
@@ -100,10 +125,16 @@ impl Client {
     pub async fn jsend(&self, call: &Call<'_>) -> Result<Value, CliError> {
         let reply = self.send(call).await?;
         let url = reply.url().to_string();
-        let body: Value = reply.json().await.map_err(|e| CliError::Reply { url: url.clone(), message: error_chain(&e) })?;
+        let body: Value = reply.json().await.map_err(|e| CliError::Reply {
+            url: url.clone(),
+            message: error_chain(&e),
+        })?;
         match body.get("status").and_then(Value::as_str) {
             Some("success") => Ok(body.get("data").cloned().unwrap_or(Value::Null)),
-            _ => Err(CliError::Reply { url, message: format!("not a jsend success: {body}") }),
+            _ => Err(CliError::Reply {
+                url,
+                message: format!("not a jsend success: {body}"),
+            }),
         }
     }
 
@@ -116,18 +147,30 @@ impl Client {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, CliError> {
-        self.jsend(&Call { body: Some(body), ..Call::new(Method::POST, path) }).await
+        self.jsend(&Call {
+            body: Some(body),
+            ..Call::new(Method::POST, path)
+        })
+        .await
     }
 
     pub async fn patch(&self, path: &str, body: &Value) -> Result<Value, CliError> {
-        self.jsend(&Call { body: Some(body), ..Call::new(Method::PATCH, path) }).await
+        self.jsend(&Call {
+            body: Some(body),
+            ..Call::new(Method::PATCH, path)
+        })
+        .await
     }
 
     /// A GET whose body is not jsend (a console log, a run definition).
     pub async fn get_bytes(&self, path: &str) -> Result<bytes::Bytes, CliError> {
         let reply = self.send(&Call::new(Method::GET, path)).await?;
         let url = reply.url().to_string();
-        reply.bytes().await.map_err(|e| CliError::Transport { method: "GET".into(), url, message: error_chain(&e) })
+        reply.bytes().await.map_err(|e| CliError::Transport {
+            method: "GET".into(),
+            url,
+            message: error_chain(&e),
+        })
     }
 }
 
@@ -155,13 +198,21 @@ async fn check_status(call: &Call<'_>, url: &str, reply: Response) -> Result<Res
         .ok()
         .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
         .unwrap_or_else(|| excerpt(&text, status));
-    Err(CliError::Api { method: call.method.to_string(), url: url.to_string(), status: status.as_u16(), message })
+    Err(CliError::Api {
+        method: call.method.to_string(),
+        url: url.to_string(),
+        status: status.as_u16(),
+        message,
+    })
 }
 
 fn excerpt(text: &str, status: StatusCode) -> String {
     let text = text.trim();
     if text.is_empty() {
-        return status.canonical_reason().unwrap_or("no message").to_string();
+        return status
+            .canonical_reason()
+            .unwrap_or("no message")
+            .to_string();
     }
     match text.char_indices().nth(MAX_ERROR_BODY) {
         Some((cut, _)) => format!("{}…", &text[..cut]),

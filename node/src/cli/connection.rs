@@ -36,18 +36,39 @@ impl Connection {
         };
         let servers = match (&args.server, &cluster) {
             (Some(list), _) => parse_servers(list)?,
-            (None, Some((c, _))) => parse_servers(&c.nodes.iter().map(|n| n.url.as_str()).collect::<Vec<_>>().join(","))?,
+            (None, Some((c, _))) => parse_servers(
+                &c.nodes
+                    .iter()
+                    .map(|n| n.url.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )?,
             (None, None) => return Err(CliError::NoServer),
         };
-        let token = args.token.clone().or_else(|| cluster.as_ref().and_then(|(c, _)| c.admin_token.clone()));
-        let ca_cert = args.ca_cert.clone().or_else(|| cluster.as_ref().and_then(|(c, dir)| c.ca_cert.as_ref().map(|ca| dir.join(ca))));
-        Ok(Connection { servers, token, ca_cert })
+        let token = args
+            .token
+            .clone()
+            .or_else(|| cluster.as_ref().and_then(|(c, _)| c.admin_token.clone()));
+        let ca_cert = args.ca_cert.clone().or_else(|| {
+            cluster
+                .as_ref()
+                .and_then(|(c, dir)| c.ca_cert.as_ref().map(|ca| dir.join(ca)))
+        });
+        Ok(Connection {
+            servers,
+            token,
+            ca_cert,
+        })
     }
 }
 
 /// Reads `cluster.json` (or `DIR/cluster.json` when given a directory); returns it with its directory.
 fn read_cluster_json(path: &Path) -> Result<(ClusterJson, PathBuf), CliError> {
-    let file = if path.is_dir() { path.join("cluster.json") } else { path.to_path_buf() };
+    let file = if path.is_dir() {
+        path.join("cluster.json")
+    } else {
+        path.to_path_buf()
+    };
     let text = std::fs::read_to_string(&file).map_err(|e| CliError::file(&file, e))?;
     let parsed: ClusterJson = serde_json::from_str(&text).map_err(|e| CliError::file(&file, e))?;
     let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -56,12 +77,22 @@ fn read_cluster_json(path: &Path) -> Result<(ClusterJson, PathBuf), CliError> {
 
 /// `URL[,URL…]` → base URLs; each must be http(s).
 pub fn parse_servers(list: &str) -> Result<Vec<String>, CliError> {
-    let servers: Vec<String> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.trim_end_matches('/').to_string()).collect();
+    let servers: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim_end_matches('/').to_string())
+        .collect();
     if servers.is_empty() {
         return Err(CliError::NoServer);
     }
-    if let Some(bad) = servers.iter().find(|s| !(s.starts_with("https://") || s.starts_with("http://"))) {
-        return Err(CliError::Usage(format!("--server: {bad:?} is not an http(s):// URL")));
+    if let Some(bad) = servers
+        .iter()
+        .find(|s| !(s.starts_with("https://") || s.starts_with("http://")))
+    {
+        return Err(CliError::Usage(format!(
+            "--server: {bad:?} is not an http(s):// URL"
+        )));
     }
     Ok(servers)
 }
@@ -73,8 +104,14 @@ mod tests {
     #[test]
     fn servers_are_split_trimmed_and_checked() {
         let s = parse_servers(" https://a:1/, https://b:2 ,").map_err(|e| e.to_string());
-        assert_eq!(s, Ok(vec!["https://a:1".to_string(), "https://b:2".to_string()]));
-        assert!(matches!(parse_servers("a.example"), Err(CliError::Usage(_))));
+        assert_eq!(
+            s,
+            Ok(vec!["https://a:1".to_string(), "https://b:2".to_string()])
+        );
+        assert!(matches!(
+            parse_servers("a.example"),
+            Err(CliError::Usage(_))
+        ));
         assert!(matches!(parse_servers(" , "), Err(CliError::NoServer)));
     }
 
@@ -85,7 +122,11 @@ mod tests {
                                  {"id": 2, "url": "https://127.0.0.1:2"}],
                        "workers": [], "admin_token": "tok", "ca_cert": "ca.pem"}"#;
         std::fs::write(dir.path().join("cluster.json"), body)?;
-        let args = GlobalArgs { cluster_json: Some(dir.path().to_path_buf()), token: Some("mine".into()), ..Default::default() };
+        let args = GlobalArgs {
+            cluster_json: Some(dir.path().to_path_buf()),
+            token: Some("mine".into()),
+            ..Default::default()
+        };
         let c = Connection::resolve(&args)?;
         assert_eq!(c.servers, ["https://127.0.0.1:1", "https://127.0.0.1:2"]);
         assert_eq!(c.token.as_deref(), Some("mine"));

@@ -8,13 +8,22 @@ use std::path::Path;
 pub enum CliError {
     /// The server answered with an error status; `message` is its jsend `message` (or the start of the body).
     #[error("{method} {url}: HTTP {status}: {message}")]
-    Api { method: String, url: String, status: u16, message: String },
+    Api {
+        method: String,
+        url: String,
+        status: u16,
+        message: String,
+    },
     /// Every server URL failed at the connection level.
     #[error("no server could be reached (tried {tried}): {last}")]
     Unreachable { tried: String, last: String },
     /// A request failed after it may have reached the server (a timeout, a broken stream): not retried.
     #[error("{method} {url}: {message}")]
-    Transport { method: String, url: String, message: String },
+    Transport {
+        method: String,
+        url: String,
+        message: String,
+    },
     /// The server answered 2xx with something that is not the expected JSON.
     #[error("unexpected reply from {url}: {message}")]
     Reply { url: String, message: String },
@@ -40,7 +49,10 @@ fn render_issues(path: &str, issues: &[Issue]) -> String {
 
 impl CliError {
     pub fn file(path: &Path, message: impl ToString) -> CliError {
-        CliError::File { path: path.display().to_string(), message: message.to_string() }
+        CliError::File {
+            path: path.display().to_string(),
+            message: message.to_string(),
+        }
     }
 
     /// 1 for "the thing checked is bad" (an invalid definition), 2 for everything that kept the CLI from

@@ -50,8 +50,17 @@ pub struct Ctx {
 
 impl Ctx {
     /// Writes `data` as JSON under `--json`, else as `render` makes it.
-    pub fn emit(&self, out: &mut dyn Write, data: &serde_json::Value, render: impl FnOnce(&serde_json::Value) -> String) -> Result<Outcome, CliError> {
-        let text = if self.json { output::pretty(data) } else { render(data) };
+    pub fn emit(
+        &self,
+        out: &mut dyn Write,
+        data: &serde_json::Value,
+        render: impl FnOnce(&serde_json::Value) -> String,
+    ) -> Result<Outcome, CliError> {
+        let text = if self.json {
+            output::pretty(data)
+        } else {
+            render(data)
+        };
         out.write_all(text.as_bytes())?;
         Ok(Outcome::Success)
     }
@@ -64,7 +73,10 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
         // Offline: no server settings needed, so none are resolved.
         args::Command::Validate { file } => cmd::validate::run(&file, json, out)?,
         command => {
-            let ctx = Ctx { client: Client::new(&Connection::resolve(&cli.global)?)?, json };
+            let ctx = Ctx {
+                client: Client::new(&Connection::resolve(&cli.global)?)?,
+                json,
+            };
             dispatch(&ctx, command, out).await?
         }
     };
@@ -72,7 +84,11 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
     Ok(outcome)
 }
 
-async fn dispatch(ctx: &Ctx, command: args::Command, out: &mut dyn Write) -> Result<Outcome, CliError> {
+async fn dispatch(
+    ctx: &Ctx,
+    command: args::Command,
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
     use args::Command;
     match command {
         Command::Validate { file } => cmd::validate::run(&file, ctx.json, out),

@@ -14,7 +14,17 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     }
     let line = |cells: Vec<&str>| {
         let last = cells.len().saturating_sub(1);
-        let padded: Vec<String> = cells.iter().enumerate().map(|(i, c)| if i == last { c.to_string() } else { format!("{c:<w$}", w = widths[i]) }).collect();
+        let padded: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == last {
+                    c.to_string()
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
+            .collect();
         padded.join("  ").trim_end().to_string()
     };
     let mut out = line(header.to_vec());
@@ -49,7 +59,12 @@ pub fn time(v: &Value) -> String {
 fn utc(secs: u64) -> String {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian).
@@ -83,7 +98,10 @@ pub fn pretty(v: &Value) -> String {
 /// `key: value` lines, keys aligned.
 pub fn fields(pairs: &[(&str, String)]) -> String {
     let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
-    pairs.iter().map(|(k, v)| format!("{:<width$} {v}\n", format!("{k}:"), width = width)).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{:<width$} {v}\n", format!("{k}:"), width = width))
+        .collect()
 }
 
 #[cfg(test)]
@@ -93,7 +111,13 @@ mod tests {
 
     #[test]
     fn table_aligns_columns() {
-        let t = table(&["NAME", "STATUS"], &[vec!["unit".into(), "PASSED".into()], vec!["lint-abc".into(), "QUEUED".into()]]);
+        let t = table(
+            &["NAME", "STATUS"],
+            &[
+                vec!["unit".into(), "PASSED".into()],
+                vec!["lint-abc".into(), "QUEUED".into()],
+            ],
+        );
         assert_eq!(t, "NAME      STATUS\nunit      PASSED\nlint-abc  QUEUED\n");
     }
 

@@ -27,7 +27,11 @@ pub struct RunState {
 
 /// The runs of a build's JSON (`GET …/builds/<n>/`, `data.build`), in the server's order.
 pub fn run_states(build: &Value) -> Vec<RunState> {
-    let runs = build.get("runs").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+    let runs = build
+        .get("runs")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
     runs.iter().map(run_state).collect()
 }
 
@@ -39,7 +43,11 @@ fn run_state(run: &Value) -> RunState {
         "FAILED" => text("failure_reason"),
         _ => None,
     };
-    RunState { name: text("name").unwrap_or_else(|| "?".to_string()), status, detail }
+    RunState {
+        name: text("name").unwrap_or_else(|| "?".to_string()),
+        status,
+        detail,
+    }
 }
 
 pub fn progress_line(number: u64, runs: &[RunState]) -> String {
@@ -81,7 +89,13 @@ impl Tracker {
 }
 
 /// Polls the build every `interval` until it completes; [`Outcome::Success`] only if it passed.
-pub async fn follow_build(client: &Client, project: &str, number: u64, interval: Duration, out: &mut dyn Write) -> Result<Outcome, CliError> {
+pub async fn follow_build(
+    client: &Client,
+    project: &str,
+    number: u64,
+    interval: Duration,
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
     let path = format!("/projects/{}/builds/{number}/", seg(project));
     let mut tracker = Tracker::default();
     let mut unreachable_since: Option<Instant> = None;
@@ -97,7 +111,11 @@ pub async fn follow_build(client: &Client, project: &str, number: u64, interval:
                 if let Some(status) = terminal_status(build) {
                     writeln!(out, "[build {number}] {status}")?;
                     let passed = matches!(status, RunStatus::Passed | RunStatus::Promoted);
-                    return Ok(if passed { Outcome::Success } else { Outcome::NotPassed });
+                    return Ok(if passed {
+                        Outcome::Success
+                    } else {
+                        Outcome::NotPassed
+                    });
                 }
             }
             Err(e @ (CliError::Unreachable { .. } | CliError::Transport { .. })) => {
@@ -139,14 +157,23 @@ mod tests {
         let running = build(json!([{"name": "unit", "status": "RUNNING"}]), "RUNNING");
         assert!(t.update(3, &queued).is_some());
         assert!(t.update(3, &queued).is_none());
-        assert_eq!(t.update(3, &running).as_deref(), Some("[build 3] unit: RUNNING"));
+        assert_eq!(
+            t.update(3, &running).as_deref(),
+            Some("[build 3] unit: RUNNING")
+        );
     }
 
     #[test]
     fn only_terminal_statuses_end_the_view() {
         assert_eq!(terminal_status(&build(json!([]), "RUNNING")), None);
-        assert_eq!(terminal_status(&build(json!([]), "FAILED")), Some(RunStatus::Failed));
-        assert_eq!(terminal_status(&build(json!([]), "PROMOTED")), Some(RunStatus::Promoted));
+        assert_eq!(
+            terminal_status(&build(json!([]), "FAILED")),
+            Some(RunStatus::Failed)
+        );
+        assert_eq!(
+            terminal_status(&build(json!([]), "PROMOTED")),
+            Some(RunStatus::Promoted)
+        );
         assert_eq!(terminal_status(&json!({})), None);
     }
 }

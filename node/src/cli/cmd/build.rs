@@ -16,21 +16,55 @@ pub async fn run(ctx: &Ctx, cmd: BuildCmd, out: &mut dyn Write) -> Result<Outcom
     match cmd {
         BuildCmd::Create(b) => create(ctx, b, out).await,
         BuildCmd::List { project, limit } => {
-            let data = ctx.client.get(&format!("/projects/{}/builds/?limit={limit}", seg(&project))).await?;
+            let data = ctx
+                .client
+                .get(&format!(
+                    "/projects/{}/builds/?limit={limit}",
+                    seg(&project)
+                ))
+                .await?;
             ctx.emit(out, &data, render_list)
         }
         BuildCmd::Show { project, build } => {
-            let data = ctx.client.get(&format!("/projects/{}/builds/{}/", seg(&project), build_ref(&build)?)).await?;
+            let data = ctx
+                .client
+                .get(&format!(
+                    "/projects/{}/builds/{}/",
+                    seg(&project),
+                    build_ref(&build)?
+                ))
+                .await?;
             ctx.emit(out, &data, |d| render_build(&d["build"]))
         }
-        BuildCmd::Follow { project, build, interval } => {
+        BuildCmd::Follow {
+            project,
+            build,
+            interval,
+        } => {
             let number = build_number(&ctx.client, &project, &build).await?;
             follow_build(&ctx.client, &project, number, poll_interval(interval)?, out).await
         }
-        BuildCmd::Promote { project, build, name, annotation } => {
-            let path = format!("/projects/{}/builds/{}/promote", seg(&project), build_ref(&build)?);
-            let data = ctx.client.post(&path, &json!({"name": name, "annotation": annotation})).await?;
-            ctx.emit(out, &data, |d| format!("promoted build {} of {project} as {name}\n", cell(&d["build"]["build_id"])))
+        BuildCmd::Promote {
+            project,
+            build,
+            name,
+            annotation,
+        } => {
+            let path = format!(
+                "/projects/{}/builds/{}/promote",
+                seg(&project),
+                build_ref(&build)?
+            );
+            let data = ctx
+                .client
+                .post(&path, &json!({"name": name, "annotation": annotation}))
+                .await?;
+            ctx.emit(out, &data, |d| {
+                format!(
+                    "promoted build {} of {project} as {name}\n",
+                    cell(&d["build"]["build_id"])
+                )
+            })
         }
     }
 }
@@ -54,9 +88,17 @@ async fn create(ctx: &Ctx, b: NewBuild, out: &mut dyn Write) -> Result<Outcome, 
     if let Some(p) = b.queue_priority {
         body["queue-priority"] = json!(p);
     }
-    let data = ctx.client.post(&format!("/projects/{}/builds/", seg(&b.project)), &body).await?;
-    let number = data["build_id"].as_u64().ok_or_else(|| CliError::Reply { url: ctx.client.current_server().to_string(), message: format!("no build_id in {data}") })?;
-    ctx.emit(out, &data, |d| format!("build {number}: {}\n", cell(&d["url"])))?;
+    let data = ctx
+        .client
+        .post(&format!("/projects/{}/builds/", seg(&b.project)), &body)
+        .await?;
+    let number = data["build_id"].as_u64().ok_or_else(|| CliError::Reply {
+        url: ctx.client.current_server().to_string(),
+        message: format!("no build_id in {data}"),
+    })?;
+    ctx.emit(out, &data, |d| {
+        format!("build {number}: {}\n", cell(&d["url"]))
+    })?;
     if !b.follow {
         return Ok(Outcome::Success);
     }
@@ -67,10 +109,17 @@ async fn create(ctx: &Ctx, b: NewBuild, out: &mut dyn Write) -> Result<Outcome, 
 /// The file's text, once it parses and has the trigger asked for.
 fn checked_definition(path: &Path, trigger: &str) -> Result<String, CliError> {
     let text = super::read_text(path)?;
-    let def = parse_project(&text).map_err(|e| CliError::Definition { path: path.display().to_string(), issues: e.issues() })?;
+    let def = parse_project(&text).map_err(|e| CliError::Definition {
+        path: path.display().to_string(),
+        issues: e.issues(),
+    })?;
     if def.trigger(trigger).is_none() {
         let names: Vec<&str> = def.triggers.iter().map(|t| t.name.as_str()).collect();
-        return Err(CliError::Usage(format!("--trigger {trigger}: {} has no such trigger (it has: {})", path.display(), names.join(", "))));
+        return Err(CliError::Usage(format!(
+            "--trigger {trigger}: {} has no such trigger (it has: {})",
+            path.display(),
+            names.join(", ")
+        )));
     }
     Ok(text)
 }
@@ -80,7 +129,9 @@ pub fn build_ref(s: &str) -> Result<&str, CliError> {
     if s == "latest" || s.parse::<u64>().is_ok() {
         Ok(s)
     } else {
-        Err(CliError::Usage(format!("build {s:?}: expected a build number or \"latest\"")))
+        Err(CliError::Usage(format!(
+            "build {s:?}: expected a build number or \"latest\""
+        )))
     }
 }
 
@@ -89,13 +140,26 @@ pub async fn build_number(client: &Client, project: &str, s: &str) -> Result<u64
     if let Ok(n) = s.parse::<u64>() {
         return Ok(n);
     }
-    let data = client.get(&format!("/projects/{}/builds/{}/", seg(project), build_ref(s)?)).await?;
-    data["build"]["build_id"].as_u64().ok_or_else(|| CliError::Reply { url: client.current_server().to_string(), message: format!("no build_id in {data}") })
+    let data = client
+        .get(&format!(
+            "/projects/{}/builds/{}/",
+            seg(project),
+            build_ref(s)?
+        ))
+        .await?;
+    data["build"]["build_id"]
+        .as_u64()
+        .ok_or_else(|| CliError::Reply {
+            url: client.current_server().to_string(),
+            message: format!("no build_id in {data}"),
+        })
 }
 
 fn poll_interval(seconds: f64) -> Result<Duration, CliError> {
     if !(0.05..=3600.0).contains(&seconds) {
-        return Err(CliError::Usage(format!("--interval {seconds}: must be 0.05 to 3600 seconds")));
+        return Err(CliError::Usage(format!(
+            "--interval {seconds}: must be 0.05 to 3600 seconds"
+        )));
     }
     Ok(Duration::from_secs_f64(seconds))
 }
@@ -103,9 +167,21 @@ fn poll_interval(seconds: f64) -> Result<Duration, CliError> {
 fn render_list(data: &Value) -> String {
     let rows: Vec<Vec<String>> = list(data, "builds")
         .iter()
-        .map(|b| vec![cell(&b["build_id"]), cell(&b["status"]), cell(&b["trigger_name"]), time(&b["created"]), duration(&b["created"], &b["completed"]), cell(&b["reason"])])
+        .map(|b| {
+            vec![
+                cell(&b["build_id"]),
+                cell(&b["status"]),
+                cell(&b["trigger_name"]),
+                time(&b["created"]),
+                duration(&b["created"], &b["completed"]),
+                cell(&b["reason"]),
+            ]
+        })
         .collect();
-    table(&["BUILD", "STATUS", "TRIGGER", "CREATED", "TOOK", "REASON"], &rows)
+    table(
+        &["BUILD", "STATUS", "TRIGGER", "CREATED", "TOOK", "REASON"],
+        &rows,
+    )
 }
 
 fn render_build(b: &Value) -> String {
@@ -113,23 +189,49 @@ fn render_build(b: &Value) -> String {
         ("build", cell(&b["build_id"])),
         ("project", cell(&b["project"])),
         ("status", cell(&b["status"])),
-        ("trigger", format!("{} ({})", cell(&b["trigger_name"]), cell(&b["trigger_type"]))),
+        (
+            "trigger",
+            format!(
+                "{} ({})",
+                cell(&b["trigger_name"]),
+                cell(&b["trigger_type"])
+            ),
+        ),
         ("reason", cell(&b["reason"])),
         ("created", time(&b["created"])),
         ("completed", time(&b["completed"])),
         ("url", cell(&b["url"])),
     ];
     if !b["name"].is_null() {
-        head.push(("promoted", format!("{} {}", cell(&b["name"]), cell(&b["annotation"]))));
+        head.push((
+            "promoted",
+            format!("{} {}", cell(&b["name"]), cell(&b["annotation"])),
+        ));
     }
     let runs = list(b, "runs");
     let details = run_states(b);
     let rows: Vec<Vec<String>> = runs
         .iter()
         .zip(details)
-        .map(|(r, s)| vec![s.name, s.status, cell(&r["worker"]), cell(&r["host_tag"]), duration(&r["started"], &r["completed"]), s.detail.unwrap_or_else(|| "-".into())])
+        .map(|(r, s)| {
+            vec![
+                s.name,
+                s.status,
+                cell(&r["worker"]),
+                cell(&r["host_tag"]),
+                duration(&r["started"], &r["completed"]),
+                s.detail.unwrap_or_else(|| "-".into()),
+            ]
+        })
         .collect();
-    format!("{}\n{}", fields(&head), table(&["RUN", "STATUS", "WORKER", "HOST-TAG", "TOOK", "DETAIL"], &rows))
+    format!(
+        "{}\n{}",
+        fields(&head),
+        table(
+            &["RUN", "STATUS", "WORKER", "HOST-TAG", "TOOK", "DETAIL"],
+            &rows
+        )
+    )
 }
 
 #[cfg(test)]

@@ -21,12 +21,29 @@ fn render_status(data: &Value) -> String {
         .iter()
         .map(|n| {
             let me = if &n["id"] == this { "*" } else { "" };
-            vec![format!("{}{me}", cell(&n["id"])), cell(&n["raft_role"]), cell(&n["gossip_state"]), cell(&n["generation"]), cell(&n["url"])]
+            vec![
+                format!("{}{me}", cell(&n["id"])),
+                cell(&n["raft_role"]),
+                cell(&n["gossip_state"]),
+                cell(&n["generation"]),
+                cell(&n["url"]),
+            ]
         })
         .collect();
-    let leader = if data["leader"].is_null() { "none".to_string() } else { cell(&data["leader"]) };
-    let head = format!("leader: {leader}  term: {}  answered by: node {}\n", cell(&data["term"]), cell(this));
-    format!("{head}{}", table(&["NODE", "ROLE", "GOSSIP", "GENERATION", "URL"], &rows))
+    let leader = if data["leader"].is_null() {
+        "none".to_string()
+    } else {
+        cell(&data["leader"])
+    };
+    let head = format!(
+        "leader: {leader}  term: {}  answered by: node {}\n",
+        cell(&data["term"]),
+        cell(this)
+    );
+    format!(
+        "{head}{}",
+        table(&["NODE", "ROLE", "GOSSIP", "GENERATION", "URL"], &rows)
+    )
 }
 
 #[cfg(test)]
@@ -40,7 +57,10 @@ mod tests {
             {"id": 1, "url": "https://a", "raft_role": "follower", "gossip_state": "dead", "generation": null},
             {"id": 2, "url": "https://b", "raft_role": "follower", "gossip_state": "alive", "generation": 17}]});
         let text = render_status(&data);
-        assert!(text.starts_with("leader: none  term: 4  answered by: node 2\n"), "{text}");
+        assert!(
+            text.starts_with("leader: none  term: 4  answered by: node 2\n"),
+            "{text}"
+        );
         assert!(text.contains("2*    follower  alive"), "{text}");
     }
 }

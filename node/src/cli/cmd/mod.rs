@@ -17,7 +17,10 @@ pub fn read_text(path: &Path) -> Result<String, CliError> {
 }
 
 /// `--secret K=V` and `--secret-file K=PATH` merged (a file wins over an inline value of the same name).
-pub fn secrets(inline: &[(String, String)], files: &[(String, String)]) -> Result<BTreeMap<String, String>, CliError> {
+pub fn secrets(
+    inline: &[(String, String)],
+    files: &[(String, String)],
+) -> Result<BTreeMap<String, String>, CliError> {
     let mut out: BTreeMap<String, String> = inline.iter().cloned().collect();
     for (name, path) in files {
         out.insert(name.clone(), read_text(Path::new(path))?);

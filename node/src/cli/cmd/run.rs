@@ -5,11 +5,11 @@
 //! reachable node, so nothing is printed twice or skipped. It exits 0 if the run passed, 1 if it did not.
 use super::build::build_number;
 use super::project::list;
+use crate::cli::args::{RunArgs, RunCmd};
 use crate::cli::client::{error_chain, seg, Call, STREAM_TIMEOUT};
 use crate::cli::output::{cell, duration, fields, table, time};
 use crate::cli::progress::GIVE_UP_AFTER;
 use crate::cli::{CliError, Client, Ctx, Outcome};
-use crate::cli::args::{RunArgs, RunCmd};
 use jobserv_protocol::RunStatus;
 use reqwest::Method;
 use serde_json::Value;
@@ -22,11 +22,19 @@ const RESUME_DELAY: Duration = Duration::from_millis(500);
 pub async fn run(ctx: &Ctx, cmd: RunCmd, out: &mut dyn Write) -> Result<Outcome, CliError> {
     match cmd {
         RunCmd::Log { run, follow: false } => {
-            let bytes = ctx.client.get_bytes(&format!("{}console.log", run_path(&ctx.client, &run).await?)).await?;
+            let bytes = ctx
+                .client
+                .get_bytes(&format!(
+                    "{}console.log",
+                    run_path(&ctx.client, &run).await?
+                ))
+                .await?;
             out.write_all(&bytes)?;
             Ok(Outcome::Success)
         }
-        RunCmd::Log { run, follow: true } => follow_log(&ctx.client, &run_path(&ctx.client, &run).await?, out).await,
+        RunCmd::Log { run, follow: true } => {
+            follow_log(&ctx.client, &run_path(&ctx.client, &run).await?, out).await
+        }
         RunCmd::Show(run) => {
             let data = ctx.client.get(&run_path(&ctx.client, &run).await?).await?;
             ctx.emit(out, &data, |d| render_run(&d["run"]))
@@ -34,8 +42,17 @@ pub async fn run(ctx: &Ctx, cmd: RunCmd, out: &mut dyn Write) -> Result<Outcome,
         RunCmd::Rerun(run) => action(ctx, &run, "rerun", out).await,
         RunCmd::Cancel(run) => action(ctx, &run, "cancel", out).await,
         RunCmd::Rundef(run) => {
-            let bytes = ctx.client.get_bytes(&format!("{}.rundef.json", run_path(&ctx.client, &run).await?)).await?;
-            let def: Value = serde_json::from_slice(&bytes).map_err(|e| CliError::Reply { url: ctx.client.current_server().to_string(), message: format!("run definition: {e}") })?;
+            let bytes = ctx
+                .client
+                .get_bytes(&format!(
+                    "{}.rundef.json",
+                    run_path(&ctx.client, &run).await?
+                ))
+                .await?;
+            let def: Value = serde_json::from_slice(&bytes).map_err(|e| CliError::Reply {
+                url: ctx.client.current_server().to_string(),
+                message: format!("run definition: {e}"),
+            })?;
             out.write_all(crate::cli::output::pretty(&def).as_bytes())?;
             Ok(Outcome::Success)
         }
@@ -45,17 +62,36 @@ pub async fn run(ctx: &Ctx, cmd: RunCmd, out: &mut dyn Write) -> Result<Outcome,
 /// `/projects/<p>/builds/<n>/runs/<r>/`, with `latest` resolved to a number.
 async fn run_path(client: &Client, run: &RunArgs) -> Result<String, CliError> {
     let number = build_number(client, &run.project, &run.build).await?;
-    Ok(format!("/projects/{}/builds/{number}/runs/{}/", seg(&run.project), seg(&run.run)))
+    Ok(format!(
+        "/projects/{}/builds/{number}/runs/{}/",
+        seg(&run.project),
+        seg(&run.run)
+    ))
 }
 
-async fn action(ctx: &Ctx, run: &RunArgs, verb: &str, out: &mut dyn Write) -> Result<Outcome, CliError> {
+async fn action(
+    ctx: &Ctx,
+    run: &RunArgs,
+    verb: &str,
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
     let path = format!("{}{verb}", run_path(&ctx.client, run).await?);
     let data = ctx.client.jsend(&Call::new(Method::POST, &path)).await?;
-    ctx.emit(out, &data, |d| format!("{verb}: run {} is {}\n", cell(&d["run"]["name"]), cell(&d["run"]["status"])))
+    ctx.emit(out, &data, |d| {
+        format!(
+            "{verb}: run {} is {}\n",
+            cell(&d["run"]["name"]),
+            cell(&d["run"]["status"])
+        )
+    })
 }
 
 /// Streams the log until the run is complete, resuming at the reached offset after a broken stream.
-async fn follow_log(client: &Client, run_path: &str, out: &mut dyn Write) -> Result<Outcome, CliError> {
+async fn follow_log(
+    client: &Client,
+    run_path: &str,
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
     let mut offset: u64 = 0;
     let mut failing_since: Option<Instant> = None;
     loop {
@@ -63,8 +99,15 @@ async fn follow_log(client: &Client, run_path: &str, out: &mut dyn Write) -> Res
             Ok(()) => {
                 failing_since = None;
                 // The stream ends when the run completes, or when its node stops: ask which.
-                if let Some(status) = run_status(client, run_path).await?.filter(|s| s.is_complete()) {
-                    return Ok(if status == RunStatus::Failed { Outcome::NotPassed } else { Outcome::Success });
+                if let Some(status) = run_status(client, run_path)
+                    .await?
+                    .filter(|s| s.is_complete())
+                {
+                    return Ok(if status == RunStatus::Failed {
+                        Outcome::NotPassed
+                    } else {
+                        Outcome::Success
+                    });
                 }
             }
             Err(e @ (CliError::Unreachable { .. } | CliError::Transport { .. })) => {
@@ -81,9 +124,17 @@ async fn follow_log(client: &Client, run_path: &str, out: &mut dyn Write) -> Res
 }
 
 /// One live-tail request from `offset`, which it advances by the bytes written.
-async fn stream_from(client: &Client, run_path: &str, offset: &mut u64, out: &mut dyn Write) -> Result<(), CliError> {
+async fn stream_from(
+    client: &Client,
+    run_path: &str,
+    offset: &mut u64,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
     let path = format!("{run_path}console.log?follow=1&offset={offset}");
-    let call = Call { timeout: STREAM_TIMEOUT, ..Call::new(Method::GET, &path) };
+    let call = Call {
+        timeout: STREAM_TIMEOUT,
+        ..Call::new(Method::GET, &path)
+    };
     let mut reply = client.send(&call).await?;
     let url = reply.url().to_string();
     loop {
@@ -94,7 +145,13 @@ async fn stream_from(client: &Client, run_path: &str, offset: &mut u64, out: &mu
                 *offset += bytes.len() as u64;
             }
             Ok(None) => return Ok(()),
-            Err(e) => return Err(CliError::Transport { method: "GET".into(), url, message: error_chain(&e) }),
+            Err(e) => {
+                return Err(CliError::Transport {
+                    method: "GET".into(),
+                    url,
+                    message: error_chain(&e),
+                })
+            }
         }
     }
 }
@@ -116,10 +173,19 @@ fn render_run(r: &Value) -> String {
         ("started", time(&r["started"])),
         ("completed", time(&r["completed"])),
         ("took", duration(&r["started"], &r["completed"])),
-        ("log", format!("{} ({} bytes)", cell(&r["log_url"]), cell(&r["log_bytes"]))),
+        (
+            "log",
+            format!("{} ({} bytes)", cell(&r["log_url"]), cell(&r["log_bytes"])),
+        ),
     ]);
-    let tests: Vec<Vec<String>> = list(r, "tests").iter().map(|t| vec![cell(&t["name"]), cell(&t["status"]), cell(&t["results"])]).collect();
-    let artifacts: Vec<Vec<String>> = list(r, "artifacts").iter().map(|a| vec![cell(&a["path"]), cell(&a["size"])]).collect();
+    let tests: Vec<Vec<String>> = list(r, "tests")
+        .iter()
+        .map(|t| vec![cell(&t["name"]), cell(&t["status"]), cell(&t["results"])])
+        .collect();
+    let artifacts: Vec<Vec<String>> = list(r, "artifacts")
+        .iter()
+        .map(|a| vec![cell(&a["path"]), cell(&a["size"])])
+        .collect();
     let mut text = head;
     if !tests.is_empty() {
         text.push('\n');

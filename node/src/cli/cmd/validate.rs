@@ -8,7 +8,10 @@ use std::path::Path;
 
 pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let text = super::read_text(path)?;
-    let def = parse_project(&text).map_err(|e| CliError::Definition { path: path.display().to_string(), issues: e.issues() })?;
+    let def = parse_project(&text).map_err(|e| CliError::Definition {
+        path: path.display().to_string(),
+        issues: e.issues(),
+    })?;
     let summary = def.summarize();
     let rendered = if json {
         output::pretty(&serde_json::to_value(&summary).map_err(std::io::Error::other)?)

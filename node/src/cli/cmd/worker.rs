@@ -18,8 +18,19 @@ pub async fn run(ctx: &Ctx, cmd: WorkerCmd, out: &mut dyn Write) -> Result<Outco
     }
 }
 
-async fn set_enlisted(ctx: &Ctx, name: &str, enlisted: bool, out: &mut dyn Write) -> Result<Outcome, CliError> {
-    let data = ctx.client.patch(&format!("/workers/{}/", seg(name)), &json!({ "enlisted": enlisted })).await?;
+async fn set_enlisted(
+    ctx: &Ctx,
+    name: &str,
+    enlisted: bool,
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
+    let data = ctx
+        .client
+        .patch(
+            &format!("/workers/{}/", seg(name)),
+            &json!({ "enlisted": enlisted }),
+        )
+        .await?;
     let verb = if enlisted { "enlisted" } else { "delisted" };
     ctx.emit(out, &data, |_| format!("{verb} worker {name}\n"))
 }
@@ -29,9 +40,38 @@ fn render_list(data: &Value) -> String {
         .iter()
         .map(|w| {
             let h = &w["health"];
-            let free = if h.is_null() { "-".to_string() } else { format!("{}/{}", cell(&h["available_runners"]), cell(&w["concurrent_runs"])) };
-            vec![cell(&w["name"]), cell(&w["enlisted"]), cell(&w["online"]), free, cell(&h["load_avg_1"]), cell(&w["host_tags"]), cell(&w["distro"]), cell(&w["version"])]
+            let free = if h.is_null() {
+                "-".to_string()
+            } else {
+                format!(
+                    "{}/{}",
+                    cell(&h["available_runners"]),
+                    cell(&w["concurrent_runs"])
+                )
+            };
+            vec![
+                cell(&w["name"]),
+                cell(&w["enlisted"]),
+                cell(&w["online"]),
+                free,
+                cell(&h["load_avg_1"]),
+                cell(&w["host_tags"]),
+                cell(&w["distro"]),
+                cell(&w["version"]),
+            ]
         })
         .collect();
-    table(&["NAME", "ENLISTED", "ONLINE", "FREE", "LOAD", "HOST-TAGS", "DISTRO", "VERSION"], &rows)
+    table(
+        &[
+            "NAME",
+            "ENLISTED",
+            "ONLINE",
+            "FREE",
+            "LOAD",
+            "HOST-TAGS",
+            "DISTRO",
+            "VERSION",
+        ],
+        &rows,
+    )
 }
