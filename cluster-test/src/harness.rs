@@ -179,3 +179,84 @@ pub async fn call(client: &reqwest::Client, method: reqwest::Method, url: &str, 
     let status = r.status().as_u16();
     Ok((status, r.json().await.unwrap_or(serde_json::Value::Null)))
 }
+
+/// A real `jobserv-worker run` process.
+pub struct WorkerProcess {
+    pub name: String,
+    pub child: Option<Child>,
+    pub args: Vec<String>,
+    pub binary: PathBuf,
+    pub log: PathBuf,
+}
+
+impl WorkerProcess {
+    /// A worker for `servers` keeping its key and volumes in `data_dir`.
+    pub fn new(bin_dir: &Path, name: &str, servers: &[String], ca_cert: &Path, data_dir: &Path, host_tags: &[&str], concurrency: u32, executor: &str) -> WorkerProcess {
+        let mut args = vec!["run".to_string(), "--server".into(), servers.join(","), "--name".into(), name.into(), "--concurrency".into(), concurrency.to_string(), "--executor".into(), executor.into(), "--no-self-update".into()];
+        args.push("--data-dir".into());
+        args.push(data_dir.display().to_string());
+        args.push("--ca-cert".into());
+        args.push(ca_cert.display().to_string());
+        for tag in host_tags {
+            args.push("--host-tag".into());
+            args.push(tag.to_string());
+        }
+        WorkerProcess { name: name.to_string(), child: None, args, binary: bin_dir.join("jobserv-worker"), log: data_dir.with_extension("log") }
+    }
+
+    pub fn spawn(&mut self) -> anyhow::Result<()> {
+        if let Some(parent) = self.log.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = Command::new(&self.binary).args(&self.args).stdout(log.try_clone()?).stderr(log).spawn().with_context(|| format!("starting {}", self.binary.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Enlists a worker once it has registered (admin token).
+pub async fn enlist(client: &reqwest::Client, url: &str, token: &str, name: &str, timeout: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let (s, b) = call(client, reqwest::Method::PATCH, &format!("{url}/workers/{name}/"), token, Some(serde_json::json!({"enlisted": true}))).await?;
+        if s == 200 {
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            bail!("worker {name} did not register within {timeout:?}: {s} {b}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Builds the local busybox image (idempotent).
+pub fn busybox_image(repo_root: &Path) -> anyhow::Result<()> {
+    let status = Command::new("bash").arg(repo_root.join("worker/scripts/build-busybox-image.sh")).status()?;
+    if !status.success() {
+        bail!("building busybox:latest failed (is Docker running?)");
+    }
+    Ok(())
+}
+
+/// The repository root (for scripts and examples), from this crate's manifest dir.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}

@@ -37,6 +37,13 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Build created -> run RUNNING on an idle worker, and the runner's overhead against `docker run`.
+    BenchWorker {
+        #[arg(long, default_value_t = 20)]
+        samples: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 fn work_dir(dir: Option<PathBuf>) -> anyhow::Result<(PathBuf, Option<tempfile_guard::Guard>)> {
@@ -94,6 +101,14 @@ async fn main() -> anyhow::Result<()> {
             let (dir, _guard) = work_dir(None)?;
             let opts = cluster_test::bench_node::BenchOptions { clients, seconds, footprint_writes };
             let report = cluster_test::bench_node::run(&dir, &bin_dir, &opts).await?;
+            report.print();
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+            }
+        }
+        Cmd::BenchWorker { samples, json } => {
+            let (dir, _guard) = work_dir(None)?;
+            let report = cluster_test::bench_worker::run(&dir, &bin_dir, samples).await?;
             report.print();
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
