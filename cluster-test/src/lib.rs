@@ -5,4 +5,5 @@ pub mod bench_node;
 pub mod bench_worker;
 pub mod crash_loop;
 pub mod harness;
+pub mod local_cluster;
 pub mod stats;

@@ -16,6 +16,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Start N nodes and M workers, write DIR/cluster.json, stay in the foreground until SIGTERM/SIGINT.
+    Up {
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "docker", value_parser = ["docker", "host"])]
+        executor: String,
+    },
+    /// Start node N of the cluster in DIR again on the same data dir and port; rewrite its pid.
+    RestartNode {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        id: u64,
+    },
     /// SIGKILL a node in the middle of a stream of acknowledged writes, restart it, verify, repeat.
     CrashLoop {
         #[arg(long, default_value_t = 200)]
@@ -83,6 +101,23 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let bin_dir = cluster_test::harness::bin_dir(cli.bin_dir.as_deref())?;
     match cli.command {
+        Cmd::Up { nodes, workers, dir, executor } => {
+            let opts = cluster_test::local_cluster::ClusterOptions { nodes, workers, executor, ..Default::default() };
+            let mut cluster = cluster_test::local_cluster::LocalCluster::up(&dir, &bin_dir, &opts).await?;
+            println!("cluster up: {} nodes, {} workers; {}", nodes, workers, dir.join("cluster.json").display());
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            // Restarted nodes are not our children any more: stop by the pids cluster.json lists.
+            cluster_test::local_cluster::stop_all_listed(&dir);
+            cluster.kill_all();
+        }
+        Cmd::RestartNode { dir, id } => {
+            let pid = cluster_test::local_cluster::restart_node(&dir, &bin_dir, id)?;
+            println!("node {id} restarted, pid {pid}");
+        }
         Cmd::CrashLoop { iterations, seed, dir } => {
             let (dir, _guard) = work_dir(dir)?;
             let report = cluster_test::crash_loop::run(&dir, &bin_dir, iterations, seed).await.context("crash loop")?;

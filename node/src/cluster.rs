@@ -23,6 +23,16 @@ pub struct Cluster {
     pub secret: String,
     pub client: reqwest::Client,
     pub metrics: Arc<Metrics>,
+    pub gossip: Arc<crate::gossip::Gossip>,
+}
+
+/// A membership change, proposed on the leader (forwarded there by any node).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum MembershipChange {
+    /// Add a node as a learner, wait until it caught up, then promote it to voter.
+    AddNode { id: NodeId, url: String },
+    /// Demote and remove a node.
+    RemoveNode { id: NodeId },
 }
 
 /// Reply of `POST /raft/propose` (a forwarded write), `codec`-encoded.
@@ -100,6 +110,77 @@ impl Cluster {
         }
         let bytes = reply.bytes().await.map_err(|e| e.to_string())?;
         codec::decode(&bytes).map_err(|e| e.to_string())
+    }
+
+    /// Applies a membership change here if this node leads, else forwards it to the leader.
+    pub async fn change_membership(&self, change: MembershipChange) -> Result<(), ApiError> {
+        for attempt in 0..FORWARD_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await;
+            }
+            let leader = self.raft.metrics().borrow().current_leader;
+            match leader {
+                Some(id) if id == self.id => return self.change_membership_here(change).await,
+                Some(id) => {
+                    let Some(url) = self.member_url(id) else { continue };
+                    match self.forward_membership(&url, &change).await {
+                        Ok(Ok(())) => return Ok(()),
+                        Ok(Err(message)) => return Err(ApiError::BadRequest(message)),
+                        Err(e) => tracing::warn!("forwarding membership change to {url}: {e}"),
+                    }
+                }
+                None => {}
+            }
+        }
+        Err(ApiError::Unavailable("no leader reachable for the membership change".into()))
+    }
+
+    async fn change_membership_here(&self, change: MembershipChange) -> Result<(), ApiError> {
+        use openraft::ChangeMembers;
+        use std::collections::BTreeSet;
+        let unavailable = |e: String| ApiError::Unavailable(format!("membership change: {e}"));
+        match change {
+            MembershipChange::AddNode { id, url } => {
+                let voters: BTreeSet<NodeId> = self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+                if voters.contains(&id) {
+                    return Ok(()); // already a voter: joining again after a restart is a no-op
+                }
+                tracing::info!(node = id, %url, "adding node as learner");
+                self.raft.add_learner(id, openraft::BasicNode { addr: url.trim_end_matches('/').to_string() }, true).await.map_err(|e| unavailable(e.to_string()))?;
+                tracing::info!(node = id, "promoting node to voter");
+                self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await.map_err(|e| unavailable(e.to_string()))?;
+                Ok(())
+            }
+            MembershipChange::RemoveNode { id } => {
+                tracing::info!(node = id, "removing node");
+                self.raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false).await.map_err(|e| unavailable(e.to_string()))?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn forward_membership(&self, leader_url: &str, change: &MembershipChange) -> Result<Result<(), String>, String> {
+        let body = codec::encode(change).map_err(|e| e.to_string())?;
+        let reply = self
+            .client
+            .post(format!("{}/raft/membership", leader_url.trim_end_matches('/')))
+            .header(CLUSTER_SECRET_HEADER, &self.secret)
+            .timeout(Duration::from_secs(120))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !reply.status().is_success() {
+            return Err(format!("HTTP {}", reply.status()));
+        }
+        let bytes = reply.bytes().await.map_err(|e| e.to_string())?;
+        codec::decode(&bytes).map_err(|e| e.to_string())
+    }
+
+    /// The advertised URL of a member.
+    pub fn member_url(&self, id: NodeId) -> Option<String> {
+        let metrics = self.raft.metrics().borrow().clone();
+        metrics.membership_config.membership().get_node(&id).map(|n| n.addr.clone())
     }
 
     /// Every member's advertised URL (voters and learners), this node first.

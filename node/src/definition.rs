@@ -25,6 +25,11 @@ pub fn prepare_build(yaml: &str, trigger_name: &str) -> Result<PreparedBuild, Ap
 }
 
 impl PreparedBuild {
+    /// The parsed definition (for the build's hooks: chains and notifications).
+    pub fn definition(&self) -> &ProjectDefinition {
+        &self.definition
+    }
+
     /// Checks that every secret the trigger (and its chain) needs is given, then expands the runs.
     pub fn runs(&self, project: &str, params: &BTreeMap<String, String>, secrets: &BTreeMap<String, String>) -> Result<Vec<RunDef>, ApiError> {
         let available: BTreeSet<String> = secrets.keys().cloned().collect();
@@ -36,7 +41,7 @@ impl PreparedBuild {
     }
 }
 
-fn run_definition(project: &str, spec: RunSpec) -> RunDef {
+pub fn run_definition(project: &str, spec: RunSpec) -> RunDef {
     let mut env = spec.env;
     env.insert("H_PROJECT".into(), project.to_string());
     env.insert("H_RUN".into(), spec.name.clone());

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod config;
 pub mod definition;
 pub mod error;
+pub mod gossip;
 pub mod metrics;
 pub mod node;
 pub mod presence;

@@ -75,6 +75,19 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     let state = state_machine.state();
     let raft = Raft::new(config.id, raft_cfg, network, log_store, state_machine.clone()).await.map_err(|e| StartError::Raft(e.to_string()))?;
     let metrics = Arc::new(Metrics::new().map_err(|e| StartError::Other(e.to_string()))?);
+    let seeds: Vec<String> = config
+        .peers
+        .iter()
+        .filter(|p| p.id != config.id)
+        .map(|p| p.url.as_str())
+        .chain(config.join.as_deref())
+        .filter_map(crate::gossip::host_port)
+        .collect();
+    let gossip = Arc::new(
+        crate::gossip::Gossip::start(config.id, &config.listen, &config.advertise_url, seeds, &config.cluster_secret, generation())
+            .await
+            .map_err(|e| StartError::Other(e.to_string()))?,
+    );
     let cluster = Arc::new(Cluster {
         id: config.id,
         raft,
@@ -84,9 +97,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         secret: config.cluster_secret.clone(),
         client,
         metrics: metrics.clone(),
+        gossip,
     });
 
     let presence = Arc::new(Presence::default());
+    spawn_gossip_publisher(cluster.clone(), presence.clone(), Duration::from_secs(config.worker_timeout_secs));
     let checkin = CheckInActor::new(cluster.clone()).start();
     WorkerMonitor::new(cluster.clone(), presence.clone(), Duration::from_secs(config.worker_timeout_secs), config.requeue_lost_runs).start();
     let project_arbiter = actix::Arbiter::new();
@@ -125,6 +140,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     let server_task = tokio::spawn(server);
 
     bootstrap(&cluster, &config).await?;
+    if let Some(join) = config.join.clone() {
+        spawn_join(cluster.clone(), join);
+    }
     if let Some(token) = &config.admin_token {
         install_admin_token(&cluster, token).await?;
     }
@@ -150,13 +168,15 @@ fn jsend_error_body<B: actix_web::body::MessageBody + 'static>(
     Ok(ErrorHandlerResponse::Response(actix_web::dev::ServiceResponse::new(req, body).map_into_right_body()))
 }
 
-/// A fresh cluster is initialised by exactly one node: the only one (no peers), or the lowest peer id.
+/// A fresh cluster is initialised by exactly one node: the only one (no peers), or the lowest peer id —
+/// and only if no peer already belongs to an initialised cluster (a wiped node must rejoin, not found a
+/// second cluster). A node started with `join` is added by the leader instead (`spawn_join`).
 async fn bootstrap(cluster: &Cluster, config: &NodeConfig) -> Result<(), StartError> {
     if cluster.raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))? {
         return Ok(());
     }
-    if let Some(join) = &config.join {
-        return Err(StartError::Other(format!("joining through {join} is not available yet: start nodes with `peers` instead")));
+    if config.join.is_some() {
+        return Ok(());
     }
     let mut members = BTreeMap::new();
     if config.peers.is_empty() {
@@ -168,8 +188,70 @@ async fn bootstrap(cluster: &Cluster, config: &NodeConfig) -> Result<(), StartEr
         if config.peers.iter().map(|p| p.id).min() != Some(config.id) {
             return Ok(()); // the lowest id initialises; the others are told by its first heartbeat
         }
+        for peer in config.peers.iter().filter(|p| p.id != config.id) {
+            if peer_is_initialized(cluster, &peer.url).await {
+                tracing::info!(peer = peer.id, "a peer already runs the cluster: waiting to be caught up instead of initialising");
+                return Ok(());
+            }
+        }
     }
     cluster.raft.initialize(members).await.map_err(|e| StartError::Raft(e.to_string()))
+}
+
+async fn peer_is_initialized(cluster: &Cluster, url: &str) -> bool {
+    let reply = cluster
+        .client
+        .get(format!("{}/raft/status", url.trim_end_matches('/')))
+        .header(jobserv_raft::network::CLUSTER_SECRET_HEADER, &cluster.secret)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    match reply {
+        Ok(r) if r.status().is_success() => r.bytes().await.ok().and_then(|b| jobserv_raft::codec::decode::<bool>(&b).ok()).unwrap_or(false),
+        _ => false,
+    }
+}
+
+/// Asks the cluster (through `join`, forwarded to the leader) to add this node, until it is a member.
+fn spawn_join(cluster: Arc<Cluster>, join: String) {
+    tokio::spawn(async move {
+        let change = crate::cluster::MembershipChange::AddNode { id: cluster.id, url: cluster.advertise_url.clone() };
+        let Ok(body) = jobserv_raft::codec::encode(&change) else { return };
+        loop {
+            let voters: Vec<u64> = cluster.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+            if voters.contains(&cluster.id) {
+                tracing::info!(node = cluster.id, "joined the cluster as a voter");
+                return;
+            }
+            let reply = cluster
+                .client
+                .post(format!("{}/raft/membership", join.trim_end_matches('/')))
+                .header(jobserv_raft::network::CLUSTER_SECRET_HEADER, &cluster.secret)
+                .timeout(Duration::from_secs(120))
+                .body(body.clone())
+                .send()
+                .await;
+            match reply {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => tracing::warn!("joining through {join}: HTTP {}", r.status()),
+                Err(e) => tracing::warn!("joining through {join}: {e}"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
+
+/// Every second: publish the workers that checked in here (and when) to gossip.
+fn spawn_gossip_publisher(cluster: Arc<Cluster>, presence: Arc<Presence>, window: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let workers = presence.seen_within(window);
+            let load = workers.len() as u64;
+            cluster.gossip.publish(&workers, load).await;
+        }
+    });
 }
 
 /// Installs the configured admin token (its hash) once a leader exists.

@@ -37,6 +37,15 @@ pub enum Command {
     PutArtifact { run: RunRef, fence: u64, path: String, bytes: Vec<u8> },
     /// A no-op: used by benchmarks and health checks to measure the commit path alone.
     Noop,
+    /// `CreateBuild` plus what the build must do later (`hooks`: chains, forge status, notifications)
+    /// and, for a git poller, the compare-and-set of the ref that moved (refused if it already moved).
+    CreateBuildExt { build: Box<NewBuild>, hooks: Option<crate::hooks::BuildHooks>, advance: Option<crate::hooks::PollAdvance> },
+    /// Adds the runs a chain starts to the same build, once: refused as a no-op if `marker` is done.
+    FireChain { project: String, build: u64, marker: String, runs: Vec<RunDef>, run_chains: BTreeMap<String, Vec<jobserv_protocol::project::TriggerRef>>, now: u64 },
+    /// Records that a build's duty `marker` is done (`crate::hooks::FINAL` closes the build's hooks).
+    MarkBuild { project: String, build: u64, marker: String },
+    /// Records refs a git poller saw without starting builds (its first look, or refs that vanished).
+    PollerSeen { project: String, trigger: u64, seen: BTreeMap<String, String>, replace: bool },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -7,6 +7,7 @@
 //! - everything stored or sent between nodes goes through `codec` and carries a format version.
 pub mod codec;
 pub mod command;
+pub mod hooks;
 pub mod log_store;
 pub mod model;
 pub mod network;

@@ -24,23 +24,29 @@ impl WorkerMonitor {
         WorkerMonitor { cluster, presence, timeout, requeue, leader_since: None }
     }
 
-    fn lost_workers(&mut self) -> Vec<String> {
+    /// Whether this node should look for lost workers now (it leads, and has led for a full timeout).
+    fn on_duty(&mut self) -> bool {
         if !self.cluster.is_leader() {
             self.leader_since = None;
-            return Vec::new();
+            return false;
         }
-        let since = *self.leader_since.get_or_insert_with(Instant::now);
-        if since.elapsed() < self.timeout {
-            return Vec::new();
-        }
-        let Ok(workers) = self.cluster.state.workers() else { return Vec::new() };
-        workers
-            .into_iter()
-            .filter(|w| self.presence.silent_for(&w.name) >= self.timeout)
-            .filter(|w| self.cluster.state.worker_runs(&w.name).map(|runs| !runs.is_empty()).unwrap_or(false))
-            .map(|w| w.name)
-            .collect()
+        self.leader_since.get_or_insert_with(Instant::now).elapsed() >= self.timeout
     }
+}
+
+/// Workers holding runs that no live node has seen within `timeout` (this node's own view and every other
+/// node's, from gossip).
+async fn lost_workers(cluster: &Cluster, presence: &Presence, timeout: Duration) -> Vec<String> {
+    let Ok(workers) = cluster.state.workers() else { return Vec::new() };
+    let seen_elsewhere = cluster.gossip.worker_last_seen().await;
+    let now = jobserv_raft::state::now_ms();
+    workers
+        .into_iter()
+        .filter(|w| presence.silent_for(&w.name) >= timeout)
+        .filter(|w| seen_elsewhere.get(&w.name).is_none_or(|&t| now.saturating_sub(t) >= timeout.as_millis() as u64))
+        .filter(|w| cluster.state.worker_runs(&w.name).map(|runs| !runs.is_empty()).unwrap_or(false))
+        .map(|w| w.name)
+        .collect()
 }
 
 impl Actor for WorkerMonitor {
@@ -48,15 +54,15 @@ impl Actor for WorkerMonitor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(Duration::from_secs(2), |monitor, ctx| {
-            let lost = monitor.lost_workers();
-            if lost.is_empty() {
+            if !monitor.on_duty() {
                 return;
             }
             let cluster = monitor.cluster.clone();
+            let presence = monitor.presence.clone();
             let timeout = monitor.timeout;
             let requeue = monitor.requeue;
             let release = async move {
-                for worker in lost {
+                for worker in lost_workers(&cluster, &presence, timeout).await {
                     let reason = format!("worker {worker} stopped checking in (no check-in for {}s)", timeout.as_secs());
                     tracing::warn!(worker = %worker, "{reason}; releasing its runs");
                     let cmd = Command::ReleaseWorkerRuns { worker: worker.clone(), reason, requeue, now: jobserv_raft::state::now_ms() };

@@ -15,7 +15,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/append", web::post().to(append))
             .route("/vote", web::post().to(vote))
             .route("/snapshot", web::post().to(snapshot))
-            .route("/propose", web::post().to(propose)),
+            .route("/propose", web::post().to(propose))
+            .route("/membership", web::post().to(membership))
+            .route("/status", web::get().to(status)),
     );
 }
 
@@ -59,4 +61,21 @@ async fn propose(req: HttpRequest, app: web::Data<App>, body: web::Bytes) -> Res
     check_secret(&req, &app)?;
     let cmd: Command = decode(&body)?;
     reply(&app.cluster.propose_local(cmd, COMMIT_TIMEOUT).await)
+}
+
+/// A membership change forwarded by another node (or asked by a joining node). Replies
+/// `Result<(), String>`.
+async fn membership(req: HttpRequest, app: web::Data<App>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    check_secret(&req, &app)?;
+    let change: crate::cluster::MembershipChange = decode(&body)?;
+    let result: Result<(), String> = app.cluster.change_membership(change).await.map_err(|e| e.to_string());
+    reply(&result)
+}
+
+/// Whether this node belongs to an initialised cluster (asked before bootstrapping, so that a wiped
+/// node never initialises a second cluster beside the running one).
+async fn status(req: HttpRequest, app: web::Data<App>) -> Result<HttpResponse, ApiError> {
+    check_secret(&req, &app)?;
+    let initialized = app.cluster.raft.is_initialized().await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    reply(&initialized)
 }

@@ -13,6 +13,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics))
         .route("/cluster/", web::get().to(cluster))
         .route("/cluster/snapshot", web::post().to(snapshot))
+        .route("/cluster/nodes/", web::post().to(add_node))
+        .route("/cluster/nodes/{id}/", web::delete().to(remove_node))
         .route("/worker", web::get().to(worker_binary))
         .route("/runner", web::get().to(worker_binary));
 }
@@ -55,6 +57,7 @@ async fn cluster(req: HttpRequest, app: web::Data<App>) -> ApiResult {
     let m = app.cluster.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership();
     let voters: Vec<u64> = membership.voter_ids().collect();
+    let gossip = app.cluster.gossip.members().await;
     let nodes: Vec<_> = membership
         .nodes()
         .map(|(id, node)| {
@@ -65,16 +68,13 @@ async fn cluster(req: HttpRequest, app: web::Data<App>) -> ApiResult {
             } else {
                 "learner"
             };
-            // Liveness beyond this node comes from gossip (the cluster work); here only what Raft shows:
-            // the leader knows which followers acknowledge it.
-            let alive = *id == app.cluster.id
-                || m.replication.as_ref().is_some_and(|r| r.get(id).is_some_and(|matched| matched.is_some()));
+            let seen = gossip.iter().find(|g| g.raft_id == Some(*id));
             json!({
                 "id": id,
                 "url": node.addr,
                 "raft_role": role,
-                "gossip_state": if alive { "alive" } else { "suspect" },
-                "generation": if *id == app.cluster.id { Some(crate::node::generation()) } else { None },
+                "gossip_state": seen.map(|g| g.state).unwrap_or("suspect"),
+                "generation": seen.map(|g| g.generation),
             })
         })
         .collect();
@@ -84,7 +84,33 @@ async fn cluster(req: HttpRequest, app: web::Data<App>) -> ApiResult {
         "nodes": nodes,
         "this_node": app.cluster.id,
         "last_applied": m.last_applied.map(|l| l.index),
+        "snapshot": m.snapshot.map(|l| l.index),
     })))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewNode {
+    id: u64,
+    url: String,
+}
+
+/// Adds a node (learner first, then voter). Admin only.
+async fn add_node(req: HttpRequest, app: web::Data<App>, body: web::Bytes) -> ApiResult {
+    require_admin(&req, app.state())?;
+    let n: NewNode = super::parse_json(&body)?;
+    if !n.url.starts_with("https://") {
+        return Err(ApiError::BadRequest("url: must be an https:// URL".into()));
+    }
+    app.cluster.change_membership(crate::cluster::MembershipChange::AddNode { id: n.id, url: n.url }).await?;
+    Ok(success(json!({"added": n.id})))
+}
+
+async fn remove_node(req: HttpRequest, app: web::Data<App>, path: web::Path<u64>) -> ApiResult {
+    require_admin(&req, app.state())?;
+    let id = path.into_inner();
+    app.cluster.change_membership(crate::cluster::MembershipChange::RemoveNode { id }).await?;
+    Ok(success(json!({"removed": id})))
 }
 
 /// The worker binary, for self-update (`jobserv-worker` beside this binary unless configured).

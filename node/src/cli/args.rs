@@ -19,15 +19,28 @@ pub struct Cli {
 #[derive(Debug, Clone, Default, Args)]
 pub struct GlobalArgs {
     /// Server URL(s), comma-separated; the next one is tried when one cannot be reached.
-    #[arg(long, global = true, env = "JOBSERV_URL", value_name = "URL[,URL…]")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "JOBSERV_URL",
+        value_name = "URL[,URL…]"
+    )]
     pub server: Option<String>,
     /// API token (admin or user), sent as `Authorization: Token …`.
-    #[arg(long, global = true, env = "JOBSERV_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "JOBSERV_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// PEM file of the CA that signed the servers' certificates (default: the public web PKI roots).
     #[arg(
         long = "ca-cert",
         global = true,
+        help_heading = "Global options",
         env = "JOBSERV_CA",
         value_name = "PEM"
     )]
@@ -36,12 +49,13 @@ pub struct GlobalArgs {
     #[arg(
         long = "cluster-json",
         global = true,
+        help_heading = "Global options",
         env = "JOBSERV_CLUSTER_JSON",
         value_name = "FILE"
     )]
     pub cluster_json: Option<PathBuf>,
     /// Print the server's JSON `data` instead of tables.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,
 }
 
@@ -162,14 +176,19 @@ pub struct NewBuild {
     /// The project YAML; checked locally first. Without it the server reuses the latest build's.
     #[arg(long, value_name = "FILE.yml")]
     pub definition: Option<PathBuf>,
+    /// A build parameter (overrides the definition's `params`); repeatable.
     #[arg(long = "param", value_name = "K=V", value_parser = parse_key_value)]
     pub params: Vec<(String, String)>,
+    /// A secret for this build's runs; repeatable.
     #[arg(long = "secret", value_name = "K=V", value_parser = parse_key_value)]
     pub secrets: Vec<(String, String)>,
+    /// A secret whose value is read from a file; repeatable.
     #[arg(long = "secret-file", value_name = "K=PATH", value_parser = parse_key_value)]
     pub secret_files: Vec<(String, String)>,
+    /// Why the build was started (shown in `build list`).
     #[arg(long)]
     pub reason: Option<String>,
+    /// Higher runs first.
     #[arg(long = "queue-priority", value_name = "N", allow_hyphen_values = true)]
     pub queue_priority: Option<i32>,
     /// Wait for the build and show its progress; exit 0 only if it passed.

@@ -149,11 +149,17 @@ fn apply_command(txn: &mut Txn, log_index: u64, cmd: &Command) -> StateResult<Ou
             Ok(Ok(CommandResult::Done))
         }
         Command::Noop => Ok(Ok(CommandResult::Done)),
+        Command::CreateBuildExt { build, hooks, advance } => super::hooks::create_build_ext(txn, log_index, build, hooks.as_ref(), advance.as_ref()),
+        Command::FireChain { project, build, marker, runs, run_chains, now } => {
+            super::hooks::fire_chain(txn, log_index, project, *build, marker, runs, run_chains, *now)
+        }
+        Command::MarkBuild { project, build, marker } => super::hooks::mark_build(txn, project, *build, marker),
+        Command::PollerSeen { project, trigger, seen, replace } => super::hooks::poller_seen(txn, project, *trigger, seen, *replace),
     }
 }
 
 /// Every run write goes through here so that the per-status counters stay exact.
-fn put_run(txn: &mut Txn, old: Option<RunStatus>, run: &Run) -> StateResult<()> {
+pub(super) fn put_run(txn: &mut Txn, old: Option<RunStatus>, run: &Run) -> StateResult<()> {
     if old != Some(run.status) {
         if let Some(old) = old {
             bump_count(txn, old, -1)?;
@@ -188,6 +194,9 @@ fn delete_project(txn: &mut Txn, name: &str) -> StateResult<Outcome> {
         keys::consoles_of_project(name),
         keys::tests_of_project(name),
         keys::artifacts_of_project(name),
+        keys::hooks_of_project(name),
+        keys::open_hooks_of_project(name),
+        keys::poller_refs_of_project(name),
     ] {
         txn.remove_prefix(&prefix)?;
     }
@@ -195,7 +204,7 @@ fn delete_project(txn: &mut Txn, name: &str) -> StateResult<Outcome> {
     Ok(Ok(CommandResult::Done))
 }
 
-fn create_build(txn: &mut Txn, log_index: u64, nb: &NewBuild) -> StateResult<Outcome> {
+pub(super) fn create_build(txn: &mut Txn, log_index: u64, nb: &NewBuild) -> StateResult<Outcome> {
     let project_key = keys::project(&nb.project);
     let Some(mut project) = txn.get::<Project>(&project_key)? else {
         return Ok(Err(StateError::NotFound(format!("project {}", nb.project))));
@@ -454,7 +463,7 @@ fn release_worker_runs(txn: &mut Txn, log_index: u64, worker: &str, reason: &str
 
 /// A build's status is derived from its runs: PASSED when all passed, FAILED when all completed and one
 /// failed, RUNNING once any run left the queue, QUEUED before.
-fn refresh_build_status(txn: &mut Txn, project: &str, number: u64, now: u64) -> StateResult<()> {
+pub(super) fn refresh_build_status(txn: &mut Txn, project: &str, number: u64, now: u64) -> StateResult<()> {
     let key = keys::build(project, number);
     let Some(mut build) = txn.get::<Build>(&key)? else { return Ok(()) };
     if build.status == RunStatus::Promoted {
@@ -468,6 +477,11 @@ fn refresh_build_status(txn: &mut Txn, project: &str, number: u64, now: u64) -> 
         all_complete &= run.status.is_complete();
         any_failed |= run.status == RunStatus::Failed;
         any_started |= run.status != RunStatus::Queued;
+    }
+    // A passed run (or build) whose chain has not started yet keeps the build RUNNING (see `crate::hooks`).
+    if all_complete && super::hooks::chain_pending(txn, project, number)? {
+        all_complete = false;
+        any_started = true;
     }
     let status = match (all_complete, any_failed, any_started) {
         (true, true, _) => RunStatus::Failed,

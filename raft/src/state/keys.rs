@@ -107,3 +107,26 @@ pub fn artifacts_of(r: &RunRef) -> Vec<u8> {
 pub fn artifacts_of_project(project: &str) -> Vec<u8> {
     format!("a/{project}/").into_bytes()
 }
+
+/// A build's hooks (`crate::hooks::BuildHooks`): chains, forge status and notification markers.
+pub fn build_hooks(project: &str, number: u64) -> Vec<u8> {
+    format!("h/{project}/{number:020}").into_bytes()
+}
+pub fn hooks_of_project(project: &str) -> Vec<u8> {
+    format!("h/{project}/").into_bytes()
+}
+/// Builds whose hooks still have work to do (removed when `FINAL` is marked), so the build actors never scan.
+pub fn open_hooks(project: &str, number: u64) -> Vec<u8> {
+    format!("j/{project}/{number:020}").into_bytes()
+}
+pub fn open_hooks_of_project(project: &str) -> Vec<u8> {
+    format!("j/{project}/").into_bytes()
+}
+pub const OPEN_HOOKS: &[u8] = b"j/";
+/// What a git poller trigger last saw: key (trigger name, repository, ref) → sha.
+pub fn poller_refs(project: &str, trigger: u64) -> Vec<u8> {
+    format!("g/{project}/{trigger:020}").into_bytes()
+}
+pub fn poller_refs_of_project(project: &str) -> Vec<u8> {
+    format!("g/{project}/").into_bytes()
+}

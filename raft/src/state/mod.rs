@@ -2,6 +2,7 @@
 //! one sled tree (`keys` has the layout). `apply` is the only writer and runs inside the Raft state
 //! machine; `read` is what the node's handlers use (local reads of the applied state).
 mod apply;
+mod hooks;
 pub mod keys;
 mod read;
 mod txn;

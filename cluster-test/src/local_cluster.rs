@@ -1,0 +1,233 @@
+//! A local cluster of real processes: N nodes and M workers on 127.0.0.1, plus the `cluster.json` contract
+//! of `shared/spec/cli.md`. Calls go to any live node and move on when one does not answer.
+use crate::harness::{busybox_image, call, cluster_configs, enlist, random_token, repo_root, NodeProcess, WorkerProcess};
+use anyhow::{bail, Context};
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub struct LocalCluster {
+    pub dir: PathBuf,
+    pub nodes: Vec<NodeProcess>,
+    pub workers: Vec<WorkerProcess>,
+    pub token: String,
+    pub client: reqwest::Client,
+    pub ca_cert: PathBuf,
+}
+
+pub struct ClusterOptions {
+    pub nodes: u64,
+    pub workers: usize,
+    pub executor: String,
+    pub worker_concurrency: u32,
+    pub worker_timeout_secs: u64,
+    pub requeue_lost_runs: bool,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions { nodes: 3, workers: 2, executor: "docker".into(), worker_concurrency: 2, worker_timeout_secs: 30, requeue_lost_runs: false }
+    }
+}
+
+impl LocalCluster {
+    pub async fn up(dir: &Path, bin_dir: &Path, opts: &ClusterOptions) -> anyhow::Result<LocalCluster> {
+        std::fs::create_dir_all(dir)?;
+        let token = random_token();
+        std::fs::write(dir.join("admin-token"), &token)?;
+        let mut configs = cluster_configs(dir, opts.nodes, &token, &random_token())?;
+        for c in &mut configs {
+            c.worker_timeout_secs = opts.worker_timeout_secs;
+            c.requeue_lost_runs = opts.requeue_lost_runs;
+            c.worker_binary = Some(bin_dir.join("jobserv-worker"));
+        }
+        let ca_cert = configs[0].ca_cert.clone();
+        let mut nodes = Vec::new();
+        for config in configs {
+            let mut node = NodeProcess::new(config, bin_dir)?;
+            node.spawn()?;
+            nodes.push(node);
+        }
+        for node in &nodes {
+            node.wait_ready(Duration::from_secs(60)).await?;
+        }
+        let client = nodes[0].client.clone();
+        let mut cluster = LocalCluster { dir: dir.to_path_buf(), nodes, workers: Vec::new(), token, client, ca_cert };
+        if opts.workers > 0 && opts.executor == "docker" {
+            busybox_image(&repo_root())?;
+        }
+        let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url().to_string()).collect();
+        for i in 1..=opts.workers {
+            let name = format!("worker-{i}");
+            let mut w = WorkerProcess::new(bin_dir, &name, &urls, &cluster.ca_cert, &dir.join(&name), &["amd64", "chaos"], opts.worker_concurrency, &opts.executor);
+            w.spawn()?;
+            cluster.workers.push(w);
+        }
+        for w in &cluster.workers {
+            let url = cluster.nodes[0].url().to_string();
+            enlist(&cluster.client, &url, &cluster.token, &w.name, Duration::from_secs(60)).await?;
+        }
+        cluster.wait_leader(Duration::from_secs(30)).await?;
+        cluster.write_json()?;
+        Ok(cluster)
+    }
+
+    pub fn write_json(&self) -> anyhow::Result<()> {
+        let doc = json!({
+            "nodes": self.nodes.iter().map(|n| json!({"id": n.config.id, "url": n.url(), "pid": n.pid(), "data_dir": n.config.data_dir})).collect::<Vec<_>>(),
+            "workers": self.workers.iter().map(|w| json!({"name": w.name, "pid": w.pid()})).collect::<Vec<_>>(),
+            "admin_token": self.token,
+            "ca_cert": self.ca_cert,
+        });
+        std::fs::write(self.dir.join("cluster.json"), serde_json::to_string_pretty(&doc)?)?;
+        Ok(())
+    }
+
+    pub fn node(&mut self, id: u64) -> anyhow::Result<&mut NodeProcess> {
+        self.nodes.iter_mut().find(|n| n.config.id == id).with_context(|| format!("no node {id}"))
+    }
+
+    pub fn live_urls(&self) -> Vec<String> {
+        self.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.url().to_string()).collect()
+    }
+
+    /// An API call through the first live node that answers (connection errors and 503 move on).
+    pub async fn api(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+        let mut last = String::new();
+        for attempt in 0..40 {
+            for url in self.live_urls() {
+                match call(&self.client, method.clone(), &format!("{url}{path}"), &self.token, body.clone()).await {
+                    Ok((503, b)) => last = format!("{url}: 503 {b}"),
+                    Ok(reply) => return Ok(reply),
+                    Err(e) => last = format!("{url}: {e}"),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100 * (attempt + 1).min(5))).await;
+        }
+        bail!("{method} {path}: no live node answered: {last}")
+    }
+
+    pub async fn text(&self, url: &str, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+        let r = self.client.get(format!("{url}{path}")).header("Authorization", format!("Token {}", self.token)).send().await?;
+        Ok((r.status().as_u16(), r.bytes().await?.to_vec()))
+    }
+
+    /// The leader's id, as the live nodes report it (waits until one is elected).
+    pub async fn wait_leader(&self, timeout: Duration) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for url in self.live_urls() {
+                if let Ok((200, b)) = call(&self.client, Method::GET, &format!("{url}/cluster/"), &self.token, None).await {
+                    if let Some(leader) = b["data"]["leader"].as_u64() {
+                        if self.nodes.iter().any(|n| n.config.id == leader && n.child.is_some()) {
+                            return Ok(leader);
+                        }
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no live leader within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Creates (if needed) a project and starts a build; returns its number.
+    pub async fn build(&self, project: &str, trigger: &str, definition: &str) -> anyhow::Result<u64> {
+        let (s, b) = self.api(Method::POST, "/projects/", Some(json!({"name": project}))).await?;
+        if s != 201 && s != 409 {
+            bail!("create project {project}: {s} {b}");
+        }
+        let (s, b) = self.api(Method::POST, &format!("/projects/{project}/builds/"), Some(json!({"trigger-name": trigger, "project-definition": definition}))).await?;
+        if s != 201 {
+            bail!("create build: {s} {b}");
+        }
+        b["data"]["build_id"].as_u64().context("build_id")
+    }
+
+    /// Waits until the build is PASSED or FAILED; returns the build JSON.
+    pub async fn wait_build(&self, project: &str, n: u64, timeout: Duration) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (s, b) = self.api(Method::GET, &format!("/projects/{project}/builds/{n}/"), None).await?;
+            if s == 200 {
+                let status = b["data"]["build"]["status"].as_str().unwrap_or("");
+                if status == "PASSED" || status == "FAILED" {
+                    return Ok(b["data"]["build"].clone());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("build {project}/{n} not finished after {timeout:?}: {b}");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    pub fn kill_all(&mut self) {
+        for w in &mut self.workers {
+            w.kill();
+        }
+        for n in &mut self.nodes {
+            n.kill();
+        }
+    }
+}
+
+/// `cluster-test restart-node --dir DIR --id N`: starts node N again on its data dir and port (stopping a
+/// still-running one first) and rewrites its pid in `cluster.json`. The new process outlives this command.
+pub fn restart_node(dir: &Path, bin_dir: &Path, id: u64) -> anyhow::Result<u32> {
+    let path = dir.join("cluster.json");
+    let mut doc: Value = serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)?;
+    let nodes = doc["nodes"].as_array_mut().context("cluster.json: nodes")?;
+    let entry = nodes.iter_mut().find(|n| n["id"].as_u64() == Some(id)).with_context(|| format!("cluster.json has no node {id}"))?;
+    if let Some(pid) = entry["pid"].as_u64() {
+        if alive(pid) {
+            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while alive(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    let config_path = dir.join(format!("node-{id}.toml"));
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("node-{id}.log")))?;
+    let child = std::process::Command::new(bin_dir.join("jobserv-node"))
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting jobserv-node")?;
+    let pid = child.id();
+    entry["pid"] = json!(pid);
+    std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;
+    Ok(pid)
+}
+
+/// Whether a pid is a running (not zombie) process.
+fn alive(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Stops every process listed in `cluster.json` (SIGTERM, then SIGKILL after a grace period).
+pub fn stop_all_listed(dir: &Path) {
+    let Ok(bytes) = std::fs::read(dir.join("cluster.json")) else { return };
+    let Ok(doc) = serde_json::from_slice::<Value>(&bytes) else { return };
+    let pids: Vec<u64> = ["workers", "nodes"].iter().flat_map(|k| doc[*k].as_array().cloned().unwrap_or_default()).filter_map(|e| e["pid"].as_u64()).collect();
+    for pid in &pids {
+        let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for pid in &pids {
+        if alive(*pid) {
+            let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+    }
+}
