@@ -105,7 +105,7 @@ pub async fn run(dir: &Path, bin_dir: &Path, opts: &BenchOptions) -> anyhow::Res
     }
     let rss_mb_after_writes = node.rss_mb().unwrap_or(0.0);
     let disk_mb_after_writes = dir_size_mb(&node.config.data_dir);
-    let (s, b) = call(&client, Method::POST, &format!("{url}/cluster/snapshot"), &token, None).await?;
+    let (s, b) = call(&client, Method::POST, &format!("{url}/cluster/snapshot?purge=true"), &token, None).await?;
     ensure!(s == 200, "snapshot: {s} {b}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_mb_after_compaction = node.rss_mb().unwrap_or(0.0);

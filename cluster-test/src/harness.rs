@@ -54,6 +54,7 @@ pub fn cluster_configs(dir: &Path, n: u64, admin_token: &str, cluster_secret: &s
             max_artifact_bytes: 16 * 1024 * 1024,
             worker_binary: None,
             log_json: false,
+            triggers: Default::default(),
         })
         .collect())
 }

@@ -2,7 +2,9 @@
 //! on 127.0.0.1 with allocated ports, kill (SIGKILL) / stop (SIGTERM) / restart them on the same data dir,
 //! and the scenarios and benchmarks built on that (`crash_loop`, `bench_node`).
 pub mod bench_node;
+pub mod bench_triggers;
 pub mod bench_worker;
+pub mod chaos;
 pub mod crash_loop;
 pub mod harness;
 pub mod local_cluster;

@@ -27,6 +27,18 @@ enum Cmd {
         #[arg(long, default_value = "docker", value_parser = ["docker", "host"])]
         executor: String,
     },
+    /// The chaos scenarios (S3 S4 S6 S9 soak), each on a fresh 3-node cluster with 2 Docker workers.
+    Chaos {
+        /// Scenarios to run (default: all): s3, s4, s6, s9, soak.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        #[arg(long, default_value_t = 60)]
+        soak_seconds: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Start node N of the cluster in DIR again on the same data dir and port; rewrite its pid.
     RestartNode {
         #[arg(long)]
@@ -52,6 +64,17 @@ enum Cmd {
         seconds: u64,
         #[arg(long, default_value_t = 100_000)]
         footprint_writes: u64,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Push -> build created through the git poller (at its poll interval) and through a GitHub webhook.
+    BenchTriggers {
+        #[arg(long, default_value_t = 30)]
+        poll_interval_secs: u64,
+        #[arg(long, default_value_t = 5)]
+        poll_samples: usize,
+        #[arg(long, default_value_t = 20)]
+        webhook_samples: usize,
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -114,6 +137,34 @@ async fn main() -> anyhow::Result<()> {
             cluster_test::local_cluster::stop_all_listed(&dir);
             cluster.kill_all();
         }
+        Cmd::Chaos { only, soak_seconds, seed, dir } => {
+            let (dir, _guard) = work_dir(dir)?;
+            let wanted = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
+            let mut failed = 0;
+            for name in ["s3", "s4", "s6", "s9", "soak"] {
+                if !wanted(name) {
+                    continue;
+                }
+                let sub = dir.join(name);
+                let result = match name {
+                    "s3" => cluster_test::chaos::leader_killed(&sub, &bin_dir).await,
+                    "s4" => cluster_test::chaos::rolling_restart(&sub, &bin_dir).await,
+                    "s6" => cluster_test::chaos::worker_killed(&sub, &bin_dir).await,
+                    "s9" => cluster_test::chaos::wiped_node_rejoins(&sub, &bin_dir).await,
+                    _ => cluster_test::chaos::soak(&sub, &bin_dir, soak_seconds, seed).await,
+                };
+                match result {
+                    Ok(report) => println!("{report}"),
+                    Err(e) => {
+                        failed += 1;
+                        println!("{name}: FAIL — {e:#}");
+                    }
+                }
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} scenario(s) failed");
+            }
+        }
         Cmd::RestartNode { dir, id } => {
             let pid = cluster_test::local_cluster::restart_node(&dir, &bin_dir, id)?;
             println!("node {id} restarted, pid {pid}");
@@ -136,6 +187,15 @@ async fn main() -> anyhow::Result<()> {
             let (dir, _guard) = work_dir(None)?;
             let opts = cluster_test::bench_node::BenchOptions { clients, seconds, footprint_writes };
             let report = cluster_test::bench_node::run(&dir, &bin_dir, &opts).await?;
+            report.print();
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+            }
+        }
+        Cmd::BenchTriggers { poll_interval_secs, poll_samples, webhook_samples, json } => {
+            let (dir, _guard) = work_dir(None)?;
+            let opts = cluster_test::bench_triggers::BenchTriggersOptions { poll_interval_secs, poll_samples, webhook_samples };
+            let report = cluster_test::bench_triggers::run(&dir, &bin_dir, &opts).await?;
             report.print();
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;

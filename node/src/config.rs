@@ -42,6 +42,9 @@ pub struct NodeConfig {
     /// Log as JSON lines instead of text.
     #[serde(default)]
     pub log_json: bool,
+    /// Git polling, forge webhooks and notifications (`[triggers]`, see `crate::triggers`).
+    #[serde(default)]
+    pub triggers: crate::triggers::TriggersConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -57,6 +57,7 @@ fn dev_config(opts: &DevOptions) -> anyhow::Result<NodeConfig> {
         max_artifact_bytes: 16 * 1024 * 1024,
         worker_binary: None,
         log_json: false,
+        triggers: Default::default(),
     })
 }
 

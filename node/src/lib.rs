@@ -12,6 +12,8 @@ pub mod error;
 pub mod gossip;
 pub mod metrics;
 pub mod node;
+pub mod notify;
 pub mod presence;
 pub mod scheduler;
 pub mod tls;
+pub mod triggers;

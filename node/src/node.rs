@@ -107,6 +107,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     let project_arbiter = actix::Arbiter::new();
     let projects = ProjectActors::new(project_arbiter.handle(), cluster.clone());
     let app = web::Data::new(App { cluster: cluster.clone(), presence, checkin, projects, config: config.clone(), log_stats });
+    // Triggers: git pollers and build duties (chains, forge statuses, notifications), where `runs_here`.
+    crate::triggers::poller::start_supervisor(app.clone());
+    crate::actors::build::start_supervisor(crate::actors::build::Duties {
+        cluster: cluster.clone(),
+        client: crate::triggers::outbound_client(&config.ca_cert),
+        smtp: config.triggers.smtp.clone(),
+    });
 
     let tls = crate::tls::server_config(&config.tls_cert, &config.tls_key)?;
     let server_app = app.clone();

@@ -44,9 +44,9 @@ pub fn open_store(dir: &Path) -> Result<(SledLogStore, SledStateMachine), OpenEr
 pub fn raft_config() -> openraft::Config {
     openraft::Config {
         cluster_name: "jobserv".into(),
-        heartbeat_interval: 250,
-        election_timeout_min: 1000,
-        election_timeout_max: 2000,
+        heartbeat_interval: 150,
+        election_timeout_min: 750,
+        election_timeout_max: 1500,
         // Compact the log every 5000 entries; keep a tail so slow followers catch up without a snapshot.
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5000),
         max_in_snapshot_log_to_keep: 1000,

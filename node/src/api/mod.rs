@@ -8,6 +8,7 @@ mod projects;
 mod raft_rpc;
 mod runs;
 mod system;
+mod webhooks;
 mod workers;
 
 /// Request bodies above this are refused with 413 before they are read whole.
@@ -22,6 +23,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     builds::configure(cfg);
     runs::configure(cfg);
     workers::configure(cfg);
+    webhooks::configure(cfg);
 }
 
 /// Parses a JSON body with a message that names the field at fault.

@@ -85,6 +85,7 @@ async fn cluster(req: HttpRequest, app: web::Data<App>) -> ApiResult {
         "this_node": app.cluster.id,
         "last_applied": m.last_applied.map(|l| l.index),
         "snapshot": m.snapshot.map(|l| l.index),
+        "purged": m.purged.map(|l| l.index),
     })))
 }
 
@@ -126,15 +127,30 @@ async fn worker_binary(app: web::Data<App>) -> Result<HttpResponse, ApiError> {
         .body(bytes))
 }
 
-/// Builds a snapshot now (the log behind it is then purged): for operators and the footprint benchmark.
-async fn snapshot(req: HttpRequest, app: web::Data<App>) -> ApiResult {
+#[derive(serde::Deserialize)]
+struct SnapshotQuery {
+    /// Also purge the whole log up to the snapshot (default: keep the configured tail for lagging peers).
+    purge: Option<bool>,
+}
+
+/// Builds a snapshot now; with `?purge=true` the log up to it is purged at once (so a lagging or wiped
+/// node can only catch up from the snapshot). For operators, the footprint benchmark and S9.
+async fn snapshot(req: HttpRequest, app: web::Data<App>, q: web::Query<SnapshotQuery>) -> ApiResult {
     require_admin(&req, app.state())?;
     app.cluster.raft.trigger().snapshot().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let target = app.cluster.applied_index();
     loop {
         let m = app.cluster.raft.metrics().borrow().clone();
-        if m.snapshot.is_some_and(|s| s.index >= target) {
+        if let Some(snap) = m.snapshot.filter(|s| s.index >= target) {
+            if q.purge.unwrap_or(false) {
+                app.cluster.raft.trigger().purge_log(snap.index).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                while app.cluster.raft.metrics().borrow().purged.is_none_or(|p| p.index < snap.index) && std::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+            let m = app.cluster.raft.metrics().borrow().clone();
             return Ok(success(json!({"snapshot_index": m.snapshot.map(|s| s.index), "purged": m.purged.map(|p| p.index)})));
         }
         if std::time::Instant::now() > deadline {

@@ -26,6 +26,7 @@ pub fn node_config(dir: &Path, port: u16) -> NodeConfig {
         max_artifact_bytes: 1024 * 1024,
         worker_binary: None,
         log_json: false,
+        triggers: Default::default(),
     }
 }
 

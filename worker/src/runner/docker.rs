@@ -66,12 +66,14 @@ async fn run_created(
     out: &ExecOutput,
     kill: &CancellationToken,
 ) -> Result<i64> {
-    // Attach before starting so that no early output is lost.
+    // Attach before starting so that no early output is lost. `logs` stays off: with logs=true Docker
+    // replays the log file *and* streams, and output written while the replay runs arrives twice (the
+    // chaos suite caught a duplicated first line). Attached before start, the stream alone has it all.
     let attach = AttachContainerOptionsBuilder::new()
         .stdout(true)
         .stderr(true)
         .stream(true)
-        .logs(true)
+        .logs(false)
         .build();
     let mut output = docker.attach_container(id, Some(attach)).await?.output;
     docker.start_container(id, None).await?;
