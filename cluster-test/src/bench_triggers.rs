@@ -44,11 +44,20 @@ fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
     let out = std::process::Command::new("git")
         .arg("-C")
         .arg(dir)
-        .args(["-c", "user.name=Bench", "-c", "user.email=bench@example.com"])
+        .args([
+            "-c",
+            "user.name=Bench",
+            "-c",
+            "user.email=bench@example.com",
+        ])
         .args(args)
         .output()
         .context("running git")?;
-    ensure!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
@@ -64,12 +73,23 @@ fn sign(key: &str, body: &[u8]) -> String {
 }
 
 async fn build_count(client: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<usize> {
-    let (s, b) = call(client, Method::GET, &format!("{url}/projects/bench/builds/?limit=1000"), token, None).await?;
+    let (s, b) = call(
+        client,
+        Method::GET,
+        &format!("{url}/projects/bench/builds/?limit=1000"),
+        token,
+        None,
+    )
+    .await?;
     ensure!(s == 200, "{s} {b}");
     Ok(b["data"]["builds"].as_array().map(Vec::len).unwrap_or(0))
 }
 
-pub async fn run(dir: &Path, bin_dir: &Path, opts: &BenchTriggersOptions) -> anyhow::Result<BenchTriggersReport> {
+pub async fn run(
+    dir: &Path,
+    bin_dir: &Path,
+    opts: &BenchTriggersOptions,
+) -> anyhow::Result<BenchTriggersReport> {
     let bare = dir.join("product.git");
     let work = dir.join("product-work");
     std::fs::create_dir_all(&bare)?;
@@ -83,8 +103,19 @@ pub async fn run(dir: &Path, bin_dir: &Path, opts: &BenchTriggersOptions) -> any
     git(&work, &["commit", "--quiet", "-m", "definition"])?;
     git(&work, &["push", "--quiet", "origin", "main"])?;
     let push = |branch: &str| -> anyhow::Result<String> {
-        git(&work, &["commit", "--quiet", "--allow-empty", "-m", "change"])?;
-        git(&work, &["push", "--quiet", "origin", &format!("HEAD:refs/heads/{branch}")])?;
+        git(
+            &work,
+            &["commit", "--quiet", "--allow-empty", "-m", "change"],
+        )?;
+        git(
+            &work,
+            &[
+                "push",
+                "--quiet",
+                "origin",
+                &format!("HEAD:refs/heads/{branch}"),
+            ],
+        )?;
         git(&work, &["rev-parse", "HEAD"])
     };
 
@@ -96,13 +127,27 @@ pub async fn run(dir: &Path, bin_dir: &Path, opts: &BenchTriggersOptions) -> any
     node.wait_ready(Duration::from_secs(60)).await?;
     let node_url = node.url().to_string();
     let client = node.client.clone();
-    let (s, b) = call(&client, Method::POST, &format!("{node_url}/projects/"), &token, Some(json!({"name": "bench"}))).await?;
+    let (s, b) = call(
+        &client,
+        Method::POST,
+        &format!("{node_url}/projects/"),
+        &token,
+        Some(json!({"name": "bench"})),
+    )
+    .await?;
     ensure!(s == 201, "{s} {b}");
     for trigger in [
         json!({"type": "git_poller", "definition_repo": url, "definition_file": "bench.yml"}),
         json!({"type": "github_pr", "definition_file": "bench.yml", "secrets": [{"name": "webhook-key", "value": "bench-key"}]}),
     ] {
-        let (s, b) = call(&client, Method::POST, &format!("{node_url}/projects/bench/triggers/"), &token, Some(trigger)).await?;
+        let (s, b) = call(
+            &client,
+            Method::POST,
+            &format!("{node_url}/projects/bench/triggers/"),
+            &token,
+            Some(trigger),
+        )
+        .await?;
         ensure!(s == 201, "{s} {b}");
     }
 
@@ -110,6 +155,11 @@ pub async fn run(dir: &Path, bin_dir: &Path, opts: &BenchTriggersOptions) -> any
     tokio::time::sleep(Duration::from_secs(opts.poll_interval_secs + 3)).await;
     let mut poll_delays = Vec::new();
     for _ in 0..opts.poll_samples {
+        // A push lands at a random phase of the poll cycle, as real pushes do.
+        tokio::time::sleep(Duration::from_secs_f64(
+            rand::random::<f64>() * opts.poll_interval_secs as f64,
+        ))
+        .await;
         let before = build_count(&client, &node_url, &token).await?;
         push("main")?;
         let pushed = Instant::now();
@@ -119,7 +169,11 @@ pub async fn run(dir: &Path, bin_dir: &Path, opts: &BenchTriggersOptions) -> any
                 break;
             }
             if pushed.elapsed() > Duration::from_secs(opts.poll_interval_secs * 3 + 30) {
-                bail!("no build {:?} after a push; see {}", pushed.elapsed(), node.log_path().display());
+                bail!(
+                    "no build {:?} after a push; see {}",
+                    pushed.elapsed(),
+                    node.log_path().display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -142,8 +196,16 @@ pub async fn run(dir: &Path, bin_dir: &Path, opts: &BenchTriggersOptions) -> any
             .body(body)
             .send()
             .await?;
-        ensure!(r.status().as_u16() == 201, "webhook: {} {}", r.status(), r.text().await.unwrap_or_default());
-        ensure!(build_count(&client, &node_url, &token).await? > before, "the webhook reply came before the build existed");
+        ensure!(
+            r.status().as_u16() == 201,
+            "webhook: {} {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        );
+        ensure!(
+            build_count(&client, &node_url, &token).await? > before,
+            "the webhook reply came before the build existed"
+        );
         hook_delays.push(pushed.elapsed());
     }
     node.terminate();

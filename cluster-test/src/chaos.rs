@@ -220,7 +220,7 @@ async fn start(dir: &Path, bin_dir: &Path, opts: ClusterOptions) -> anyhow::Resu
 }
 
 fn chaos_options() -> ClusterOptions {
-    ClusterOptions { nodes: 3, workers: 2, executor: "docker".into(), worker_concurrency: 5, worker_timeout_secs: 10, requeue_lost_runs: false }
+    ClusterOptions { nodes: 3, workers: 2, executor: "docker".into(), worker_concurrency: 5, worker_timeout_secs: 10, requeue_lost_runs: false, partitionable: false }
 }
 
 /// S3: SIGKILL the leader while 10 runs are in progress.
@@ -236,6 +236,58 @@ pub async fn leader_killed(dir: &Path, bin_dir: &Path) -> anyhow::Result<Scenari
     let verdict = verify(&cluster, &w, n, &[]).await?;
     cluster.kill_all();
     Ok(ScenarioReport { name: "S3 leader killed mid-run", verdict, recovery: vec![(format!("leader {leader} SIGKILL -> write through a survivor (new leader {new_leader})"), write)] })
+}
+
+/// S5: cut the leader off from the other nodes and the workers mid-run. It must not commit anything (a
+/// write sent straight to it fails with 503), the majority elects a leader and the workers move there;
+/// after healing, the old leader catches up and its uncommitted write is gone.
+pub async fn partition(dir: &Path, bin_dir: &Path) -> anyhow::Result<ScenarioReport> {
+    let mut cluster = start(dir, bin_dir, ClusterOptions { partitionable: true, ..chaos_options() }).await?;
+    let w = workload(dir, 10)?;
+    let n = cluster.build(PROJECT, TRIGGER, &w.definition()).await?;
+    wait_running(&cluster, n, 6, Duration::from_secs(60)).await?;
+    let victim = cluster.wait_leader(Duration::from_secs(10)).await?;
+    let direct = cluster.direct_url(victim)?;
+    cluster.isolate(victim)?;
+    let cut = Instant::now();
+    // The majority side recovers.
+    let majority = time_to_write(&cluster, "probe-s5").await?;
+    // The minority side refuses, clearly, within its commit timeout.
+    let started = Instant::now();
+    let (s, body) = call(&cluster.client, Method::POST, &format!("{direct}/projects/"), &cluster.token, Some(serde_json::json!({"name": "split-brain"}))).await?;
+    let refused_after = started.elapsed();
+    ensure!(s == 503, "the cut-off node answered a write with {s} {body}, not 503");
+    ensure!(body["status"] == "error" && body["message"].as_str().is_some_and(|m| !m.is_empty()), "503 without a clear message: {body}");
+    let (s, _) = cluster.api(Method::GET, "/projects/split-brain/", None).await?;
+    ensure!(s == 404, "a write refused by the cut-off node exists on the majority");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.heal();
+    let healed = Instant::now();
+    // The old leader catches up: it serves the majority's probe and agrees there is no split-brain project.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (s, _) = call(&cluster.client, Method::GET, &format!("{direct}/projects/probe-s5/"), &cluster.token, None).await?;
+        if s == 200 {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "the healed node never caught up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let caught_up = healed.elapsed();
+    let (s, _) = call(&cluster.client, Method::GET, &format!("{direct}/projects/split-brain/"), &cluster.token, None).await?;
+    ensure!(s == 404, "the healed node kept a write that was never committed");
+    let verdict = verify(&cluster, &w, n, &[]).await?;
+    let _ = cut;
+    cluster.kill_all();
+    Ok(ScenarioReport {
+        name: "S5 leader partitioned from nodes and workers, then healed",
+        verdict,
+        recovery: vec![
+            (format!("cut node {victim} -> write through the majority"), majority),
+            ("cut-off node refused a write (503) after".into(), refused_after),
+            ("heal -> old leader caught up".into(), caught_up),
+        ],
+    })
 }
 
 /// S4: restart every node in turn (SIGTERM, start again) while 20 runs are in progress.

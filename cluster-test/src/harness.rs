@@ -53,6 +53,9 @@ pub fn cluster_configs(dir: &Path, n: u64, admin_token: &str, cluster_secret: &s
             requeue_lost_runs: false,
             max_artifact_bytes: 16 * 1024 * 1024,
             worker_binary: None,
+            outbound_ip: None,
+            gossip_advertise: None,
+            gossip_seeds: vec![],
             log_json: false,
             triggers: Default::default(),
         })

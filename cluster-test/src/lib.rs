@@ -8,4 +8,5 @@ pub mod chaos;
 pub mod crash_loop;
 pub mod harness;
 pub mod local_cluster;
+pub mod proxy;
 pub mod stats;

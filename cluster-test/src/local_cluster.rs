@@ -14,6 +14,8 @@ pub struct LocalCluster {
     pub token: String,
     pub client: reqwest::Client,
     pub ca_cert: PathBuf,
+    /// One fault-injecting proxy per node (same order as `nodes`), when partitionable.
+    pub proxies: Vec<crate::proxy::FaultProxy>,
 }
 
 pub struct ClusterOptions {
@@ -23,11 +25,13 @@ pub struct ClusterOptions {
     pub worker_concurrency: u32,
     pub worker_timeout_secs: u64,
     pub requeue_lost_runs: bool,
+    /// Put a fault-injecting proxy in front of every node (all cluster and worker traffic goes through it).
+    pub partitionable: bool,
 }
 
 impl Default for ClusterOptions {
     fn default() -> Self {
-        ClusterOptions { nodes: 3, workers: 2, executor: "docker".into(), worker_concurrency: 2, worker_timeout_secs: 30, requeue_lost_runs: false }
+        ClusterOptions { nodes: 3, workers: 2, executor: "docker".into(), worker_concurrency: 2, worker_timeout_secs: 30, requeue_lost_runs: false, partitionable: false }
     }
 }
 
@@ -43,6 +47,22 @@ impl LocalCluster {
             c.worker_binary = Some(bin_dir.join("jobserv-worker"));
         }
         let ca_cert = configs[0].ca_cert.clone();
+        let mut proxies = Vec::new();
+        if opts.partitionable {
+            for c in &configs {
+                proxies.push(crate::proxy::FaultProxy::start(c.listen.parse()?).await?);
+            }
+            let peers: Vec<jobserv_node::config::Peer> =
+                configs.iter().zip(&proxies).map(|(c, p)| jobserv_node::config::Peer { id: c.id, url: format!("https://{}", p.listen) }).collect();
+            let gossip: Vec<String> = configs.iter().map(|c| c.listen.clone()).collect();
+            for (c, p) in configs.iter_mut().zip(&proxies) {
+                c.advertise_url = format!("https://{}", p.listen);
+                c.peers = peers.clone();
+                c.outbound_ip = Some(crate::proxy::node_source(c.id));
+                c.gossip_advertise = Some(c.listen.clone());
+                c.gossip_seeds = gossip.iter().filter(|g| **g != c.listen).cloned().collect();
+            }
+        }
         let mut nodes = Vec::new();
         for config in configs {
             let mut node = NodeProcess::new(config, bin_dir)?;
@@ -53,7 +73,7 @@ impl LocalCluster {
             node.wait_ready(Duration::from_secs(60)).await?;
         }
         let client = nodes[0].client.clone();
-        let mut cluster = LocalCluster { dir: dir.to_path_buf(), nodes, workers: Vec::new(), token, client, ca_cert };
+        let mut cluster = LocalCluster { dir: dir.to_path_buf(), nodes, workers: Vec::new(), token, client, ca_cert, proxies };
         if opts.workers > 0 && opts.executor == "docker" {
             busybox_image(&repo_root())?;
         }
@@ -162,6 +182,30 @@ impl LocalCluster {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// Cuts node `id` off: its proxy refuses everybody, the other proxies refuse it.
+    pub fn isolate(&self, id: u64) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.proxies.is_empty(), "the cluster was not started partitionable");
+        for (node, proxy) in self.nodes.iter().zip(&self.proxies) {
+            if node.config.id == id {
+                proxy.isolate();
+            } else {
+                proxy.deny(&[crate::proxy::node_source(id)]);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn heal(&self) {
+        for proxy in &self.proxies {
+            proxy.heal();
+        }
+    }
+
+    /// The node's own listener, bypassing its proxy.
+    pub fn direct_url(&mut self, id: u64) -> anyhow::Result<String> {
+        Ok(format!("https://{}", self.node(id)?.config.listen))
     }
 
     pub fn kill_all(&mut self) {

@@ -39,6 +39,16 @@ pub struct NodeConfig {
     /// The worker binary served by `GET /worker` for self-update (default: `jobserv-worker` beside this binary).
     #[serde(default)]
     pub worker_binary: Option<PathBuf>,
+    /// Source address for this node's outgoing connections (Raft, forwarding). Lets a test harness tell
+    /// nodes apart behind a fault-injecting proxy; unset in production.
+    #[serde(default)]
+    pub outbound_ip: Option<std::net::IpAddr>,
+    /// `host:port` other nodes gossip to (default: the host of `advertise_url`, the port of `listen`).
+    #[serde(default)]
+    pub gossip_advertise: Option<String>,
+    /// Gossip seeds (`host:port`); default: the peers' and the join URL's host:port.
+    #[serde(default)]
+    pub gossip_seeds: Vec<String>,
     /// Log as JSON lines instead of text.
     #[serde(default)]
     pub log_json: bool,
@@ -87,9 +97,10 @@ impl NodeConfig {
 /// Every top-level key can be overridden by `JOBSERV_<KEY>`; values are parsed as TOML when they can be
 /// (numbers, booleans, arrays), else taken as strings.
 fn apply_env_overrides(table: &mut toml::Table) -> Result<(), ConfigError> {
-    const KEYS: [&str; 16] = [
+    const KEYS: [&str; 19] = [
         "id", "data_dir", "listen", "advertise_url", "peers", "join", "tls_cert", "tls_key", "ca_cert", "cluster_secret",
         "admin_token", "worker_timeout_secs", "requeue_lost_runs", "max_artifact_bytes", "worker_binary", "log_json",
+        "outbound_ip", "gossip_advertise", "gossip_seeds",
     ];
     for key in KEYS {
         let var = format!("JOBSERV_{}", key.to_uppercase());

@@ -56,6 +56,9 @@ fn dev_config(opts: &DevOptions) -> anyhow::Result<NodeConfig> {
         requeue_lost_runs: false,
         max_artifact_bytes: 16 * 1024 * 1024,
         worker_binary: None,
+        outbound_ip: None,
+        gossip_advertise: None,
+        gossip_seeds: vec![],
         log_json: false,
         triggers: Default::default(),
     })

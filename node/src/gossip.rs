@@ -59,9 +59,10 @@ pub fn host_port(url: &str) -> Option<String> {
 }
 
 impl Gossip {
-    pub async fn start(raft_id: u64, listen: &str, advertise_url: &str, seeds: Vec<String>, secret: &str, generation: u64) -> Result<Gossip, GossipError> {
+    /// Gossips on UDP `listen`; peers reach it at `advertise` (`host:port`).
+    pub async fn start(raft_id: u64, listen: &str, advertise: &str, advertise_url: &str, seeds: Vec<String>, secret: &str, generation: u64) -> Result<Gossip, GossipError> {
         let listen_addr: SocketAddr = listen.parse().map_err(|_| GossipError::Address(listen.to_string()))?;
-        let advertise: SocketAddr = host_port(advertise_url).and_then(|hp| hp.parse().ok()).unwrap_or(listen_addr);
+        let advertise: SocketAddr = advertise.parse().map_err(|_| GossipError::Address(advertise.to_string()))?;
         let config = ChitchatConfig {
             chitchat_id: ChitchatId { node_id: format!("node-{raft_id}").into(), generation_id: generation, gossip_advertise_addr: advertise },
             cluster_id: cluster_id(secret),

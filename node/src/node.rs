@@ -69,22 +69,24 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::Other(format!("{}: {e}", config.data_dir.display())))?;
     let (log_store, state_machine) = open_store(&config.data_dir.join("raft"))?;
     let log_stats = log_store.stats();
-    let client = crate::tls::client(&config.ca_cert, Duration::from_secs(30))?;
+    let client = crate::tls::client_from(&config.ca_cert, Duration::from_secs(30), config.outbound_ip)?;
     let network = HttpRaftNetwork::new(client.clone(), config.cluster_secret.clone());
     let raft_cfg = Arc::new(raft_config().validate().map_err(|e| StartError::Raft(e.to_string()))?);
     let state = state_machine.state();
     let raft = Raft::new(config.id, raft_cfg, network, log_store, state_machine.clone()).await.map_err(|e| StartError::Raft(e.to_string()))?;
     let metrics = Arc::new(Metrics::new().map_err(|e| StartError::Other(e.to_string()))?);
-    let seeds: Vec<String> = config
-        .peers
-        .iter()
-        .filter(|p| p.id != config.id)
-        .map(|p| p.url.as_str())
-        .chain(config.join.as_deref())
-        .filter_map(crate::gossip::host_port)
-        .collect();
+    let seeds: Vec<String> = if config.gossip_seeds.is_empty() {
+        config.peers.iter().filter(|p| p.id != config.id).map(|p| p.url.as_str()).chain(config.join.as_deref()).filter_map(crate::gossip::host_port).collect()
+    } else {
+        config.gossip_seeds.clone()
+    };
+    let gossip_advertise = config.gossip_advertise.clone().unwrap_or_else(|| {
+        let host = crate::gossip::host_port(&config.advertise_url).and_then(|hp| hp.rsplit_once(':').map(|(h, _)| h.to_string())).unwrap_or_else(|| "127.0.0.1".into());
+        let port = config.listen.rsplit_once(':').map(|(_, p)| p.to_string()).unwrap_or_default();
+        format!("{host}:{port}")
+    });
     let gossip = Arc::new(
-        crate::gossip::Gossip::start(config.id, &config.listen, &config.advertise_url, seeds, &config.cluster_secret, generation())
+        crate::gossip::Gossip::start(config.id, &config.listen, &gossip_advertise, &config.advertise_url, seeds, &config.cluster_secret, generation())
             .await
             .map_err(|e| StartError::Other(e.to_string()))?,
     );

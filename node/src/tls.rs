@@ -35,6 +35,11 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, Tl
 
 /// An HTTPS client that trusts the cluster CA (and only it).
 pub fn client(ca_cert: &Path, timeout: std::time::Duration) -> Result<reqwest::Client, TlsError> {
+    client_from(ca_cert, timeout, None)
+}
+
+/// Like `client`, with outgoing connections bound to `local` when given.
+pub fn client_from(ca_cert: &Path, timeout: std::time::Duration, local: Option<std::net::IpAddr>) -> Result<reqwest::Client, TlsError> {
     install_crypto_provider();
     let pem = std::fs::read(ca_cert).map_err(|e| file_err(ca_cert, e))?;
     let ca = reqwest::Certificate::from_pem(&pem)?;
@@ -44,6 +49,7 @@ pub fn client(ca_cert: &Path, timeout: std::time::Duration) -> Result<reqwest::C
         .add_root_certificate(ca)
         .timeout(timeout)
         .pool_max_idle_per_host(16)
+        .local_address(local)
         .build()?)
 }
 

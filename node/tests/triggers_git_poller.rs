@@ -51,19 +51,33 @@ async fn let_pollers_look() {
 async fn a_push_to_a_polled_branch_yields_exactly_one_build_also_across_a_restart() {
     let dir = tempdir();
     let repo = GitRepo::new(dir.path(), "product");
-    let first = repo.commit_and_push("main", &[("project.yml", &definition(&repo.url(), "a"))], "first");
+    let first = repo.commit_and_push(
+        "main",
+        &[("project.yml", &definition(&repo.url(), "a"))],
+        "first",
+    );
     let mut config = node_config(dir.path(), free_port());
     config.triggers.poll_interval_secs = 1;
     let mut node = TestNode::start_with(config).await;
-    assert_eq!(node.post("/projects/", json!({"name": "prod"})).await.0, 201);
+    assert_eq!(
+        node.post("/projects/", json!({"name": "prod"})).await.0,
+        201
+    );
     let (s, body) = node
         .post("/projects/prod/triggers/", json!({"type": "git_poller", "definition_repo": repo.url(), "definition_file": "project.yml"}))
         .await;
     assert_eq!(s, 201, "{body}");
     let_pollers_look().await;
-    assert!(builds(&node, "prod").await.is_empty(), "the first look only records the refs");
+    assert!(
+        builds(&node, "prod").await.is_empty(),
+        "the first look only records the refs"
+    );
 
-    let second = repo.commit_and_push("main", &[("project.yml", &definition(&repo.url(), "b"))], "second");
+    let second = repo.commit_and_push(
+        "main",
+        &[("project.yml", &definition(&repo.url(), "b"))],
+        "second",
+    );
     let b = wait_builds(&node, 1).await;
     let b1 = build(&node, "prod", b[0]["build_id"].as_u64().unwrap()).await;
     assert_eq!(b1["trigger_name"], "poll");
@@ -72,9 +86,14 @@ async fn a_push_to_a_polled_branch_yields_exactly_one_build_also_across_a_restar
     assert_eq!(b1["params"]["GIT_REF"], "refs/heads/main");
     assert_eq!(b1["params"]["GIT_SHA"], second);
     assert_eq!(b1["params"]["GIT_OLD_SHA"], first);
-    let (_, run) = node.get("/projects/prod/builds/1/runs/build/.rundef.json").await;
+    let (_, run) = node
+        .get("/projects/prod/builds/1/runs/build/.rundef.json")
+        .await;
     assert_eq!(run["env"]["GIT_SHA"], second.as_str());
-    assert_eq!(run["env"]["VERSION"], "b", "the definition is read at the triggering commit");
+    assert_eq!(
+        run["env"]["VERSION"], "b",
+        "the definition is read at the triggering commit"
+    );
 
     // A branch nobody polls, and time for several polls: still one build.
     repo.commit_and_push("feature", &[("notes.txt", "x")], "feature work");
@@ -83,7 +102,11 @@ async fn a_push_to_a_polled_branch_yields_exactly_one_build_also_across_a_restar
 
     // A push while the node is down is seen once it is back, and built once.
     node.terminate();
-    let third = repo.commit_and_push("main", &[("project.yml", &definition(&repo.url(), "c"))], "third");
+    let third = repo.commit_and_push(
+        "main",
+        &[("project.yml", &definition(&repo.url(), "c"))],
+        "third",
+    );
     node.restart().await;
     let b = wait_builds(&node, 2).await;
     let b2 = build(&node, "prod", 2).await;
@@ -93,8 +116,18 @@ async fn a_push_to_a_polled_branch_yields_exactly_one_build_also_across_a_restar
     let release = repo.commit_and_push("release-1", &[("notes.txt", "y")], "release");
     let b = wait_builds(&node, 3).await;
     let b3 = build(&node, "prod", 3).await;
-    assert_eq!((b3["params"]["GIT_REF"].as_str(), b3["params"]["GIT_SHA"].as_str()), (Some("refs/heads/release-1"), Some(release.as_str())));
+    assert_eq!(
+        (
+            b3["params"]["GIT_REF"].as_str(),
+            b3["params"]["GIT_SHA"].as_str()
+        ),
+        (Some("refs/heads/release-1"), Some(release.as_str()))
+    );
     assert_eq!(b3["params"]["GIT_OLD_SHA"], "");
     let_pollers_look().await;
-    assert_eq!(builds(&node, "prod").await.len(), 3, "no build repeated: {b:?}");
+    assert_eq!(
+        builds(&node, "prod").await.len(),
+        3,
+        "no build repeated: {b:?}"
+    );
 }

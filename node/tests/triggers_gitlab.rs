@@ -25,7 +25,11 @@ scripts:
 "#;
 
 async fn deliver(node: &TestNode, body: &Value, token: Option<&str>) -> (u16, Value) {
-    let mut req = node.client.post(node.u("/gitlab/product/")).header("X-Gitlab-Event", "Merge Request Hook").json(body);
+    let mut req = node
+        .client
+        .post(node.u("/gitlab/product/"))
+        .header("X-Gitlab-Event", "Merge Request Hook")
+        .json(body);
     if let Some(t) = token {
         req = req.header("X-Gitlab-Token", t);
     }
@@ -42,7 +46,10 @@ async fn a_merge_request_event_builds_and_reports_statuses_and_a_bad_token_chang
     let config = node_config(dir.path(), free_port());
     let gitlab = StandIn::start(Some((&config.tls_cert, &config.tls_key)));
     let node = TestNode::start_with(config).await;
-    assert_eq!(node.post("/projects/", json!({"name": "product"})).await.0, 201);
+    assert_eq!(
+        node.post("/projects/", json!({"name": "product"})).await.0,
+        201
+    );
     let (s, body) = node
         .post("/projects/product/triggers/", json!({"type": "gitlab_mr", "secrets": [
             {"name": "webhook-key", "value": "gl-hook-key"}, {"name": "gitlabtok", "value": "gl-token"}]}))
@@ -61,10 +68,22 @@ async fn a_merge_request_event_builds_and_reports_statuses_and_a_bad_token_chang
     let (s, reply) = deliver(&node, &event, Some("gl-hook-key")).await;
     assert_eq!(s, 201, "{reply}");
     let b = build(&node, "product", 1).await;
-    assert_eq!((b["trigger_type"].as_str(), b["params"]["GL_MR"].as_str(), b["params"]["GIT_SHA"].as_str()), (Some("gitlab_mr"), Some("3"), Some(head.as_str())));
+    assert_eq!(
+        (
+            b["trigger_type"].as_str(),
+            b["params"]["GL_MR"].as_str(),
+            b["params"]["GIT_SHA"].as_str()
+        ),
+        (Some("gitlab_mr"), Some("3"), Some(head.as_str()))
+    );
 
     let path = format!("/api/v4/projects/42/statuses/{head}");
-    let status = async |state: &str| gitlab.requests().into_iter().find(|r| r.path == path && r.json()["state"] == state);
+    let status = async |state: &str| {
+        gitlab
+            .requests()
+            .into_iter()
+            .find(|r| r.path == path && r.json()["state"] == state)
+    };
     let pending = wait_for("the pending status", 20, async || status("pending").await).await;
     assert_eq!(pending.headers["private-token"], "gl-token");
     assert_eq!(pending.json()["target_url"], b["url"]);

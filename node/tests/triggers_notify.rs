@@ -26,7 +26,9 @@ async fn smtp_server() -> (u16, Arc<Mutex<Vec<Mail>>>) {
     let store = mails.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let store = store.clone();
             tokio::spawn(async move {
                 let (read, mut write) = stream.into_split();
@@ -39,7 +41,11 @@ async fn smtp_server() -> (u16, Arc<Mutex<Vec<Mail>>>) {
                         "EHLO" => b"250-stand-in\r\n250 HELP\r\n",
                         "HELO" | "MAIL" | "RSET" | "NOOP" => b"250 OK\r\n",
                         "RCPT" => {
-                            rcpt.push(line.split_once(':').map(|(_, a)| a.trim().trim_matches(['<', '>']).to_string()).unwrap_or_default());
+                            rcpt.push(
+                                line.split_once(':')
+                                    .map(|(_, a)| a.trim().trim_matches(['<', '>']).to_string())
+                                    .unwrap_or_default(),
+                            );
                             b"250 OK\r\n"
                         }
                         "DATA" => {
@@ -52,7 +58,10 @@ async fn smtp_server() -> (u16, Arc<Mutex<Vec<Mail>>>) {
                                 data.push_str(&l);
                                 data.push('\n');
                             }
-                            store.lock().unwrap().push(Mail { rcpt: std::mem::take(&mut rcpt), data });
+                            store.lock().unwrap().push(Mail {
+                                rcpt: std::mem::take(&mut rcpt),
+                                data,
+                            });
                             b"250 queued\r\n"
                         }
                         "QUIT" => {
@@ -113,7 +122,10 @@ async fn a_failed_build_sends_one_email_and_one_signed_webhook_and_a_passing_one
         from: "JobServ <jobserv@example.com>".into(),
     });
     let node = TestNode::start_with(config).await;
-    assert_eq!(node.post("/projects/", json!({"name": "notes"})).await.0, 201);
+    assert_eq!(
+        node.post("/projects/", json!({"name": "notes"})).await.0,
+        201
+    );
     let yaml = definition(&format!("{}/hook", receiver.url));
     register_and_enlist(&node, "w1").await;
 
@@ -122,28 +134,68 @@ async fn a_failed_build_sends_one_email_and_one_signed_webhook_and_a_passing_one
         let (s, body) = node
             .post("/projects/notes/builds/", json!({"trigger-name": "manual", "project-definition": yaml, "secrets": {"hooksecret": "hook-secret-789"}}))
             .await;
-        assert_eq!((s, body["data"]["build_id"].as_u64()), (201, Some(n)), "{body}");
+        assert_eq!(
+            (s, body["data"]["build_id"].as_u64()),
+            (201, Some(n)),
+            "{body}"
+        );
         let runs = take_runs(&node, "w1", &["unit"]).await;
         finish(&node, &runs[0], status).await;
-        wait_for("the build to complete", 20, async || (build(&node, "notes", n).await["status"] == status).then_some(())).await;
+        wait_for("the build to complete", 20, async || {
+            (build(&node, "notes", n).await["status"] == status).then_some(())
+        })
+        .await;
     }
 
-    let mail = wait_for("the email", 20, async || mails.lock().unwrap().first().cloned()).await;
-    let hook = wait_for("the webhook", 20, async || receiver.requests().into_iter().next()).await;
+    let mail = wait_for("the email", 20, async || {
+        mails.lock().unwrap().first().cloned()
+    })
+    .await;
+    let hook = wait_for("the webhook", 20, async || {
+        receiver.requests().into_iter().next()
+    })
+    .await;
     // Give the duties of both builds time to run to the end before counting.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    assert_eq!(mails.lock().unwrap().len(), 1, "only the failed build is mailed");
-    assert_eq!(receiver.requests().len(), 1, "only the failed build is posted");
+    assert_eq!(
+        mails.lock().unwrap().len(),
+        1,
+        "only the failed build is mailed"
+    );
+    assert_eq!(
+        receiver.requests().len(),
+        1,
+        "only the failed build is posted"
+    );
 
     let mut rcpt = mail.rcpt.clone();
     rcpt.sort();
     assert_eq!(rcpt, ["dev@example.com", "qa@example.com"]);
-    assert!(mail.data.contains("Subject: jobserv: notes build #2 : FAILED"), "{}", mail.data);
-    assert!(mail.data.contains("/projects/notes/builds/2/"), "{}", mail.data);
+    assert!(
+        mail.data
+            .contains("Subject: jobserv: notes build #2 : FAILED"),
+        "{}",
+        mail.data
+    );
+    assert!(
+        mail.data.contains("/projects/notes/builds/2/"),
+        "{}",
+        mail.data
+    );
 
-    assert_eq!((hook.method.as_str(), hook.path.as_str()), ("POST", "/hook"));
+    assert_eq!(
+        (hook.method.as_str(), hook.path.as_str()),
+        ("POST", "/hook")
+    );
     let payload = hook.json();
-    assert_eq!((payload["project"].as_str(), payload["build"].as_u64(), payload["status"].as_str()), (Some("notes"), Some(2), Some("FAILED")));
+    assert_eq!(
+        (
+            payload["project"].as_str(),
+            payload["build"].as_u64(),
+            payload["status"].as_str()
+        ),
+        (Some("notes"), Some(2), Some("FAILED"))
+    );
     assert_eq!(payload["runs"][0]["status"], "FAILED");
     let mut mac = Hmac::<Sha256>::new_from_slice(b"hook-secret-789").unwrap();
     mac.update(&hook.body);

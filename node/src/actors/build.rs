@@ -16,7 +16,9 @@ use crate::notify::{self, BuildSummary};
 use crate::triggers::forge::StatusTarget;
 use crate::triggers::SmtpConfig;
 use actix::prelude::*;
-use jobserv_protocol::project::{parse_project, ProjectDefinition, RunSpec, TriggerRef, TriggerType};
+use jobserv_protocol::project::{
+    parse_project, ProjectDefinition, RunSpec, TriggerRef, TriggerType,
+};
 use jobserv_protocol::{RunDef, RunStatus};
 use jobserv_raft::hooks::{run_chain_marker, BuildHooks, BUILD_CHAIN, FINAL, STATUS_PENDING};
 use jobserv_raft::model::Build;
@@ -27,9 +29,16 @@ use std::time::Duration;
 
 /// The hooks a new build gets, or `None` when it owes nothing (no chain, no forge status, no
 /// notification): such a build costs no extra Raft entry.
-pub fn hooks_for(definition: &ProjectDefinition, trigger_name: &str, params: &BTreeMap<String, String>) -> Option<BuildHooks> {
+pub fn hooks_for(
+    definition: &ProjectDefinition,
+    trigger_name: &str,
+    params: &BTreeMap<String, String>,
+) -> Option<BuildHooks> {
     let trigger = definition.trigger(trigger_name)?;
-    let mut hooks = BuildHooks { build_chain: trigger.triggers.clone(), ..Default::default() };
+    let mut hooks = BuildHooks {
+        build_chain: trigger.triggers.clone(),
+        ..Default::default()
+    };
     if let Ok(specs) = definition.expand_trigger(trigger_name, params) {
         hooks.run_chains = run_chains(&specs);
     }
@@ -40,7 +49,11 @@ pub fn hooks_for(definition: &ProjectDefinition, trigger_name: &str, params: &BT
 }
 
 fn run_chains(specs: &[RunSpec]) -> BTreeMap<String, Vec<TriggerRef>> {
-    specs.iter().filter(|s| !s.triggers.is_empty()).map(|s| (s.name.clone(), s.triggers.clone())).collect()
+    specs
+        .iter()
+        .filter(|s| !s.triggers.is_empty())
+        .map(|s| (s.name.clone(), s.triggers.clone()))
+        .collect()
 }
 
 /// What a `BuildActor` needs to do its duties.
@@ -82,7 +95,12 @@ impl Handler<Refresh> for BuildActor {
 
 async fn refresh(d: &Duties, project: &str, number: u64) -> Result<(), crate::error::ApiError> {
     let state = &d.cluster.state;
-    let (Some(build), Some(hooks)) = (state.build(project, number)?, state.build_hooks(project, number)?) else { return Ok(()) };
+    let (Some(build), Some(hooks)) = (
+        state.build(project, number)?,
+        state.build_hooks(project, number)?,
+    ) else {
+        return Ok(());
+    };
     if hooks.done.contains(FINAL) {
         return Ok(());
     }
@@ -92,20 +110,35 @@ async fn refresh(d: &Duties, project: &str, number: u64) -> Result<(), crate::er
 
     let mut fired = false;
     for run in runs.iter().filter(|r| r.status == RunStatus::Passed) {
-        let Some(chain) = hooks.run_chains.get(&run.name) else { continue };
+        let Some(chain) = hooks.run_chains.get(&run.name) else {
+            continue;
+        };
         let marker = run_chain_marker(&run.name);
         if hooks.done.contains(&marker) {
             continue;
         }
         let mut params = run.definition.env.clone();
-        params.insert("H_TRIGGER_URL".into(), format!("{build_url}runs/{}/", run.name));
+        params.insert(
+            "H_TRIGGER_URL".into(),
+            format!("{build_url}runs/{}/", run.name),
+        );
         fire(d, &build, marker, chain, &params).await?;
         fired = true;
     }
-    if !hooks.build_chain.is_empty() && !hooks.done.contains(BUILD_CHAIN) && runs.iter().all(|r| r.status == RunStatus::Passed) {
+    if !hooks.build_chain.is_empty()
+        && !hooks.done.contains(BUILD_CHAIN)
+        && runs.iter().all(|r| r.status == RunStatus::Passed)
+    {
         let mut params = build.params.clone();
         params.insert("H_TRIGGER_URL".into(), build_url.clone());
-        fire(d, &build, BUILD_CHAIN.to_string(), &hooks.build_chain, &params).await?;
+        fire(
+            d,
+            &build,
+            BUILD_CHAIN.to_string(),
+            &hooks.build_chain,
+            &params,
+        )
+        .await?;
         fired = true;
     }
     if fired {
@@ -134,18 +167,28 @@ async fn refresh(d: &Duties, project: &str, number: u64) -> Result<(), crate::er
 }
 
 /// Expands `chain` with `params` and adds the runs to the build under `marker` (once).
-async fn fire(d: &Duties, build: &Build, marker: String, chain: &[TriggerRef], params: &BTreeMap<String, String>) -> Result<(), crate::error::ApiError> {
+async fn fire(
+    d: &Duties,
+    build: &Build,
+    marker: String,
+    chain: &[TriggerRef],
+    params: &BTreeMap<String, String>,
+) -> Result<(), crate::error::ApiError> {
     let mut specs = Vec::new();
     match parse_project(&build.definition) {
         Ok(definition) => {
             for t in chain {
                 match definition.expand_triggered_runs(t, params) {
                     Ok(runs) => specs.extend(runs),
-                    Err(e) => tracing::warn!(project = %build.project, build = build.number, trigger = %t.name, "chain not started: {e}"),
+                    Err(e) => {
+                        tracing::warn!(project = %build.project, build = build.number, trigger = %t.name, "chain not started: {e}")
+                    }
                 }
             }
         }
-        Err(e) => tracing::warn!(project = %build.project, build = build.number, "chain not started: {e}"),
+        Err(e) => {
+            tracing::warn!(project = %build.project, build = build.number, "chain not started: {e}")
+        }
     }
     let chains = run_chains(&specs);
     let runs: Vec<RunDef> = specs
@@ -171,25 +214,48 @@ async fn fire(d: &Duties, build: &Build, marker: String, chain: &[TriggerRef], p
     d.cluster.propose(cmd).await.map(|_| ())
 }
 
-async fn mark(d: &Duties, project: &str, number: u64, marker: &str) -> Result<(), crate::error::ApiError> {
-    d.cluster.propose(Command::MarkBuild { project: project.into(), build: number, marker: marker.into() }).await.map(|_| ())
+async fn mark(
+    d: &Duties,
+    project: &str,
+    number: u64,
+    marker: &str,
+) -> Result<(), crate::error::ApiError> {
+    d.cluster
+        .propose(Command::MarkBuild {
+            project: project.into(),
+            build: number,
+            marker: marker.into(),
+        })
+        .await
+        .map(|_| ())
 }
 
 async fn notify_completion(d: &Duties, build: &Build, runs: &[jobserv_raft::model::Run]) {
-    let Ok(definition) = parse_project(&build.definition) else { return };
+    let Ok(definition) = parse_project(&build.definition) else {
+        return;
+    };
     let summary = BuildSummary::new(&d.cluster.advertise_url, build, runs);
     if let Some(email) = definition.email_for(&build.trigger_name) {
         if !email.only_failures || summary.failed() {
             match &d.smtp {
                 Some(smtp) => match notify::email::send(smtp, &email.addresses(), &summary).await {
-                    Ok(()) => tracing::info!(project = %build.project, build = build.number, "email sent"),
-                    Err(e) => tracing::warn!(project = %build.project, build = build.number, "email: {e}"),
+                    Ok(()) => {
+                        tracing::info!(project = %build.project, build = build.number, "email sent")
+                    }
+                    Err(e) => {
+                        tracing::warn!(project = %build.project, build = build.number, "email: {e}")
+                    }
                 },
-                None => tracing::warn!(project = %build.project, "the definition asks for email but [triggers.smtp] is not configured"),
+                None => {
+                    tracing::warn!(project = %build.project, "the definition asks for email but [triggers.smtp] is not configured")
+                }
             }
         }
     }
-    let webhooks = definition.trigger(&build.trigger_name).map(|t| t.webhooks.clone()).unwrap_or_default();
+    let webhooks = definition
+        .trigger(&build.trigger_name)
+        .map(|t| t.webhooks.clone())
+        .unwrap_or_default();
     for hook in webhooks {
         if hook.only_failures && !summary.failed() {
             continue;
@@ -211,7 +277,10 @@ pub fn start_supervisor(duties: Duties) {
         let mut actors: HashMap<(String, u64), Addr<BuildActor>> = HashMap::new();
         let mut seen = 0;
         loop {
-            seen = duties.cluster.wait_applied(seen, Duration::from_secs(1)).await;
+            seen = duties
+                .cluster
+                .wait_applied(seen, Duration::from_secs(1))
+                .await;
             if !crate::triggers::runs_here(&duties.cluster, 0) {
                 actors.clear();
                 continue;
@@ -223,7 +292,14 @@ pub fn start_supervisor(duties: Duties) {
             for (project, number) in open {
                 let addr = actors
                     .entry((project.clone(), number))
-                    .or_insert_with(|| BuildActor { duties: duties.clone(), project, number }.start())
+                    .or_insert_with(|| {
+                        BuildActor {
+                            duties: duties.clone(),
+                            project,
+                            number,
+                        }
+                        .start()
+                    })
                     .clone();
                 refreshes.push(addr.send(Refresh));
             }

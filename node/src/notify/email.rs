@@ -8,7 +8,10 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use std::time::Duration;
 
 pub fn subject(summary: &BuildSummary) -> String {
-    format!("jobserv: {} build #{} : {}", summary.project, summary.number, summary.status)
+    format!(
+        "jobserv: {} build #{} : {}",
+        summary.project, summary.number, summary.status
+    )
 }
 
 pub fn body(summary: &BuildSummary) -> String {
@@ -26,21 +29,36 @@ pub fn body(summary: &BuildSummary) -> String {
 pub async fn send(smtp: &SmtpConfig, to: &[String], summary: &BuildSummary) -> Result<(), String> {
     let builder = match smtp.tls.as_str() {
         "none" => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host),
-        "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host).map_err(|e| e.to_string())?,
-        _ => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host).map_err(|e| e.to_string())?,
+        "tls" => {
+            AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host).map_err(|e| e.to_string())?
+        }
+        _ => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host)
+            .map_err(|e| e.to_string())?,
     };
-    let mut builder = builder.port(smtp.port).timeout(Some(Duration::from_secs(20)));
+    let mut builder = builder
+        .port(smtp.port)
+        .timeout(Some(Duration::from_secs(20)));
     if let (Some(user), Some(password)) = (&smtp.username, &smtp.password) {
         builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
     }
     let mailer = builder.build();
     let mut message = Message::builder()
-        .from(smtp.from.parse().map_err(|e| format!("smtp.from {:?}: {e}", smtp.from))?)
+        .from(
+            smtp.from
+                .parse()
+                .map_err(|e| format!("smtp.from {:?}: {e}", smtp.from))?,
+        )
         .subject(subject(summary))
         .header(ContentType::TEXT_PLAIN);
     for address in to {
-        message = message.to(address.parse().map_err(|e| format!("email address {address:?}: {e}"))?);
+        message = message.to(address
+            .parse()
+            .map_err(|e| format!("email address {address:?}: {e}"))?);
     }
     let message = message.body(body(summary)).map_err(|e| e.to_string())?;
-    mailer.send(message).await.map(|_| ()).map_err(|e| format!("smtp {}:{}: {e}", smtp.host, smtp.port))
+    mailer
+        .send(message)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("smtp {}:{}: {e}", smtp.host, smtp.port))
 }

@@ -31,7 +31,10 @@ impl BuildSummary {
             status: build.status,
             trigger: build.trigger_name.clone(),
             reason: build.reason.clone(),
-            runs: runs.iter().map(|r| (r.name.clone(), r.status, format!("{url}runs/{}/", r.name))).collect(),
+            runs: runs
+                .iter()
+                .map(|r| (r.name.clone(), r.status, format!("{url}runs/{}/", r.name)))
+                .collect(),
             url,
         }
     }

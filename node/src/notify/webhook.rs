@@ -16,7 +16,12 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-pub async fn send(client: &reqwest::Client, url: &str, secret: &str, summary: &BuildSummary) -> Result<(), String> {
+pub async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    secret: &str,
+    summary: &BuildSummary,
+) -> Result<(), String> {
     let body = serde_json::to_vec(&summary.to_json()).map_err(|e| e.to_string())?;
     let mut last = String::new();
     for attempt in 0..3u64 {

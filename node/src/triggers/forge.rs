@@ -18,9 +18,15 @@ pub const GITLAB_TOKEN: &str = "gitlabtok";
 
 /// `X-Hub-Signature-256: sha256=<hex>` over the raw body, compared in constant time.
 pub fn github_signature_ok(key: &str, body: &[u8], header: &str) -> bool {
-    let Some(hex_sig) = header.strip_prefix("sha256=") else { return false };
-    let Ok(sig) = hex::decode(hex_sig.trim()) else { return false };
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key.as_bytes()) else { return false };
+    let Some(hex_sig) = header.strip_prefix("sha256=") else {
+        return false;
+    };
+    let Ok(sig) = hex::decode(hex_sig.trim()) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key.as_bytes()) else {
+        return false;
+    };
     mac.update(body);
     mac.verify_slice(&sig).is_ok()
 }
@@ -43,7 +49,9 @@ pub struct PrEvent {
 pub enum ForgeAction {
     Build(PrEvent),
     /// A comment asked to test the pull request again: its current head is at this API URL.
-    Retest { pull_url: String },
+    Retest {
+        pull_url: String,
+    },
     Ignore(String),
 }
 
@@ -71,16 +79,26 @@ pub fn github_action(event: &str, body: &Value) -> Result<ForgeAction, String> {
         "pull_request" => {
             let action = body["action"].as_str().unwrap_or_default();
             if !matches!(action, "opened" | "synchronize" | "reopened") {
-                return Ok(ForgeAction::Ignore(format!("pull_request action {action:?}")));
+                return Ok(ForgeAction::Ignore(format!(
+                    "pull_request action {action:?}"
+                )));
             }
-            github_pr(&body["pull_request"], &format!("pull request {action}")).map(ForgeAction::Build)
+            github_pr(&body["pull_request"], &format!("pull request {action}"))
+                .map(ForgeAction::Build)
         }
         "issue_comment" => {
             let is_pr = !body["issue"]["pull_request"].is_null();
-            if body["action"].as_str() != Some("created") || !is_pr || !asks_retest(body["comment"]["body"].as_str().unwrap_or_default()) {
-                return Ok(ForgeAction::Ignore("comment does not ask for a retest".into()));
+            if body["action"].as_str() != Some("created")
+                || !is_pr
+                || !asks_retest(body["comment"]["body"].as_str().unwrap_or_default())
+            {
+                return Ok(ForgeAction::Ignore(
+                    "comment does not ask for a retest".into(),
+                ));
             }
-            Ok(ForgeAction::Retest { pull_url: s(body, &["issue", "pull_request", "url"])? })
+            Ok(ForgeAction::Retest {
+                pull_url: s(body, &["issue", "pull_request", "url"])?,
+            })
         }
         "ping" => Ok(ForgeAction::Ignore("ping".into())),
         other => Ok(ForgeAction::Ignore(format!("event {other:?}"))),
@@ -92,16 +110,27 @@ pub fn github_pr(pr: &Value, reason: &str) -> Result<PrEvent, String> {
     let sha = s(pr, &["head", "sha"])?;
     let git_url = s(pr, &["head", "repo", "clone_url"])?;
     let mut params = BTreeMap::new();
-    params.insert("GH_OWNER".into(), s(pr, &["base", "repo", "owner", "login"])?);
+    params.insert(
+        "GH_OWNER".into(),
+        s(pr, &["base", "repo", "owner", "login"])?,
+    );
     params.insert("GH_REPO".into(), s(pr, &["base", "repo", "name"])?);
     params.insert("GH_PRNUM".into(), s(pr, &["number"])?);
     params.insert("GH_STATUS_URL".into(), s(pr, &["statuses_url"])?);
-    params.insert("GH_TARGET_REPO".into(), s(pr, &["base", "repo", "clone_url"])?);
+    params.insert(
+        "GH_TARGET_REPO".into(),
+        s(pr, &["base", "repo", "clone_url"])?,
+    );
     params.insert("GIT_URL".into(), git_url.clone());
     params.insert("GIT_SHA".into(), sha.clone());
     params.insert("GIT_OLD_SHA".into(), s(pr, &["base", "sha"])?);
     let reason = format!("GitHub PR #{}: {reason}", params["GH_PRNUM"]);
-    Ok(PrEvent { git_url, sha, params, reason })
+    Ok(PrEvent {
+        git_url,
+        sha,
+        params,
+        reason,
+    })
 }
 
 /// A GitLab event (`X-Gitlab-Event`, `object_kind`) → what to do.
@@ -111,9 +140,12 @@ pub fn gitlab_action(body: &Value) -> Result<ForgeAction, String> {
             let attrs = &body["object_attributes"];
             let action = attrs["action"].as_str().unwrap_or_default();
             // `update` also fires for title edits: only new commits (an `oldrev`) are worth a build.
-            let builds = matches!(action, "open" | "reopen") || (action == "update" && attrs["oldrev"].is_string());
+            let builds = matches!(action, "open" | "reopen")
+                || (action == "update" && attrs["oldrev"].is_string());
             if !builds {
-                return Ok(ForgeAction::Ignore(format!("merge_request action {action:?}")));
+                return Ok(ForgeAction::Ignore(format!(
+                    "merge_request action {action:?}"
+                )));
             }
             gitlab_mr(body, action).map(ForgeAction::Build)
         }
@@ -138,13 +170,27 @@ fn gitlab_mr(body: &Value, action: &str) -> Result<PrEvent, String> {
     };
     let mut params = BTreeMap::new();
     params.insert("GL_MR".into(), s(attrs, &["iid"])?);
-    params.insert("GL_STATUS_URL".into(), format!("{origin}/api/v4/projects/{project_id}/statuses/{sha}"));
-    params.insert("GL_TARGET_REPO".into(), s(attrs, &["target", "git_http_url"])?);
+    params.insert(
+        "GL_STATUS_URL".into(),
+        format!("{origin}/api/v4/projects/{project_id}/statuses/{sha}"),
+    );
+    params.insert(
+        "GL_TARGET_REPO".into(),
+        s(attrs, &["target", "git_http_url"])?,
+    );
     params.insert("GIT_URL".into(), git_url.clone());
     params.insert("GIT_SHA".into(), sha.clone());
-    params.insert("GIT_OLD_SHA".into(), attrs["oldrev"].as_str().unwrap_or_default().to_string());
+    params.insert(
+        "GIT_OLD_SHA".into(),
+        attrs["oldrev"].as_str().unwrap_or_default().to_string(),
+    );
     let reason = format!("GitLab MR !{}: {action}", params["GL_MR"]);
-    Ok(PrEvent { git_url, sha, params, reason })
+    Ok(PrEvent {
+        git_url,
+        sha,
+        params,
+        reason,
+    })
 }
 
 /// Where and how a build reports its commit status.
@@ -159,14 +205,29 @@ impl StatusTarget {
     pub fn of(build: &Build) -> Option<StatusTarget> {
         let context = format!("jobserv/{}", build.trigger_name);
         if let Some(url) = build.params.get("GH_STATUS_URL") {
-            return Some(StatusTarget { gitlab: false, url: url.clone(), token: build.secrets.get(GITHUB_TOKEN).cloned(), context });
+            return Some(StatusTarget {
+                gitlab: false,
+                url: url.clone(),
+                token: build.secrets.get(GITHUB_TOKEN).cloned(),
+                context,
+            });
         }
         let url = build.params.get("GL_STATUS_URL")?;
-        Some(StatusTarget { gitlab: true, url: url.clone(), token: build.secrets.get(GITLAB_TOKEN).cloned(), context })
+        Some(StatusTarget {
+            gitlab: true,
+            url: url.clone(),
+            token: build.secrets.get(GITLAB_TOKEN).cloned(),
+            context,
+        })
     }
 
     /// Posts the status (`RUNNING`/`QUEUED` report as pending), retrying a little on failure.
-    pub async fn report(&self, client: &reqwest::Client, status: RunStatus, build_url: &str) -> Result<(), String> {
+    pub async fn report(
+        &self,
+        client: &reqwest::Client,
+        status: RunStatus,
+        build_url: &str,
+    ) -> Result<(), String> {
         let (state, description) = match (status, self.gitlab) {
             (RunStatus::Passed | RunStatus::Promoted, false) => ("success", "build passed"),
             (RunStatus::Passed | RunStatus::Promoted, true) => ("success", "build passed"),
@@ -186,7 +247,11 @@ impl StatusTarget {
             }
             let mut req = client.post(&self.url).json(&body);
             if let Some(token) = &self.token {
-                req = if self.gitlab { req.header("PRIVATE-TOKEN", token) } else { req.header("Authorization", format!("token {token}")) };
+                req = if self.gitlab {
+                    req.header("PRIVATE-TOKEN", token)
+                } else {
+                    req.header("Authorization", format!("token {token}"))
+                };
             }
             if !self.gitlab {
                 req = req.header("Accept", "application/vnd.github+json");
@@ -226,8 +291,13 @@ mod tests {
                 "last_commit": {"id": "abc"}, "source": {"git_http_url": "https://g/s.git"},
                 "target": {"git_http_url": "https://g/t.git"}}
         });
-        let ForgeAction::Build(ev) = gitlab_action(&body).unwrap() else { panic!("expected a build") };
-        assert_eq!(ev.params["GL_STATUS_URL"], "https://gitlab.example.com/api/v4/projects/42/statuses/abc");
+        let ForgeAction::Build(ev) = gitlab_action(&body).unwrap() else {
+            panic!("expected a build")
+        };
+        assert_eq!(
+            ev.params["GL_STATUS_URL"],
+            "https://gitlab.example.com/api/v4/projects/42/statuses/abc"
+        );
         assert_eq!(ev.params["GL_MR"], "7");
     }
 }

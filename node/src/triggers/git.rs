@@ -33,10 +33,16 @@ async fn git(dir: Option<&Path>, args: &[&str]) -> Result<Vec<u8>, GitError> {
     let out = tokio::time::timeout(GIT_TIMEOUT, cmd.output())
         .await
         .map_err(|_| GitError::Timeout(shown.clone()))?
-        .map_err(|e| GitError::Failed { args: shown.clone(), message: e.to_string() })?;
+        .map_err(|e| GitError::Failed {
+            args: shown.clone(),
+            message: e.to_string(),
+        })?;
     if !out.status.success() {
         let message = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        return Err(GitError::Failed { args: shown, message });
+        return Err(GitError::Failed {
+            args: shown,
+            message,
+        });
     }
     Ok(out.stdout)
 }
@@ -60,33 +66,73 @@ fn cache_repo(cache_dir: &Path, url: &str) -> PathBuf {
 
 /// The contents of `path` at commit `sha` of the repository at `url`, or `None` if the commit has no
 /// such file. Fetches the commit into the cache when it is not there yet.
-pub async fn read_file_at(cache_dir: &Path, url: &str, sha: &str, path: &str) -> Result<Option<String>, GitError> {
+pub async fn read_file_at(
+    cache_dir: &Path,
+    url: &str,
+    sha: &str,
+    path: &str,
+) -> Result<Option<String>, GitError> {
     if sha.is_empty() || sha.starts_with('-') || path.starts_with('-') {
-        return Err(GitError::Failed { args: "show".into(), message: format!("bad revision {sha:?} or path {path:?}") });
+        return Err(GitError::Failed {
+            args: "show".into(),
+            message: format!("bad revision {sha:?} or path {path:?}"),
+        });
     }
     let _guard = CACHE_LOCK.lock().await;
     let repo = cache_repo(cache_dir, url);
     if !repo.join("HEAD").exists() {
-        std::fs::create_dir_all(&repo).map_err(|e| GitError::Failed { args: "init".into(), message: e.to_string() })?;
+        std::fs::create_dir_all(&repo).map_err(|e| GitError::Failed {
+            args: "init".into(),
+            message: e.to_string(),
+        })?;
         git(Some(&repo), &["init", "--bare", "--quiet"]).await?;
     }
     let object = format!("{sha}^{{commit}}");
-    if git(Some(&repo), &["cat-file", "-e", &object]).await.is_err() {
+    if git(Some(&repo), &["cat-file", "-e", &object])
+        .await
+        .is_err()
+    {
         // By sha first (protocol v2 serves any reachable commit); else every ref (older servers).
-        if git(Some(&repo), &["fetch", "--quiet", "--no-tags", "--", url, sha]).await.is_err() {
-            git(Some(&repo), &["fetch", "--quiet", "--no-tags", "--", url, "+refs/*:refs/cache/*"]).await?;
+        if git(
+            Some(&repo),
+            &["fetch", "--quiet", "--no-tags", "--", url, sha],
+        )
+        .await
+        .is_err()
+        {
+            git(
+                Some(&repo),
+                &[
+                    "fetch",
+                    "--quiet",
+                    "--no-tags",
+                    "--",
+                    url,
+                    "+refs/*:refs/cache/*",
+                ],
+            )
+            .await?;
         }
     }
     match git(Some(&repo), &["show", &format!("{sha}:{path}")]).await {
         Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
-        Err(GitError::Failed { message, .. }) if message.contains("does not exist") || message.contains("exists on disk, but not in") => Ok(None),
+        Err(GitError::Failed { message, .. })
+            if message.contains("does not exist")
+                || message.contains("exists on disk, but not in") =>
+        {
+            Ok(None)
+        }
         Err(e) => Err(e),
     }
 }
 
 /// Does `name` match one of the comma/space separated globs of `GIT_POLL_REFS`?
 pub fn ref_matches(globs: &str, name: &str) -> bool {
-    globs.split([',', ' ', '\n']).map(str::trim).filter(|g| !g.is_empty()).any(|g| glob_match::glob_match(g, name))
+    globs
+        .split([',', ' ', '\n'])
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .any(|g| glob_match::glob_match(g, name))
 }
 
 #[cfg(test)]

@@ -30,7 +30,11 @@ pub struct TriggersConfig {
 
 impl Default for TriggersConfig {
     fn default() -> Self {
-        TriggersConfig { poll_interval_secs: 30, git_cache_dir: None, smtp: None }
+        TriggersConfig {
+            poll_interval_secs: 30,
+            git_cache_dir: None,
+            smtp: None,
+        }
     }
 }
 
@@ -73,7 +77,10 @@ pub fn runs_here(cluster: &Cluster, _trigger_id: u64) -> bool {
 /// The HTTPS client for forges and webhooks: public roots (webpki) plus the cluster CA, so a forge behind
 /// the cluster's own CA (or a test stand-in) is trusted too.
 pub fn outbound_client(ca_cert: &std::path::Path) -> reqwest::Client {
-    let mut builder = reqwest::Client::builder().use_rustls_tls().timeout(Duration::from_secs(15)).user_agent("jobserv-rs");
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .timeout(Duration::from_secs(15))
+        .user_agent("jobserv-rs");
     if let Ok(pem) = std::fs::read(ca_cert) {
         if let Ok(ca) = reqwest::Certificate::from_pem(&pem) {
             builder = builder.add_root_certificate(ca);

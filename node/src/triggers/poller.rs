@@ -40,7 +40,8 @@ impl Handler<Poll> for GitPoller {
 
     fn handle(&mut self, _msg: Poll, _ctx: &mut Context<Self>) -> Self::Result {
         let app = self.app.clone();
-        let (project, trigger, cached) = (self.project.clone(), self.trigger, self.definition.clone());
+        let (project, trigger, cached) =
+            (self.project.clone(), self.trigger, self.definition.clone());
         let work = async move {
             let result = poll(&app, &project, trigger, cached).await;
             if let Err(e) = &result {
@@ -57,42 +58,76 @@ impl Handler<Poll> for GitPoller {
 }
 
 /// One poll; returns the definition it read (for the cache).
-async fn poll(app: &App, project: &str, trigger_id: u64, cached: Option<(String, String)>) -> Result<Option<(String, String)>, ApiError> {
+async fn poll(
+    app: &App,
+    project: &str,
+    trigger_id: u64,
+    cached: Option<(String, String)>,
+) -> Result<Option<(String, String)>, ApiError> {
     let state = &app.cluster.state;
-    let Some(trigger) = state.trigger(project, trigger_id)? else { return Ok(None) };
+    let Some(trigger) = state.trigger(project, trigger_id)? else {
+        return Ok(None);
+    };
     let Some((def_repo, def_file)) = repo::definition_location(&trigger, None) else {
-        return Err(ApiError::BadRequest("a git_poller trigger needs definition_repo".into()));
+        return Err(ApiError::BadRequest(
+            "a git_poller trigger needs definition_repo".into(),
+        ));
     };
     let head = repo::head_of(&def_repo).await?;
     let text = match cached {
         Some((sha, text)) if sha == head => text,
         _ => repo::read_definition(app, &def_repo, &def_file, &head).await?,
     };
-    let definition = parse_project(&text).map_err(|e| ApiError::BadRequest(format!("{def_repo}:{def_file}: {e}")))?;
+    let definition = parse_project(&text)
+        .map_err(|e| ApiError::BadRequest(format!("{def_repo}:{def_file}: {e}")))?;
 
     // key "<trigger>|<url>|<ref>" → (trigger name, url, ref, sha)
     let mut current: BTreeMap<String, (String, String, String, String)> = BTreeMap::new();
     let mut listed: HashMap<String, Vec<(String, String)>> = HashMap::new();
-    for t in definition.triggers.iter().filter(|t| t.trigger_type == TriggerType::GitPoller) {
-        let param = |k: &str| t.params.get(k).or_else(|| definition.params.get(k)).cloned();
+    for t in definition
+        .triggers
+        .iter()
+        .filter(|t| t.trigger_type == TriggerType::GitPoller)
+    {
+        let param = |k: &str| {
+            t.params
+                .get(k)
+                .or_else(|| definition.params.get(k))
+                .cloned()
+        };
         let (Some(url), Some(globs)) = (param("GIT_URL"), param("GIT_POLL_REFS")) else {
             tracing::warn!(project, trigger = %t.name, "git_poller trigger without GIT_URL / GIT_POLL_REFS");
             continue;
         };
         if !listed.contains_key(&url) {
-            let refs = git::ls_remote(&url).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+            let refs = git::ls_remote(&url)
+                .await
+                .map_err(|e| ApiError::Unavailable(e.to_string()))?;
             listed.insert(url.clone(), refs);
         }
         for (name, sha) in &listed[&url] {
             if git::ref_matches(&globs, name) {
-                current.insert(format!("{}|{url}|{name}", t.name), (t.name.clone(), url.clone(), name.clone(), sha.clone()));
+                current.insert(
+                    format!("{}|{url}|{name}", t.name),
+                    (t.name.clone(), url.clone(), name.clone(), sha.clone()),
+                );
             }
         }
     }
 
     let Some(seen) = state.poller_refs(project, trigger_id)? else {
-        let seen = current.iter().map(|(k, v)| (k.clone(), v.3.clone())).collect();
-        app.cluster.propose(Command::PollerSeen { project: project.into(), trigger: trigger_id, seen, replace: false }).await?;
+        let seen = current
+            .iter()
+            .map(|(k, v)| (k.clone(), v.3.clone()))
+            .collect();
+        app.cluster
+            .propose(Command::PollerSeen {
+                project: project.into(),
+                trigger: trigger_id,
+                seen,
+                replace: false,
+            })
+            .await?;
         return Ok(Some((head, text)));
     };
     for (key, (trigger_name, url, git_ref, sha)) in current {
@@ -101,7 +136,9 @@ async fn poll(app: &App, project: &str, trigger_id: u64, cached: Option<(String,
             continue;
         }
         let build_definition = if repo::same_repo(&def_repo, &url) {
-            repo::read_definition(app, &def_repo, &def_file, &sha).await.unwrap_or_else(|_| text.clone())
+            repo::read_definition(app, &def_repo, &def_file, &sha)
+                .await
+                .unwrap_or_else(|_| text.clone())
         } else {
             text.clone()
         };
@@ -121,17 +158,37 @@ async fn poll(app: &App, project: &str, trigger_id: u64, cached: Option<(String,
                 trigger_type: Some(TriggerType::GitPoller.as_str().into()),
                 queue_priority: None,
             },
-            advance: PollAdvance { project: project.into(), trigger: trigger_id, key: key.clone(), old, new: sha.clone() },
+            advance: PollAdvance {
+                project: project.into(),
+                trigger: trigger_id,
+                key: key.clone(),
+                old,
+                new: sha.clone(),
+            },
         };
-        let reply = app.projects.get(project).send(msg).await.map_err(|e| ApiError::Internal(format!("project actor: {e}")))?;
+        let reply = app
+            .projects
+            .get(project)
+            .send(msg)
+            .await
+            .map_err(|e| ApiError::Internal(format!("project actor: {e}")))?;
         match reply {
-            Ok(number) => tracing::info!(project, build = number, %git_ref, %sha, "git poller started a build"),
+            Ok(number) => {
+                tracing::info!(project, build = number, %git_ref, %sha, "git poller started a build")
+            }
             Err(ApiError::BadRequest(why)) if why.contains("moved already") => {}
             Err(ApiError::BadRequest(why)) => {
                 // The definition at this commit cannot build: record the sha so it is not retried forever.
                 tracing::warn!(project, %git_ref, %sha, "no build for this commit: {why}");
                 let seen = BTreeMap::from([(key, sha)]);
-                app.cluster.propose(Command::PollerSeen { project: project.into(), trigger: trigger_id, seen, replace: true }).await?;
+                app.cluster
+                    .propose(Command::PollerSeen {
+                        project: project.into(),
+                        trigger: trigger_id,
+                        seen,
+                        replace: true,
+                    })
+                    .await?;
             }
             Err(e) => return Err(e),
         }
@@ -146,15 +203,30 @@ pub fn start_supervisor(app: Data<App>) {
         let interval = app.config.triggers.poll_interval();
         let mut pollers: HashMap<(String, u64), Addr<GitPoller>> = HashMap::new();
         loop {
-            let triggers = app.cluster.state.triggers_of_type(TriggerType::GitPoller.as_str()).unwrap_or_default();
+            let triggers = app
+                .cluster
+                .state
+                .triggers_of_type(TriggerType::GitPoller.as_str())
+                .unwrap_or_default();
             let mut polls = Vec::new();
             let mut live = std::collections::HashSet::new();
-            for t in triggers.into_iter().filter(|t| runs_here(&app.cluster, t.id)) {
+            for t in triggers
+                .into_iter()
+                .filter(|t| runs_here(&app.cluster, t.id))
+            {
                 let key = (t.project.clone(), t.id);
                 live.insert(key.clone());
                 let addr = pollers
                     .entry(key)
-                    .or_insert_with(|| GitPoller { app: app.clone(), project: t.project.clone(), trigger: t.id, definition: None }.start())
+                    .or_insert_with(|| {
+                        GitPoller {
+                            app: app.clone(),
+                            project: t.project.clone(),
+                            trigger: t.id,
+                            definition: None,
+                        }
+                        .start()
+                    })
                     .clone();
                 polls.push(addr.send(Poll));
             }

@@ -25,6 +25,9 @@ pub fn node_config(dir: &Path, port: u16) -> NodeConfig {
         requeue_lost_runs: false,
         max_artifact_bytes: 1024 * 1024,
         worker_binary: None,
+        outbound_ip: None,
+        gossip_advertise: None,
+        gossip_seeds: vec![],
         log_json: false,
         triggers: Default::default(),
     }

@@ -11,9 +11,17 @@ pub const WORKER_KEY: &str = "worker-key-0123456789abcdef0123456789abcdef";
 pub async fn register_and_enlist(node: &TestNode, name: &str) {
     let reg = json!({"api_key": WORKER_KEY, "distro": "debian", "mem_total": 1u64 << 30, "cpu_total": 2, "cpu_type": "x86_64",
                      "concurrent_runs": 8, "host_tags": ["amd64"]});
-    let r = node.client.post(node.u(&format!("/workers/{name}/"))).json(&reg).send().await.unwrap();
+    let r = node
+        .client
+        .post(node.u(&format!("/workers/{name}/")))
+        .json(&reg)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 201);
-    let (s, body) = node.patch(&format!("/workers/{name}/"), json!({"enlisted": true})).await;
+    let (s, body) = node
+        .patch(&format!("/workers/{name}/"), json!({"enlisted": true}))
+        .await;
     assert_eq!(s, 200, "{body}");
 }
 
@@ -28,7 +36,10 @@ pub async fn check_in(node: &TestNode, name: &str, slots: u32, wait: u32) -> Vec
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let body: Value = r.json().await.unwrap();
-    body["data"]["worker"]["run-defs"].as_array().cloned().unwrap_or_default()
+    body["data"]["worker"]["run-defs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Takes runs until `names` are all handed out (they may come over several check-ins).
@@ -36,7 +47,11 @@ pub async fn take_runs(node: &TestNode, worker: &str, names: &[&str]) -> Vec<Val
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut got: Vec<Value> = Vec::new();
     while got.len() < names.len() {
-        assert!(Instant::now() < deadline, "runs {names:?} not handed out; got {:?}", got.iter().map(|d| d["run"].clone()).collect::<Vec<_>>());
+        assert!(
+            Instant::now() < deadline,
+            "runs {names:?} not handed out; got {:?}",
+            got.iter().map(|d| d["run"].clone()).collect::<Vec<_>>()
+        );
         got.extend(check_in(node, worker, 8, 2).await);
     }
     let mut taken: Vec<&str> = got.iter().map(|d| d["run"].as_str().unwrap()).collect();
@@ -52,14 +67,22 @@ pub async fn finish(node: &TestNode, rundef: &Value, status: &str) {
     let r = node
         .client
         .post(rundef["run_url"].as_str().unwrap())
-        .header("Authorization", format!("Token {}", rundef["api_key"].as_str().unwrap()))
+        .header(
+            "Authorization",
+            format!("Token {}", rundef["api_key"].as_str().unwrap()),
+        )
         .header("X-OFFSET", "0")
         .header("X-RUN-STATUS", status)
         .body(format!("{status}\n"))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap_or_default());
+    assert_eq!(
+        r.status().as_u16(),
+        200,
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
 }
 
 pub async fn wait_for<T>(what: &str, secs: u64, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
@@ -80,11 +103,19 @@ pub async fn build(node: &TestNode, project: &str, n: u64) -> Value {
 
 pub async fn builds(node: &TestNode, project: &str) -> Vec<Value> {
     let (_, body) = node.get(&format!("/projects/{project}/builds/")).await;
-    body["data"]["builds"].as_array().cloned().unwrap_or_default()
+    body["data"]["builds"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 pub fn run_names(build: &Value) -> Vec<String> {
-    let mut names: Vec<String> = build["runs"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_string()).collect();
+    let mut names: Vec<String> = build["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect();
     names.sort();
     names
 }
@@ -99,11 +130,22 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = std::process::Command::new("git")
         .arg("-C")
         .arg(dir)
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com", "-c", "init.defaultBranch=main"])
+        .args([
+            "-c",
+            "user.name=Test",
+            "-c",
+            "user.email=test@example.com",
+            "-c",
+            "init.defaultBranch=main",
+        ])
         .args(args)
         .output()
         .expect("git");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -127,7 +169,14 @@ impl GitRepo {
     pub fn commit_and_push(&self, branch: &str, files: &[(&str, &str)], message: &str) -> String {
         let current = git(&self.work, &["symbolic-ref", "--short", "HEAD"]);
         if current != branch {
-            let exists = std::process::Command::new("git").arg("-C").arg(&self.work).args(["rev-parse", "--verify", "--quiet", branch]).output().unwrap().status.success();
+            let exists = std::process::Command::new("git")
+                .arg("-C")
+                .arg(&self.work)
+                .args(["rev-parse", "--verify", "--quiet", branch])
+                .output()
+                .unwrap()
+                .status
+                .success();
             if exists {
                 git(&self.work, &["checkout", "--quiet", branch]);
             } else {
@@ -138,7 +187,10 @@ impl GitRepo {
             std::fs::write(self.work.join(path), text).unwrap();
         }
         git(&self.work, &["add", "-A"]);
-        git(&self.work, &["commit", "--quiet", "--allow-empty", "-m", message]);
+        git(
+            &self.work,
+            &["commit", "--quiet", "--allow-empty", "-m", message],
+        );
         git(&self.work, &["push", "--quiet", "origin", branch]);
         git(&self.work, &["rev-parse", "HEAD"])
     }
@@ -181,8 +233,22 @@ impl StandIn {
             App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
                 let (r, p) = (r.clone(), p.clone());
                 async move {
-                    let headers = req.headers().iter().map(|(k, v)| (k.as_str().to_lowercase(), v.to_str().unwrap_or("").to_string())).collect();
-                    r.lock().unwrap().push(Received { method: req.method().to_string(), path: req.path().to_string(), headers, body: body.to_vec() });
+                    let headers = req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                k.as_str().to_lowercase(),
+                                v.to_str().unwrap_or("").to_string(),
+                            )
+                        })
+                        .collect();
+                    r.lock().unwrap().push(Received {
+                        method: req.method().to_string(),
+                        path: req.path().to_string(),
+                        headers,
+                        body: body.to_vec(),
+                    });
                     if req.method() == actix_web::http::Method::GET {
                         return match p.lock().unwrap().get(req.path()) {
                             Some(v) => HttpResponse::Ok().json(v),
@@ -198,14 +264,24 @@ impl StandIn {
         let (server, scheme) = match tls {
             Some((cert, key)) => {
                 let config = jobserv_node::tls::server_config(cert, key).unwrap();
-                (server.bind_rustls_0_23(("127.0.0.1", port), config).unwrap(), "https")
+                (
+                    server
+                        .bind_rustls_0_23(("127.0.0.1", port), config)
+                        .unwrap(),
+                    "https",
+                )
             }
             None => (server.bind(("127.0.0.1", port)).unwrap(), "http"),
         };
         let server = server.run();
         let handle = server.handle();
         actix_web::rt::spawn(server);
-        StandIn { url: format!("{scheme}://127.0.0.1:{port}"), received, replies, handle }
+        StandIn {
+            url: format!("{scheme}://127.0.0.1:{port}"),
+            received,
+            replies,
+            handle,
+        }
     }
 
     pub fn requests(&self) -> Vec<Received> {

@@ -37,7 +37,9 @@ pub(super) fn create_build_ext(
         txn.put(key, &seen)?;
     }
     let outcome = create_build(txn, log_index, nb)?;
-    let (Ok(CommandResult::BuildCreated { number }), Some(hooks)) = (&outcome, hooks) else { return Ok(outcome) };
+    let (Ok(CommandResult::BuildCreated { number }), Some(hooks)) = (&outcome, hooks) else {
+        return Ok(outcome);
+    };
     txn.put(keys::build_hooks(&nb.project, *number), hooks)?;
     txn.put(keys::open_hooks(&nb.project, *number), &())?;
     Ok(outcome)
@@ -55,20 +57,28 @@ pub(super) fn fire_chain(
 ) -> StateResult<Outcome> {
     let hooks_key = keys::build_hooks(project, number);
     let Some(mut hooks) = txn.get::<BuildHooks>(&hooks_key)? else {
-        return Ok(Err(StateError::NotFound(format!("hooks of build {project}/{number}"))));
+        return Ok(Err(StateError::NotFound(format!(
+            "hooks of build {project}/{number}"
+        ))));
     };
     if hooks.done.contains(marker) {
         return Ok(Ok(CommandResult::Done)); // fired already: proposing twice is harmless
     }
     let build_key = keys::build(project, number);
     let Some(mut build) = txn.get::<Build>(&build_key)? else {
-        return Ok(Err(StateError::NotFound(format!("build {project}/{number}"))));
+        return Ok(Err(StateError::NotFound(format!(
+            "build {project}/{number}"
+        ))));
     };
     for (position, def) in runs.iter().enumerate() {
         if let Err(e) = validate_name("run", &def.run) {
             return Ok(Err(e));
         }
-        let run_ref = crate::model::RunRef { project: project.into(), build: number, run: def.run.clone() };
+        let run_ref = crate::model::RunRef {
+            project: project.into(),
+            build: number,
+            run: def.run.clone(),
+        };
         if txn.get_raw(&keys::run(&run_ref))?.is_some() {
             continue; // JobServ would fail the whole chain; a started run is never replaced
         }
@@ -112,10 +122,17 @@ pub(super) fn fire_chain(
     Ok(Ok(CommandResult::Done))
 }
 
-pub(super) fn mark_build(txn: &mut Txn, project: &str, number: u64, marker: &str) -> StateResult<Outcome> {
+pub(super) fn mark_build(
+    txn: &mut Txn,
+    project: &str,
+    number: u64,
+    marker: &str,
+) -> StateResult<Outcome> {
     let key = keys::build_hooks(project, number);
     let Some(mut hooks) = txn.get::<BuildHooks>(&key)? else {
-        return Ok(Err(StateError::NotFound(format!("hooks of build {project}/{number}"))));
+        return Ok(Err(StateError::NotFound(format!(
+            "hooks of build {project}/{number}"
+        ))));
     };
     hooks.done.insert(marker.to_string());
     if marker == FINAL {
@@ -125,7 +142,13 @@ pub(super) fn mark_build(txn: &mut Txn, project: &str, number: u64, marker: &str
     Ok(Ok(CommandResult::Done))
 }
 
-pub(super) fn poller_seen(txn: &mut Txn, project: &str, trigger: u64, seen: &BTreeMap<String, String>, replace: bool) -> StateResult<Outcome> {
+pub(super) fn poller_seen(
+    txn: &mut Txn,
+    project: &str,
+    trigger: u64,
+    seen: &BTreeMap<String, String>,
+    replace: bool,
+) -> StateResult<Outcome> {
     if txn.get_raw(&keys::project(project))?.is_none() {
         return Ok(Err(StateError::NotFound(format!("project {project}"))));
     }
@@ -145,13 +168,18 @@ pub(super) fn poller_seen(txn: &mut Txn, project: &str, trigger: u64, seen: &BTr
 /// Whether a completed build still has a chain to start: a passed run whose chain has not fired, or every
 /// run passed and the build's own chain has not fired. The build then stays RUNNING.
 pub(super) fn chain_pending(txn: &Txn, project: &str, number: u64) -> StateResult<bool> {
-    let Some(hooks) = txn.get::<BuildHooks>(&keys::build_hooks(project, number))? else { return Ok(false) };
+    let Some(hooks) = txn.get::<BuildHooks>(&keys::build_hooks(project, number))? else {
+        return Ok(false);
+    };
     let mut all_passed = true;
     for (_, bytes) in txn.scan_prefix(&keys::runs_of_build(project, number))? {
         let run: Run = codec::decode(&bytes)?;
         let passed = run.status == RunStatus::Passed;
         all_passed &= passed;
-        if passed && hooks.run_chains.contains_key(&run.name) && !hooks.done.contains(&run_chain_marker(&run.name)) {
+        if passed
+            && hooks.run_chains.contains_key(&run.name)
+            && !hooks.done.contains(&run_chain_marker(&run.name))
+        {
             return Ok(true);
         }
     }
@@ -182,7 +210,11 @@ impl State {
     }
 
     /// The refs a git poller trigger last saw; `None` before its first look.
-    pub fn poller_refs(&self, project: &str, trigger: u64) -> StateResult<Option<BTreeMap<String, String>>> {
+    pub fn poller_refs(
+        &self,
+        project: &str,
+        trigger: u64,
+    ) -> StateResult<Option<BTreeMap<String, String>>> {
         match self.tree.get(keys::poller_refs(project, trigger))? {
             Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
             None => Ok(None),
