@@ -78,6 +78,18 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// The whole-system benchmark on its own 3-node cluster: throughput, latency, fail-over, scaling.
+    Bench {
+        /// A scaled-down run (CI; under 5 minutes) that still emits every key.
+        #[arg(long)]
+        quick: bool,
+        /// Write the figures as one JSON object (the keys of `cluster_test::bench::KEYS`).
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Working directory (default: a fresh temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Build created -> run RUNNING on an idle worker, and the runner's overhead against `docker run`.
     BenchWorker {
         #[arg(long, default_value_t = 20)]
@@ -201,6 +213,16 @@ async fn main() -> anyhow::Result<()> {
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
             }
+        }
+        Cmd::Bench { quick, json, dir } => {
+            let (dir, _guard) = work_dir(dir)?;
+            let report = cluster_test::bench::run(&dir, &bin_dir, &cluster_test::bench::BenchOptions { quick }).await?;
+            report.print();
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report.to_json())?)?;
+                println!("wrote {}", path.display());
+            }
+            anyhow::ensure!(report.missing().is_empty(), "missing figures: {:?}", report.missing());
         }
         Cmd::BenchWorker { samples, json } => {
             let (dir, _guard) = work_dir(None)?;

@@ -108,7 +108,7 @@ async fn a_push_to_a_polled_branch_yields_exactly_one_build_also_across_a_restar
         "third",
     );
     node.restart().await;
-    let b = wait_builds(&node, 2).await;
+    wait_builds(&node, 2).await;
     let b2 = build(&node, "prod", 2).await;
     assert_eq!(b2["params"]["GIT_SHA"], third);
     assert_eq!(b2["params"]["GIT_OLD_SHA"], second);

@@ -29,14 +29,17 @@ pub enum OpenError {
     Sled { path: String, source: sled::Error },
 }
 
-/// Opens (or creates) the node's store under `dir`: one sled database holding the log, the vote, the
-/// state and the current snapshot.
+/// Opens (or creates) the node's store under `dir`: one sled database holding the log, the vote and the
+/// state, and the current snapshot in the file `dir.snapshot` beside it.
 pub fn open_store(dir: &Path) -> Result<(SledLogStore, SledStateMachine), OpenError> {
     let wrap = |source| OpenError::Sled { path: dir.display().to_string(), source };
     // sled's own periodic flush stays on as a backstop; durability comes from our explicit flushes.
-    let db = sled::Config::new().path(dir).open().map_err(wrap)?;
+    // sled's defaults (1 GiB page cache, throughput mode) made a node reach ~790 MiB RSS and ~900 MiB on
+    // disk after 100k small writes; a 64 MiB cache and LowSpace (more eager segment reuse) bound both.
+    let db = sled::Config::new().path(dir).cache_capacity(64 * 1024 * 1024).mode(sled::Mode::LowSpace).open().map_err(wrap)?;
     let log = SledLogStore::open(&db).map_err(wrap)?;
-    let sm = SledStateMachine::open(&db).map_err(wrap)?;
+    let snapshot_file = dir.with_extension("snapshot");
+    let sm = SledStateMachine::open(&db, snapshot_file).map_err(wrap)?;
     Ok((log, sm))
 }
 
@@ -47,8 +50,9 @@ pub fn raft_config() -> openraft::Config {
         heartbeat_interval: 150,
         election_timeout_min: 750,
         election_timeout_max: 1500,
-        // Compact the log every 5000 entries; keep a tail so slow followers catch up without a snapshot.
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5000),
+        // Compact the log every 20000 entries (a snapshot copies the whole state, so not too often); keep a
+        // tail so slow followers catch up without one.
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(20_000),
         max_in_snapshot_log_to_keep: 1000,
         ..Default::default()
     }

@@ -6,7 +6,9 @@
 //! the tree had not persisted. A snapshot build flushes first, because the log is purged behind it.
 //!
 //! A snapshot is the whole state tree (versioned `codec` blob of key/value pairs) plus its meta. The
-//! current snapshot is kept in its own tree so that a restarted node can still serve it to a lagging peer.
+//! current snapshot is kept as a file beside the sled directory (written to a temp file, fsync'd, renamed),
+//! so that a restarted node can still serve it to a lagging peer. Not in sled: rewriting a growing blob
+//! into sled at every snapshot left hundreds of MiB of garbage in its segments.
 use crate::codec;
 use crate::command::CommandResult;
 use crate::state::{keys, State};
@@ -18,13 +20,11 @@ use std::io::Cursor;
 use std::sync::Arc;
 use tokio::sync::RwLock;
 
-const CURRENT_SNAPSHOT: &[u8] = b"current";
-
 #[derive(Clone)]
 pub struct SledStateMachine {
     db: sled::Db,
     state: State,
-    snapshots: sled::Tree,
+    snapshot_file: std::path::PathBuf,
     /// Held for writing while applying, for reading while a snapshot copies the tree: a snapshot is a
     /// consistent cut at exactly its `last_applied`.
     apply_lock: Arc<RwLock<()>>,
@@ -53,11 +53,12 @@ fn snap_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageErro
 }
 
 impl SledStateMachine {
-    pub fn open(db: &sled::Db) -> Result<Self, sled::Error> {
+    /// `snapshot_file`: where the current snapshot is kept (outside the sled directory).
+    pub fn open(db: &sled::Db, snapshot_file: std::path::PathBuf) -> Result<Self, sled::Error> {
         Ok(SledStateMachine {
             db: db.clone(),
             state: State::new(db.open_tree("state")?),
-            snapshots: db.open_tree("snapshots")?,
+            snapshot_file,
             apply_lock: Arc::new(RwLock::new(())),
             applied: Arc::new(tokio::sync::watch::channel(0).0),
         })
@@ -87,15 +88,28 @@ impl SledStateMachine {
     }
 
     fn load_current_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
-        match self.snapshots.get(CURRENT_SNAPSHOT).map_err(|e| snap_err(ErrorVerb::Read, e))? {
-            Some(b) => Ok(Some(codec::decode(&b).map_err(|e| snap_err(ErrorVerb::Read, e))?)),
-            None => Ok(None),
+        match std::fs::read(&self.snapshot_file) {
+            Ok(b) => Ok(Some(codec::decode(&b).map_err(|e| snap_err(ErrorVerb::Read, e))?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(snap_err(ErrorVerb::Read, e)),
         }
     }
 
+    /// Durably replaces the current snapshot file (temp file, fsync, rename, fsync the directory).
     async fn save_current_snapshot(&self, stored: &StoredSnapshot) -> Result<(), StorageError> {
+        use std::io::Write;
         let bytes = codec::encode(stored).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        self.snapshots.insert(CURRENT_SNAPSHOT, bytes).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let tmp = self.snapshot_file.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        f.write_all(&bytes).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        f.sync_all().map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        std::fs::rename(&tmp, &self.snapshot_file).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        if let Some(dir) = self.snapshot_file.parent() {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        // The state tree the snapshot was taken from, or installed into, must be durable too.
         self.db.flush_async().await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
         Ok(())
     }

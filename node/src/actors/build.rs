@@ -10,6 +10,7 @@
 //! 3. a forge build not yet reported: the `pending` commit status;
 //! 4. the build complete (the state machine keeps it RUNNING while a chain is pending): the final commit
 //!    status, the email and the webhooks, then `MarkBuild(final)`, which retires the actor.
+//!
 //! Every step is recorded by a Raft command, so a new leader's actors pick up where the old one stopped.
 use crate::cluster::Cluster;
 use crate::notify::{self, BuildSummary};

@@ -45,6 +45,7 @@ pub(super) fn create_build_ext(
     Ok(outcome)
 }
 
+#[allow(clippy::too_many_arguments)] // the fields of `Command::FireChain`, one to one
 pub(super) fn fire_chain(
     txn: &mut Txn,
     log_index: u64,
@@ -219,5 +220,210 @@ impl State {
             Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
             None => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Command, RunUpdate};
+    use crate::model::{RunRef, WorkerFacts};
+
+    fn rundef(name: &str) -> RunDef {
+        serde_json::from_value(serde_json::json!({"version": 1, "project": "p", "build": 0, "run": name, "timeout": 5,
+            "run_url": "", "frontend_url": "", "runner_url": "", "trigger_type": "simple", "container": "c", "host-tag": "h"}))
+        .expect("rundef")
+    }
+
+    fn new_build(runs: &[&str]) -> Box<NewBuild> {
+        Box::new(NewBuild {
+            project: "p".into(),
+            trigger_name: "t".into(),
+            trigger_type: "simple".into(),
+            reason: None,
+            params: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            queue_priority: 0,
+            definition: String::new(),
+            runs: runs.iter().map(|r| rundef(r)).collect(),
+            now: 1,
+        })
+    }
+
+    struct Machine {
+        state: State,
+        index: u64,
+    }
+
+    impl Machine {
+        fn new() -> Machine {
+            let db = sled::Config::new().temporary(true).open().expect("sled");
+            let mut m = Machine {
+                state: State::new(db.open_tree("state").expect("tree")),
+                index: 0,
+            };
+            m.apply(Command::CreateProject {
+                name: "p".into(),
+                synchronous_builds: false,
+                now: 1,
+            });
+            let facts = WorkerFacts {
+                host_tags: vec!["h".into()],
+                concurrent_runs: 4,
+                ..Default::default()
+            };
+            m.apply(Command::RegisterWorker {
+                name: "w".into(),
+                key_hash: "k".into(),
+                facts,
+                now: 1,
+            });
+            m.apply(Command::UpdateWorker {
+                name: "w".into(),
+                enlisted: Some(true),
+                facts: None,
+            });
+            m
+        }
+
+        fn apply(&mut self, cmd: Command) -> CommandResult {
+            self.index += 1;
+            self.state
+                .apply(self.index, Some(&cmd), vec![])
+                .expect("apply")
+        }
+
+        fn pass(&mut self, build: u64, run: &str) {
+            let r = RunRef {
+                project: "p".into(),
+                build,
+                run: run.into(),
+            };
+            let CommandResult::Assigned(assigned) = self.apply(Command::AssignRuns {
+                worker: "w".into(),
+                runs: vec![r.clone()],
+                now: 2,
+            }) else {
+                panic!()
+            };
+            let fence = assigned[0].1;
+            let update = RunUpdate {
+                run: r,
+                fence,
+                offset: 0,
+                console: vec![],
+                status: Some(RunStatus::Passed),
+                metadata: None,
+                failure_reason: None,
+                now: 3,
+            };
+            assert!(matches!(
+                self.apply(Command::UpdateRun(Box::new(update))),
+                CommandResult::RunUpdated { .. }
+            ));
+        }
+
+        fn status(&self, build: u64) -> RunStatus {
+            self.state
+                .build("p", build)
+                .expect("read")
+                .expect("build")
+                .status
+        }
+    }
+
+    #[test]
+    fn a_pending_chain_keeps_the_build_running_and_fires_once() {
+        let mut m = Machine::new();
+        let chain = vec![TriggerRef {
+            name: "test".into(),
+            run_names: None,
+        }];
+        let hooks = BuildHooks {
+            run_chains: BTreeMap::from([("a".to_string(), chain)]),
+            ..Default::default()
+        };
+        assert_eq!(
+            m.apply(Command::CreateBuildExt {
+                build: new_build(&["a"]),
+                hooks: Some(hooks),
+                advance: None
+            }),
+            CommandResult::BuildCreated { number: 1 }
+        );
+        assert_eq!(m.state.open_hook_builds().unwrap(), [("p".to_string(), 1)]);
+        m.pass(1, "a");
+        assert_eq!(
+            m.status(1),
+            RunStatus::Running,
+            "a passed run with an unfired chain keeps the build running"
+        );
+
+        let fire = Command::FireChain {
+            project: "p".into(),
+            build: 1,
+            marker: run_chain_marker("a"),
+            runs: vec![rundef("a-test")],
+            run_chains: BTreeMap::new(),
+            now: 4,
+        };
+        assert_eq!(m.apply(fire.clone()), CommandResult::Done);
+        assert_eq!(m.apply(fire), CommandResult::Done); // a second proposal adds nothing
+        let runs = m.state.runs_of_build("p", 1).unwrap();
+        assert_eq!(
+            runs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            ["a", "a-test"]
+        );
+        assert_eq!(runs[1].definition.env["H_BUILD"], "1");
+        m.pass(1, "a-test");
+        assert_eq!(m.status(1), RunStatus::Passed);
+        m.apply(Command::MarkBuild {
+            project: "p".into(),
+            build: 1,
+            marker: FINAL.into(),
+        });
+        assert!(m.state.open_hook_builds().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_polled_build_is_created_only_if_the_ref_still_moves_from_what_the_poller_saw() {
+        let mut m = Machine::new();
+        m.apply(Command::PollerSeen {
+            project: "p".into(),
+            trigger: 1,
+            seen: BTreeMap::from([("k".to_string(), "old".to_string())]),
+            replace: false,
+        });
+        let advance = |old: &str, new: &str| PollAdvance {
+            project: "p".into(),
+            trigger: 1,
+            key: "k".into(),
+            old: Some(old.into()),
+            new: new.into(),
+        };
+        let first = Command::CreateBuildExt {
+            build: new_build(&["a"]),
+            hooks: None,
+            advance: Some(advance("old", "new")),
+        };
+        assert_eq!(
+            m.apply(first.clone()),
+            CommandResult::BuildCreated { number: 1 }
+        );
+        // The same move proposed again (a retry, or a second poller) is refused and creates nothing.
+        assert!(matches!(
+            m.apply(first),
+            CommandResult::Rejected(StateError::Invalid(_))
+        ));
+        assert!(m.state.build("p", 2).unwrap().is_none());
+        assert_eq!(m.state.poller_refs("p", 1).unwrap().unwrap()["k"], "new");
+        // `PollerSeen` without replace never moves a ref it already knows.
+        m.apply(Command::PollerSeen {
+            project: "p".into(),
+            trigger: 1,
+            seen: BTreeMap::from([("k".to_string(), "other".to_string())]),
+            replace: false,
+        });
+        assert_eq!(m.state.poller_refs("p", 1).unwrap().unwrap()["k"], "new");
     }
 }

@@ -1,0 +1,89 @@
+//! `failover_p50_ms`, `failover_max_ms`: SIGKILL the leader, then time until a write (create a project)
+//! succeeds through a surviving node (`chaos::time_to_write`); restart the killed node, wait until it has
+//! caught up, and repeat `failover_kills` times. Election timeouts are 750–1500 ms.
+use super::{Figure, Plan};
+use crate::chaos::time_to_write;
+use crate::harness::call;
+use crate::local_cluster::LocalCluster;
+use crate::stats::{ms, percentile};
+use anyhow::ensure;
+use reqwest::Method;
+use std::time::{Duration, Instant};
+
+pub async fn run(cluster: &mut LocalCluster, plan: &Plan) -> anyhow::Result<Vec<Figure>> {
+    let mut samples = Vec::new();
+    for i in 0..plan.failover_kills {
+        let leader = cluster.wait_leader(Duration::from_secs(30)).await?;
+        cluster.node(leader)?.kill();
+        samples.push(time_to_write(cluster, &format!("failover-probe-{i}")).await?);
+        let node = cluster.node(leader)?;
+        node.spawn()?;
+        node.wait_ready(Duration::from_secs(60)).await?;
+        let url = node.url().to_string();
+        wait_caught_up(cluster, &url).await?;
+    }
+    cluster.write_json()?;
+    let list: Vec<String> = samples.iter().map(|d| format!("{:.0}", ms(*d))).collect();
+    let p50 = ms(percentile(&mut samples, 50.0));
+    let max = ms(percentile(&mut samples, 100.0));
+    let workload = format!("{} leader SIGKILLs (killed node restarted and caught up between kills), 2 Docker workers connected; ms: {}", plan.failover_kills, list.join(" "));
+    Ok(vec![
+        Figure {
+            key: "failover_p50_ms",
+            value: p50,
+            workload: workload.clone(),
+        },
+        Figure {
+            key: "failover_max_ms",
+            value: max,
+            workload: "same kills".into(),
+        },
+    ])
+}
+
+/// Waits until the node at `url` knows a leader and has applied what the leader had applied.
+pub async fn wait_caught_up(cluster: &LocalCluster, url: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut target = None;
+    loop {
+        if target.is_none() {
+            let leader = cluster.wait_leader(Duration::from_secs(30)).await?;
+            let leader_url = cluster
+                .nodes
+                .iter()
+                .find(|n| n.config.id == leader)
+                .map(|n| n.url().to_string())
+                .unwrap_or_default();
+            if let Ok((200, b)) = call(
+                &cluster.client,
+                Method::GET,
+                &format!("{leader_url}/cluster/"),
+                &cluster.token,
+                None,
+            )
+            .await
+            {
+                target = b["data"]["last_applied"].as_u64();
+            }
+        }
+        if let (Some(t), Ok((200, b))) = (
+            target,
+            call(
+                &cluster.client,
+                Method::GET,
+                &format!("{url}/cluster/"),
+                &cluster.token,
+                None,
+            )
+            .await,
+        ) {
+            if b["data"]["leader"].as_u64().is_some()
+                && b["data"]["last_applied"].as_u64().unwrap_or(0) >= t
+            {
+                return Ok(());
+            }
+        }
+        ensure!(Instant::now() < deadline, "{url} did not catch up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
