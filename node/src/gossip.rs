@@ -43,6 +43,8 @@ pub struct Member {
 
 pub struct Gossip {
     handle: ChitchatHandle,
+    /// The live raft ids, refreshed every 250 ms, for callers that cannot await (placement decisions).
+    live: Arc<std::sync::RwLock<Vec<u64>>>,
 }
 
 /// The chitchat cluster id: derived from the cluster secret, so two clusters on one network never merge.
@@ -78,7 +80,22 @@ impl Gossip {
         };
         let initial = vec![(KEY_RAFT_ID.to_string(), raft_id.to_string()), (KEY_URL.to_string(), advertise_url.to_string())];
         let handle = spawn_chitchat(config, initial, &UdpTransport).await.map_err(|e| GossipError::Start(e.to_string()))?;
-        Ok(Gossip { handle })
+        let live = Arc::new(std::sync::RwLock::new(vec![raft_id]));
+        let chitchat = handle.chitchat();
+        let refreshed = live.clone();
+        tokio::spawn(async move {
+            loop {
+                let ids: Vec<u64> = {
+                    let c = chitchat.lock().await;
+                    c.live_nodes().filter_map(|id| c.node_state(id)?.get(KEY_RAFT_ID)?.parse().ok()).collect()
+                };
+                if let Ok(mut slot) = refreshed.write() {
+                    *slot = ids;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        Ok(Gossip { handle, live })
     }
 
     /// Publishes this node's view of its workers and its load.
@@ -125,6 +142,11 @@ impl Gossip {
                 newest.into_values().collect()
             })
             .await
+    }
+
+    /// The live raft ids as of the last refresh (at most 250 ms old), without waiting.
+    pub fn live_ids_now(&self) -> Vec<u64> {
+        self.live.read().map(|v| v.clone()).unwrap_or_default()
     }
 
     /// The raft ids of the members gossip currently sees alive.

@@ -282,7 +282,7 @@ pub fn start_supervisor(duties: Duties) {
                 .cluster
                 .wait_applied(seen, Duration::from_secs(1))
                 .await;
-            if !crate::triggers::runs_here(&duties.cluster, 0) {
+            if !duties.cluster.is_leader() {
                 actors.clear();
                 continue;
             }

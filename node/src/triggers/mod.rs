@@ -68,10 +68,17 @@ impl TriggersConfig {
     }
 }
 
-/// Whether this node runs the duties of `trigger_id` (its poller). The one placement decision: today
-/// the leader runs every poller; rendezvous hashing over the gossip member list can replace this body.
-pub fn runs_here(cluster: &Cluster, _trigger_id: u64) -> bool {
-    cluster.is_leader()
+/// Whether this node runs the poller of `trigger_id`: rendezvous hashing over the nodes gossip sees alive,
+/// so pollers spread over the cluster and only a dead node's pollers move. Gossip may briefly disagree
+/// between nodes; then two nodes poll the same trigger for a moment, which costs a `git ls-remote` and never
+/// a duplicate build (builds are created by a compare-and-set on the replicated "last seen" refs). A node
+/// that does not see itself in gossip yet falls back to "the leader polls".
+pub fn runs_here(cluster: &Cluster, trigger_id: u64) -> bool {
+    let live = cluster.gossip.live_ids_now();
+    if !live.contains(&cluster.id) {
+        return cluster.is_leader();
+    }
+    crate::gossip::rendezvous_owner(&format!("trigger-{trigger_id}"), &live) == Some(cluster.id)
 }
 
 /// The HTTPS client for forges and webhooks: public roots (webpki) plus the cluster CA, so a forge behind
