@@ -2,6 +2,7 @@
 //! on 127.0.0.1 with allocated ports, kill (SIGKILL) / stop (SIGTERM) / restart them on the same data dir,
 //! and the scenarios and benchmarks built on that (`crash_loop`, `bench_node`).
 pub mod bench;
+pub mod bench_failover;
 pub mod bench_node;
 pub mod bench_triggers;
 pub mod bench_worker;

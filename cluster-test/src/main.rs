@@ -39,6 +39,15 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Leader failover time over N kills, and how long a streaming worker needs to resume on another node.
+    BenchFailover {
+        #[arg(long, default_value_t = 10)]
+        kills: usize,
+        #[arg(long, default_value_t = 5)]
+        resumes: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Start node N of the cluster in DIR again on the same data dir and port; rewrite its pid.
     RestartNode {
         #[arg(long)]
@@ -176,6 +185,14 @@ async fn main() -> anyhow::Result<()> {
             }
             if failed > 0 {
                 anyhow::bail!("{failed} scenario(s) failed");
+            }
+        }
+        Cmd::BenchFailover { kills, resumes, json } => {
+            let (dir, _guard) = work_dir(None)?;
+            let report = cluster_test::bench_failover::run(&dir, &bin_dir, kills, resumes).await?;
+            report.print();
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
             }
         }
         Cmd::RestartNode { dir, id } => {

@@ -1,0 +1,117 @@
+//! Failover benchmark on a real 3-node cluster (2 cores): leader SIGKILL → first successful write through
+//! a survivor (p50/max over N kills), and the time a worker streaming a console log needs to resume on
+//! another node when the node it streams to is SIGKILLed (measured as: kill → the run's acknowledged log
+//! grows again, seen from a survivor).
+use crate::chaos::time_to_write;
+use crate::harness::call;
+use crate::local_cluster::{ClusterOptions, LocalCluster};
+use crate::stats::{ms, percentile};
+use anyhow::{bail, ensure, Context};
+use reqwest::Method;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, serde::Serialize)]
+pub struct FailoverReport {
+    pub leader_kills: usize,
+    pub failover_p50_ms: f64,
+    pub failover_max_ms: f64,
+    pub worker_resumes: usize,
+    pub worker_resume_p50_ms: f64,
+    pub worker_resume_max_ms: f64,
+}
+
+const STREAM: &str = "timeout: 5\ntriggers:\n  - name: t\n    type: simple\n    runs:\n      - name: stream\n        container: busybox:latest\n        host-tag: chaos\n        script: s\nscripts:\n  s: |\n    #!/bin/sh\n    i=0\n    while [ $i -lt 600 ]; do i=$((i+1)); echo \"line $i\"; sleep 0.1; done\n";
+
+pub async fn run(dir: &Path, bin_dir: &Path, kills: usize, resumes: usize) -> anyhow::Result<FailoverReport> {
+    let opts = ClusterOptions { workers: 1, worker_concurrency: 1, ..Default::default() };
+    let mut cluster = LocalCluster::up(&dir.join("cluster"), bin_dir, &opts).await?;
+    let mut failover = Vec::new();
+    for i in 0..kills {
+        let leader = cluster.wait_leader(Duration::from_secs(30)).await?;
+        cluster.node(leader)?.kill();
+        failover.push(time_to_write(&cluster, &format!("failover-{i}")).await?);
+        let node = cluster.node(leader)?;
+        node.spawn()?;
+        node.wait_ready(Duration::from_secs(60)).await?;
+    }
+
+    let mut resume = Vec::new();
+    for i in 0..resumes {
+        let n = cluster.build("stream", "t", STREAM).await?;
+        let run = format!("/projects/stream/builds/{n}/runs/stream/");
+        wait_bytes(&cluster, &run, 1, Duration::from_secs(60)).await?;
+        let target = streaming_node(&cluster, &run).await?;
+        let before = log_bytes(&cluster, &run).await?;
+        let killed = Instant::now();
+        cluster.node(target)?.kill();
+        let at_kill = before.max(log_bytes(&cluster, &run).await?);
+        wait_bytes(&cluster, &run, at_kill + 1, Duration::from_secs(60)).await.with_context(|| format!("resume {i}"))?;
+        resume.push(killed.elapsed());
+        let node = cluster.node(target)?;
+        node.spawn()?;
+        node.wait_ready(Duration::from_secs(60)).await?;
+        let (s, _) = cluster.api(Method::POST, &format!("{run}cancel"), None).await?;
+        ensure!(s == 200, "cancel the streaming run");
+        cluster.wait_build("stream", n, Duration::from_secs(60)).await?;
+    }
+    cluster.kill_all();
+    Ok(FailoverReport {
+        leader_kills: failover.len(),
+        failover_p50_ms: ms(percentile(&mut failover, 50.0)),
+        failover_max_ms: ms(percentile(&mut failover, 100.0)),
+        worker_resumes: resume.len(),
+        worker_resume_p50_ms: ms(percentile(&mut resume, 50.0)),
+        worker_resume_max_ms: ms(percentile(&mut resume, 100.0)),
+    })
+}
+
+async fn log_bytes(cluster: &LocalCluster, run: &str) -> anyhow::Result<u64> {
+    let (s, b) = cluster.api(Method::GET, run, None).await?;
+    ensure!(s == 200, "{run}: {s}");
+    b["data"]["run"]["log_bytes"].as_u64().context("log_bytes")
+}
+
+async fn wait_bytes(cluster: &LocalCluster, run: &str, at_least: u64, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while log_bytes(cluster, run).await? < at_least {
+        if Instant::now() > deadline {
+            bail!("{run}: log did not reach {at_least} bytes within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// The node receiving the worker's console appends: the one whose request counter for the run grows.
+async fn streaming_node(cluster: &LocalCluster, run: &str) -> anyhow::Result<u64> {
+    let count = |text: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with("jobserv_http_requests_total") && l.contains("method=\"POST\"") && l.contains("route=\"/projects/{p}/builds/{n}/runs/{r}/\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let mut before = Vec::new();
+    for node in &cluster.nodes {
+        let r = cluster.client.get(format!("{}/metrics", node.url())).send().await?.text().await?;
+        before.push((node.config.id, count(&r)));
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for (id, b) in before {
+        let url = cluster.nodes.iter().find(|n| n.config.id == id).map(|n| n.url().to_string()).unwrap_or_default();
+        let (_, _) = call(&cluster.client, Method::GET, &format!("{url}/version"), &cluster.token, None).await?;
+        let r = cluster.client.get(format!("{url}/metrics")).send().await?.text().await?;
+        if count(&r) > b {
+            return Ok(id);
+        }
+    }
+    bail!("{run}: no node is receiving console appends")
+}
+
+impl FailoverReport {
+    pub fn print(&self) {
+        println!("JobServ failover benchmark (3 nodes, 1 Docker worker; this machine: 2 cores)");
+        println!("  leader SIGKILL -> first write through a survivor, {} kills: p50 {:>7.0} ms   max {:>7.0} ms", self.leader_kills, self.failover_p50_ms, self.failover_max_ms);
+        println!("  streaming node SIGKILL -> worker's log grows again via another node, {} kills: p50 {:>7.0} ms   max {:>7.0} ms", self.worker_resumes, self.worker_resume_p50_ms, self.worker_resume_max_ms);
+    }
+}
