@@ -220,7 +220,7 @@ async fn start(dir: &Path, bin_dir: &Path, opts: ClusterOptions) -> anyhow::Resu
 }
 
 fn chaos_options() -> ClusterOptions {
-    ClusterOptions { nodes: 3, workers: 2, executor: "docker".into(), worker_concurrency: 5, worker_timeout_secs: 10, requeue_lost_runs: false, partitionable: false }
+    ClusterOptions { nodes: 3, workers: 2, executor: "docker".into(), worker_concurrency: 5, worker_timeout_secs: 10, requeue_lost_runs: false, partitionable: false, node_env: Vec::new() }
 }
 
 /// S3: SIGKILL the leader while 10 runs are in progress.
@@ -308,6 +308,50 @@ pub async fn rolling_restart(dir: &Path, bin_dir: &Path) -> anyhow::Result<Scena
     let verdict = verify(&cluster, &w, second, &[]).await?;
     cluster.kill_all();
     Ok(ScenarioReport { name: "S4 rolling restart during 20 runs", verdict, recovery })
+}
+
+/// S10: a rolling upgrade across a storage-format bump while runs are in progress. The cluster starts on
+/// binaries that read only format 1 (`JOBSERV_MAX_FORMAT=1`, i.e. the previous release); each node in turn
+/// is stopped and started as the new release (reads format 2). While any old node remains, the cluster
+/// keeps writing format 1; once the last one is upgraded the leader raises it to 2, and work goes on.
+pub async fn rolling_upgrade(dir: &Path, bin_dir: &Path) -> anyhow::Result<ScenarioReport> {
+    let old = vec![("JOBSERV_MAX_FORMAT".to_string(), "1".to_string())];
+    let mut cluster = start(dir, bin_dir, ClusterOptions { node_env: old, ..chaos_options() }).await?;
+    let w = workload(dir, 10)?;
+    let first = cluster.build(PROJECT, TRIGGER, &w.definition()).await?;
+    wait_running(&cluster, first, 5, Duration::from_secs(60)).await?;
+    let mut recovery = Vec::new();
+    for id in 1..=3 {
+        let format = storage_format(&cluster).await?;
+        ensure!(format == 1, "format raised to {format} while node {id} still runs the old release");
+        let node = cluster.node(id)?;
+        node.terminate();
+        node.env.clear(); // the new release
+        node.spawn()?;
+        recovery.push((format!("node {id} upgraded -> serving"), node.wait_ready(Duration::from_secs(60)).await?));
+    }
+    let upgraded = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while storage_format(&cluster).await? != 2 {
+        ensure!(Instant::now() < deadline, "the storage format was never raised after the last node was upgraded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    recovery.push(("last upgrade -> format 2 agreed".into(), upgraded.elapsed()));
+    // Every node now writes format 2, and work goes on across the bump.
+    for url in cluster.live_urls() {
+        let (_, b) = call(&cluster.client, Method::GET, &format!("{url}/cluster/"), &cluster.token, None).await?;
+        ensure!(b["data"]["storage_format_written"] == 2, "{url} still writes format {}", b["data"]["storage_format_written"]);
+    }
+    let second = cluster.build(PROJECT, TRIGGER, &w.definition()).await?;
+    let verdict = verify(&cluster, &w, second, &[]).await?;
+    cluster.kill_all();
+    Ok(ScenarioReport { name: "S10 rolling upgrade across a storage-format bump (1 -> 2)", verdict, recovery })
+}
+
+async fn storage_format(cluster: &LocalCluster) -> anyhow::Result<u64> {
+    let (s, b) = cluster.api(Method::GET, "/cluster/", None).await?;
+    ensure!(s == 200, "/cluster/: {s}");
+    b["data"]["storage_format"].as_u64().context("storage_format")
 }
 
 /// S6: SIGKILL a worker mid-run: its runs FAIL with a reason within the timeout, the build completes, and

@@ -68,6 +68,8 @@ pub struct NodeProcess {
     pub binary: PathBuf,
     pub child: Option<Child>,
     pub client: reqwest::Client,
+    /// Extra environment for the process (e.g. `JOBSERV_MAX_FORMAT` to behave like an older release).
+    pub env: Vec<(String, String)>,
 }
 
 impl NodeProcess {
@@ -76,7 +78,7 @@ impl NodeProcess {
         let config_path = config.data_dir.with_extension("toml");
         std::fs::write(&config_path, config.to_toml())?;
         let client = jobserv_node::tls::client(&config.ca_cert, Duration::from_secs(60))?;
-        Ok(NodeProcess { config, config_path, binary: bin_dir.join("jobserv-node"), child: None, client })
+        Ok(NodeProcess { config, config_path, binary: bin_dir.join("jobserv-node"), child: None, client, env: Vec::new() })
     }
 
     pub fn url(&self) -> &str {
@@ -96,6 +98,7 @@ impl NodeProcess {
         let child = Command::new(&self.binary)
             .args(["run", "--config"])
             .arg(&self.config_path)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()

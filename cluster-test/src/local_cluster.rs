@@ -27,11 +27,13 @@ pub struct ClusterOptions {
     pub requeue_lost_runs: bool,
     /// Put a fault-injecting proxy in front of every node (all cluster and worker traffic goes through it).
     pub partitionable: bool,
+    /// Extra environment for every node process.
+    pub node_env: Vec<(String, String)>,
 }
 
 impl Default for ClusterOptions {
     fn default() -> Self {
-        ClusterOptions { nodes: 3, workers: 2, executor: "docker".into(), worker_concurrency: 2, worker_timeout_secs: 30, requeue_lost_runs: false, partitionable: false }
+        ClusterOptions { nodes: 3, workers: 2, executor: "docker".into(), worker_concurrency: 2, worker_timeout_secs: 30, requeue_lost_runs: false, partitionable: false, node_env: Vec::new() }
     }
 }
 
@@ -66,6 +68,7 @@ impl LocalCluster {
         let mut nodes = Vec::new();
         for config in configs {
             let mut node = NodeProcess::new(config, bin_dir)?;
+            node.env = opts.node_env.clone();
             node.spawn()?;
             nodes.push(node);
         }

@@ -29,7 +29,7 @@ enum Cmd {
     },
     /// The chaos scenarios (S3 S4 S6 S9 soak), each on a fresh 3-node cluster with 2 Docker workers.
     Chaos {
-        /// Scenarios to run (default: all): s3, s4, s5, s6, s9, soak.
+        /// Scenarios to run (default: all): s3, s4, s5, s6, s9, s10, soak.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         #[arg(long, default_value_t = 60)]
@@ -162,7 +162,7 @@ async fn main() -> anyhow::Result<()> {
             let (dir, _guard) = work_dir(dir)?;
             let wanted = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
             let mut failed = 0;
-            for name in ["s3", "s4", "s5", "s6", "s9", "soak"] {
+            for name in ["s3", "s4", "s5", "s6", "s9", "s10", "soak"] {
                 if !wanted(name) {
                     continue;
                 }
@@ -173,6 +173,7 @@ async fn main() -> anyhow::Result<()> {
                     "s5" => cluster_test::chaos::partition(&sub, &bin_dir).await,
                     "s6" => cluster_test::chaos::worker_killed(&sub, &bin_dir).await,
                     "s9" => cluster_test::chaos::wiped_node_rejoins(&sub, &bin_dir).await,
+                    "s10" => cluster_test::chaos::rolling_upgrade(&sub, &bin_dir).await,
                     _ => cluster_test::chaos::soak(&sub, &bin_dir, soak_seconds, seed).await,
                 };
                 match result {

@@ -22,6 +22,8 @@ pub const KEY_RAFT_ID: &str = "raft_id";
 pub const KEY_URL: &str = "advertise_url";
 pub const KEY_WORKERS: &str = "workers";
 pub const KEY_LOAD: &str = "load";
+/// The newest storage/wire format this node's binary reads (the upgrade gate).
+pub const KEY_FORMAT_MAX: &str = "format_max";
 
 #[derive(Debug, thiserror::Error)]
 pub enum GossipError {
@@ -39,6 +41,7 @@ pub struct Member {
     /// `alive`, `suspect` (known but not confirmed live) or `dead` (failure detector gave up on it).
     pub state: &'static str,
     pub workers: BTreeMap<String, u64>,
+    pub format_max: Option<u8>,
 }
 
 pub struct Gossip {
@@ -78,7 +81,11 @@ impl Gossip {
             extra_liveness_predicate: None,
             protocol_version: chitchat::ProtocolVersion::V1,
         };
-        let initial = vec![(KEY_RAFT_ID.to_string(), raft_id.to_string()), (KEY_URL.to_string(), advertise_url.to_string())];
+        let initial = vec![
+            (KEY_RAFT_ID.to_string(), raft_id.to_string()),
+            (KEY_URL.to_string(), advertise_url.to_string()),
+            (KEY_FORMAT_MAX.to_string(), jobserv_raft::codec::max_readable().to_string()),
+        ];
         let handle = spawn_chitchat(config, initial, &UdpTransport).await.map_err(|e| GossipError::Start(e.to_string()))?;
         let live = Arc::new(std::sync::RwLock::new(vec![raft_id]));
         let chitchat = handle.chitchat();
@@ -131,6 +138,7 @@ impl Gossip {
                         generation: id.generation_id,
                         state: status,
                         workers: state.get(KEY_WORKERS).and_then(|w| serde_json::from_str(w).ok()).unwrap_or_default(),
+                        format_max: state.get(KEY_FORMAT_MAX).and_then(|v| v.parse().ok()),
                     };
                     match newest.get(id.node_id.as_ref()) {
                         Some(existing) if existing.generation >= member.generation => {}

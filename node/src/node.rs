@@ -104,6 +104,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
 
     let presence = Arc::new(Presence::default());
     spawn_gossip_publisher(cluster.clone(), presence.clone(), Duration::from_secs(config.worker_timeout_secs));
+    spawn_format_gate(cluster.clone());
     let checkin = CheckInActor::new(cluster.clone()).start();
     WorkerMonitor::new(cluster.clone(), presence.clone(), Duration::from_secs(config.worker_timeout_secs), config.requeue_lost_runs).start();
     let project_arbiter = actix::Arbiter::new();
@@ -246,6 +247,36 @@ fn spawn_join(cluster: Arc<Cluster>, join: String) {
                 Err(e) => tracing::warn!("joining through {join}: {e}"),
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
+
+/// On the leader, every 2 s: raise the cluster's storage/wire format to the newest one that *every* member
+/// (voters and learners, each seen alive by gossip with its current generation) reads. A member gossip
+/// does not see holds the format back: an old node that is merely down must still read the log when it
+/// comes back.
+fn spawn_format_gate(cluster: Arc<Cluster>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            if !cluster.is_leader() {
+                continue;
+            }
+            let Ok(current) = cluster.state.format_version() else { continue };
+            if current >= jobserv_raft::codec::FORMAT_VERSION {
+                continue;
+            }
+            let members: Vec<u64> = cluster.raft.metrics().borrow().membership_config.membership().nodes().map(|(id, _)| *id).collect();
+            let gossip = cluster.gossip.members().await;
+            let readable = members.iter().map(|id| gossip.iter().find(|m| m.raft_id == Some(*id) && m.state == "alive").and_then(|m| m.format_max)).collect::<Option<Vec<u8>>>();
+            let Some(agreed) = readable.and_then(|v| v.into_iter().min()) else { continue };
+            if agreed > current {
+                tracing::info!(from = current, to = agreed, "every member reads the newer storage format: raising it");
+                if let Err(e) = cluster.propose(Command::SetFormatVersion { version: agreed }).await {
+                    tracing::warn!("raising the storage format: {e}");
+                }
+            }
         }
     });
 }

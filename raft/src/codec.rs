@@ -4,13 +4,46 @@
 //! tombstone and the crate is unmaintained, see `shared/dependencies.md`). Swapping the encoder (postcard, …)
 //! means a new version byte here and nowhere else; a reader refuses a version it does not know instead of
 //! misreading it, which is what lets old and new nodes coexist during a rolling upgrade.
+//!
+//! Formats: **v1** is bincode's fixed-width integer encoding (`bincode::serialize`); **v2** is bincode's
+//! varint encoding (`DefaultOptions`), about a third smaller for our records. A binary reads every format
+//! up to `max_readable()` but *writes* only the cluster's agreed format (`write_version()`), which the
+//! state machine raises through a `SetFormatVersion` command once every member announced (by gossip) that
+//! it reads the new one. That is what lets old and new binaries coexist during a rolling upgrade: nothing
+//! an old node cannot read is written until the last old node is gone.
+use bincode::Options;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::sync::atomic::{AtomicU8, Ordering};
 
-/// The storage and wire format this binary writes.
-pub const FORMAT_VERSION: u8 = 1;
+/// The newest format this binary can read and write.
+pub const FORMAT_VERSION: u8 = 2;
 /// The oldest format this binary still reads.
 pub const MIN_READABLE_VERSION: u8 = 1;
+
+/// What this process writes: starts at v1, raised only by the replicated `SetFormatVersion`.
+static WRITE_VERSION: AtomicU8 = AtomicU8::new(1);
+
+/// The newest format this process reads. `FORMAT_VERSION`, unless `JOBSERV_MAX_FORMAT` lowers it — which
+/// makes this binary behave exactly like an older release (the S10 upgrade test uses it).
+pub fn max_readable() -> u8 {
+    static MAX: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        std::env::var("JOBSERV_MAX_FORMAT").ok().and_then(|v| v.parse::<u8>().ok()).map(|v| v.clamp(MIN_READABLE_VERSION, FORMAT_VERSION)).unwrap_or(FORMAT_VERSION)
+    })
+}
+
+pub fn write_version() -> u8 {
+    WRITE_VERSION.load(Ordering::Acquire)
+}
+
+/// Raises (never lowers) the written format, bounded by what this binary reads. Returns the format now
+/// written.
+pub fn set_write_version(version: u8) -> u8 {
+    let v = version.clamp(MIN_READABLE_VERSION, max_readable());
+    WRITE_VERSION.fetch_max(v, Ordering::AcqRel);
+    write_version()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -22,19 +55,33 @@ pub enum CodecError {
     Bincode(#[from] bincode::Error),
 }
 
+fn varint() -> impl Options {
+    bincode::DefaultOptions::new().with_varint_encoding().with_little_endian().allow_trailing_bytes()
+}
+
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+    encode_as(write_version(), value)
+}
+
+pub fn encode_as<T: Serialize + ?Sized>(version: u8, value: &T) -> Result<Vec<u8>, CodecError> {
     let mut out = Vec::with_capacity(64);
-    out.push(FORMAT_VERSION);
-    bincode::serialize_into(&mut out, value)?;
+    out.push(version);
+    match version {
+        1 => bincode::serialize_into(&mut out, value)?,
+        _ => varint().serialize_into(&mut out, value)?,
+    }
     Ok(out)
 }
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
-    if !(MIN_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
-        return Err(CodecError::UnknownVersion { found: version, min: MIN_READABLE_VERSION, max: FORMAT_VERSION });
+    if !(MIN_READABLE_VERSION..=max_readable()).contains(&version) {
+        return Err(CodecError::UnknownVersion { found: version, min: MIN_READABLE_VERSION, max: max_readable() });
     }
-    Ok(bincode::deserialize(body)?)
+    match version {
+        1 => Ok(bincode::deserialize(body)?),
+        _ => Ok(varint().deserialize(body)?),
+    }
 }
 
 #[cfg(test)]
@@ -44,10 +91,15 @@ mod tests {
     #[test]
     fn round_trips_and_carries_the_version_byte() {
         let value = (42u64, "run-1".to_string(), vec![1u8, 2, 3]);
-        let bytes = encode(&value).unwrap();
-        assert_eq!(bytes[0], FORMAT_VERSION);
-        let back: (u64, String, Vec<u8>) = decode(&bytes).unwrap();
-        assert_eq!(back, value);
+        for version in MIN_READABLE_VERSION..=FORMAT_VERSION {
+            let bytes = encode_as(version, &value).unwrap();
+            assert_eq!(bytes[0], version);
+            let back: (u64, String, Vec<u8>) = decode(&bytes).unwrap();
+            assert_eq!(back, value);
+        }
+        let v1 = encode_as(1, &value).unwrap();
+        let v2 = encode_as(2, &value).unwrap();
+        assert!(v2.len() < v1.len(), "varint is smaller: {} vs {}", v2.len(), v1.len());
     }
 
     /// Commands embed wire types from the protocol crate; bincode needs them free of serde attributes
@@ -72,13 +124,15 @@ mod tests {
             runs: vec![def],
             now: 1,
         }));
-        let back: crate::Command = decode(&encode(&cmd).unwrap()).unwrap();
-        assert_eq!(back, cmd);
+        for version in MIN_READABLE_VERSION..=FORMAT_VERSION {
+            let back: crate::Command = decode(&encode_as(version, &cmd).unwrap()).unwrap();
+            assert_eq!(back, cmd);
+        }
     }
 
     #[test]
     fn refuses_an_unknown_version_instead_of_misreading() {
-        let mut bytes = encode(&7u32).unwrap();
+        let mut bytes = encode_as(FORMAT_VERSION, &7u32).unwrap();
         bytes[0] = FORMAT_VERSION + 1;
         assert!(matches!(decode::<u32>(&bytes), Err(CodecError::UnknownVersion { .. })));
         assert!(matches!(decode::<u32>(&[]), Err(CodecError::Empty)));

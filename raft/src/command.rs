@@ -46,6 +46,9 @@ pub enum Command {
     MarkBuild { project: String, build: u64, marker: String },
     /// Records refs a git poller saw without starting builds (its first look, or refs that vanished).
     PollerSeen { project: String, trigger: u64, seen: BTreeMap<String, String>, replace: bool },
+    /// Raises the storage/wire format every node writes (see `codec`). Proposed by the leader only once
+    /// every member announced that it reads `version`.
+    SetFormatVersion { version: u8 },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

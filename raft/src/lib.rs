@@ -40,6 +40,9 @@ pub fn open_store(dir: &Path) -> Result<(SledLogStore, SledStateMachine), OpenEr
     let log = SledLogStore::open(&db).map_err(wrap)?;
     let snapshot_file = dir.with_extension("snapshot");
     let sm = SledStateMachine::open(&db, snapshot_file).map_err(wrap)?;
+    if let Err(e) = sm.adopt_agreed_format() {
+        tracing::error!("reading the agreed storage format: {e}");
+    }
     Ok((log, sm))
 }
 

@@ -64,6 +64,16 @@ impl SledStateMachine {
         })
     }
 
+    /// Writes from now on in the format the cluster agreed on (at start, after a snapshot, after a bump).
+    pub fn adopt_agreed_format(&self) -> Result<(), StorageError> {
+        let agreed = self.state.format_version().map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let now = codec::set_write_version(agreed);
+        if now < agreed {
+            tracing::error!(agreed, writing = now, "the cluster writes a storage format this binary cannot read: upgrade this node");
+        }
+        Ok(())
+    }
+
     /// Wakes whenever entries are applied on this node (value: last applied index).
     pub fn subscribe_applied(&self) -> tokio::sync::watch::Receiver<u64> {
         self.applied.subscribe()
@@ -170,6 +180,9 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
                 }
             };
             results.push(result.map_err(|e| sm_err(ErrorVerb::Write, e))?);
+            if let EntryPayload::Normal(crate::Command::SetFormatVersion { .. }) = &entry.payload {
+                self.adopt_agreed_format()?;
+            }
             self.applied.send_replace(log_id.index);
         }
         Ok(results)
@@ -199,6 +212,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         }
         tree.apply_batch(batch).map_err(|e| snap_err(ErrorVerb::Write, e))?;
         self.save_current_snapshot(&StoredSnapshot { meta: meta.clone(), data }).await?;
+        self.adopt_agreed_format()?;
         if let Some(id) = meta.last_log_id {
             self.applied.send_replace(id.index);
         }

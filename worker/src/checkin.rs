@@ -81,7 +81,7 @@ async fn worker_loop(config: WorkerConfig, shutdown: CancellationToken) -> Resul
     let client = Arc::new(NodeClient::new(&config, key.clone())?);
 
     if config.executor == ExecutorKind::Docker {
-        match recover::reap_containers(&config.name).await {
+        match recover::reap_containers(&config.name, &config.data_dir).await {
             Ok(0) => {}
             Ok(n) => {
                 tracing::warn!("removed {n} container(s) left by a previous run of this worker")

@@ -4,7 +4,7 @@
 //! directory is removed. Host-executor runs leave no container; their saved runs are reported the same way.
 use crate::client::{HttpReporter, NodeClient};
 use crate::error::Result;
-use crate::runner::docker::{self, LABEL_WORKER};
+use crate::runner::docker::{self, LABEL_HOME, LABEL_WORKER};
 use crate::runner::{ConsoleChunk, RunReporter};
 use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
 use jobserv_protocol::{RunDef, RunStatus};
@@ -15,11 +15,17 @@ use std::sync::Arc;
 pub const RESTART_REASON: &str = "worker restarted";
 
 /// Kills this worker's leftover containers. Returns how many there were.
-pub async fn reap_containers(worker_name: &str) -> Result<usize> {
+/// A container is this worker's when both its name and its data dir match: two workers with the same name
+/// (of two clusters on one engine) never reap each other's runs.
+pub async fn reap_containers(worker_name: &str, data_dir: &Path) -> Result<usize> {
     let docker = docker::connect().await?;
+    let home = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
     let filters = HashMap::from([(
         "label".to_string(),
-        vec![format!("{LABEL_WORKER}={worker_name}")],
+        vec![
+            format!("{LABEL_WORKER}={worker_name}"),
+            format!("{LABEL_HOME}={}", home.display()),
+        ],
     )]);
     let list = ListContainersOptionsBuilder::new()
         .all(true)

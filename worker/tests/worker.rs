@@ -176,6 +176,13 @@ async fn restarted_worker_fails_its_abandoned_run_and_reaps_its_container() {
     let labels = std::collections::HashMap::from([
         ("jobserv.run".to_string(), "e2erestart/1/unit".to_string()),
         ("jobserv.worker".to_string(), name.to_string()),
+        (
+            "jobserv.worker-home".to_string(),
+            std::path::absolute(dir.path())
+                .expect("absolute")
+                .display()
+                .to_string(),
+        ),
     ]);
     let body = bollard::models::ContainerCreateBody {
         image: Some("busybox:latest".into()),

@@ -35,7 +35,8 @@ impl WorkerMonitor {
 }
 
 /// Workers holding runs that no live node has seen within `timeout` (this node's own view and every other
-/// node's, from gossip).
+/// node's, from gossip). A run handed out within `timeout` is itself proof of a recent check-in (assignment
+/// happens during one, on whichever node): gossip may not have carried that check-in here yet.
 async fn lost_workers(cluster: &Cluster, presence: &Presence, timeout: Duration) -> Vec<String> {
     let Ok(workers) = cluster.state.workers() else { return Vec::new() };
     let seen_elsewhere = cluster.gossip.worker_last_seen().await;
@@ -44,7 +45,10 @@ async fn lost_workers(cluster: &Cluster, presence: &Presence, timeout: Duration)
         .into_iter()
         .filter(|w| presence.silent_for(&w.name) >= timeout)
         .filter(|w| seen_elsewhere.get(&w.name).is_none_or(|&t| now.saturating_sub(t) >= timeout.as_millis() as u64))
-        .filter(|w| cluster.state.worker_runs(&w.name).map(|runs| !runs.is_empty()).unwrap_or(false))
+        .filter(|w| {
+            let runs = cluster.state.worker_runs(&w.name).unwrap_or_default();
+            !runs.is_empty() && runs.iter().all(|r| now.saturating_sub(r.started.unwrap_or(0)) >= timeout.as_millis() as u64)
+        })
         .map(|w| w.name)
         .collect()
 }

@@ -65,7 +65,18 @@ async fn create(req: HttpRequest, app: web::Data<App>, body: web::Bytes) -> ApiR
     validate_name("project", &new.name).map_err(|e| ApiError::BadRequest(format!("name: {e}")))?;
     let cmd = Command::CreateProject { name: new.name.clone(), synchronous_builds: new.synchronous_builds, now: jobserv_raft::state::now_ms() };
     app.cluster.propose(cmd).await?;
-    let project = app.state().project(&new.name)?.ok_or_else(|| ApiError::Internal("project vanished after commit".into()))?;
+    // Reads are local: a write forwarded from a follower is committed before this node has applied it.
+    let deadline = std::time::Instant::now() + crate::cluster::COMMIT_TIMEOUT;
+    let project = loop {
+        let seen = app.cluster.applied_index();
+        if let Some(project) = app.state().project(&new.name)? {
+            break project;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(ApiError::Internal("project committed but not applied on this node in time".into()));
+        }
+        app.cluster.wait_applied(seen, std::time::Duration::from_millis(200)).await;
+    };
     Ok(created(json!({ "project": project_json(&app.cluster.advertise_url, &project) })))
 }
 

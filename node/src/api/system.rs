@@ -44,7 +44,7 @@ async fn health_runs(app: web::Data<App>) -> ApiResult {
 }
 
 async fn version() -> ApiResult {
-    Ok(success(json!({ "version": env!("CARGO_PKG_VERSION"), "api": jobserv_protocol::api::API_VERSION, "rundef": jobserv_protocol::rundef::RUNDEF_VERSION, "storage": jobserv_raft::codec::FORMAT_VERSION })))
+    Ok(success(json!({ "version": env!("CARGO_PKG_VERSION"), "api": jobserv_protocol::api::API_VERSION, "rundef": jobserv_protocol::rundef::RUNDEF_VERSION, "storage": jobserv_raft::codec::write_version(), "storage_readable": jobserv_raft::codec::max_readable() })))
 }
 
 async fn metrics(app: web::Data<App>) -> HttpResponse {
@@ -86,6 +86,9 @@ async fn cluster(req: HttpRequest, app: web::Data<App>) -> ApiResult {
         "last_applied": m.last_applied.map(|l| l.index),
         "snapshot": m.snapshot.map(|l| l.index),
         "purged": m.purged.map(|l| l.index),
+        "storage_format": app.state().format_version()?,
+        "storage_format_written": jobserv_raft::codec::write_version(),
+        "storage_format_readable": jobserv_raft::codec::max_readable(),
     })))
 }
 

@@ -149,6 +149,13 @@ fn apply_command(txn: &mut Txn, log_index: u64, cmd: &Command) -> StateResult<Ou
             Ok(Ok(CommandResult::Done))
         }
         Command::Noop => Ok(Ok(CommandResult::Done)),
+        Command::SetFormatVersion { version } => {
+            let current = txn.get::<u8>(keys::FORMAT)?.unwrap_or(1);
+            if *version > current {
+                txn.put(keys::FORMAT.to_vec(), version)?;
+            }
+            Ok(Ok(CommandResult::Done))
+        }
         Command::CreateBuildExt { build, hooks, advance } => super::hooks::create_build_ext(txn, log_index, build, hooks.as_ref(), advance.as_ref()),
         Command::FireChain { project, build, marker, runs, run_chains, now } => {
             super::hooks::fire_chain(txn, log_index, project, *build, marker, runs, run_chains, *now)

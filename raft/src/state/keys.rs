@@ -6,6 +6,8 @@ use crate::model::RunRef;
 pub const LAST_APPLIED: &[u8] = b"m/last_applied";
 pub const MEMBERSHIP: &[u8] = b"m/membership";
 pub const NEXT_TRIGGER_ID: &[u8] = b"m/next_trigger";
+/// The storage/wire format the cluster agreed to write.
+pub const FORMAT: &[u8] = b"m/format";
 
 pub fn project(name: &str) -> Vec<u8> {
     format!("p/{name}").into_bytes()

@@ -211,6 +211,11 @@ impl State {
         Ok(out)
     }
 
+    /// The storage/wire format the cluster agreed to write (1 until raised).
+    pub fn format_version(&self) -> StateResult<u8> {
+        Ok(self.get::<u8>(keys::FORMAT)?.unwrap_or(1))
+    }
+
     pub fn token(&self, hash: &str) -> StateResult<Option<ApiToken>> {
         self.get(&keys::token(hash))
     }

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 pub const LABEL_RUN: &str = "jobserv.run";
 pub const LABEL_WORKER: &str = "jobserv.worker";
 pub const LABEL_RUN_DIR: &str = "jobserv.run-dir";
+pub const LABEL_HOME: &str = "jobserv.worker-home";
 
 /// Connects to the local engine and agrees on an API version (the engine here may be older than bollard).
 pub async fn connect() -> Result<Docker> {
@@ -151,6 +152,7 @@ fn container_config(spec: &ExecSpec) -> ContainerCreateBody {
             format!("{}/{}/{}", rundef.project, rundef.build, rundef.run),
         ),
         (LABEL_WORKER.to_string(), spec.worker_name.clone()),
+        (LABEL_HOME.to_string(), spec.worker_home.clone()),
         (LABEL_RUN_DIR.to_string(), spec.run_id.clone()),
     ]);
     let entrypoint = rundef.container_entrypoint.as_ref().map(|e| {

@@ -45,6 +45,9 @@ pub struct ExecSpec {
     pub rundef: RunDef,
     pub workspace: Workspace,
     pub worker_name: String,
+    /// The worker's (absolute) data dir: together with the name it identifies this worker on an engine that
+    /// other workers — possibly of other clusters, with the same names — share.
+    pub worker_home: String,
     /// [`run_id`] of the run: names the container and the worker's `runs/<id>` directory.
     pub run_id: String,
 }
@@ -240,6 +243,7 @@ async fn prepare_and_supervise<R: RunReporter>(
         rundef: rundef.clone(),
         workspace: ws,
         worker_name: opts.worker_name.clone(),
+        worker_home: opts.data_dir.display().to_string(),
         run_id: run_id(rundef),
     };
     let (tx, mut rx) = mpsc::channel::<Bytes>(64);
