@@ -1,7 +1,7 @@
 //! One-node benchmark (fsync on): committed writes per second and p50/p99 commit latency through the API
 //! (console appends, each one Raft entry made durable before it is acknowledged), the same for build
 //! creation, and the node's memory and disk after many writes and after compaction.
-use crate::harness::{call, cluster_configs, dir_size_mb, random_token, NodeProcess};
+use crate::harness::{call, dir_size_mb, single_node};
 use crate::stats::{ms, percentile};
 use anyhow::{ensure, Context};
 use reqwest::Method;
@@ -43,11 +43,7 @@ fn project_yaml(runs: usize) -> String {
 }
 
 pub async fn run(dir: &Path, bin_dir: &Path, opts: &BenchOptions) -> anyhow::Result<BenchReport> {
-    let token = random_token();
-    let config = cluster_configs(dir, 1, &token, &random_token())?.remove(0);
-    let mut node = NodeProcess::new(config, bin_dir)?;
-    node.spawn()?;
-    node.wait_ready(Duration::from_secs(60)).await?;
+    let (mut node, token) = single_node(dir, bin_dir).await?;
     let url = node.url().to_string();
     let client = node.client.clone();
 

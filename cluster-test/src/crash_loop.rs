@@ -3,7 +3,7 @@
 //! over. After every restart: the store reopens, every acknowledged byte is there exactly once (the log
 //! is a prefix of what was sent, at least as long as what was acknowledged), and every acknowledged build
 //! exists with gapless numbers.
-use crate::harness::{call, cluster_configs, random_token, NodeProcess};
+use crate::harness::{call, single_node};
 use anyhow::{bail, ensure, Context};
 use rand::{Rng, SeedableRng};
 use reqwest::Method;
@@ -34,11 +34,7 @@ struct Ledger {
 }
 
 pub async fn run(dir: &Path, bin_dir: &Path, iterations: usize, seed: u64) -> anyhow::Result<CrashLoopReport> {
-    let token = random_token();
-    let config = cluster_configs(dir, 1, &token, &random_token())?.remove(0);
-    let mut node = NodeProcess::new(config, bin_dir)?;
-    node.spawn()?;
-    node.wait_ready(Duration::from_secs(60)).await?;
+    let (mut node, token) = single_node(dir, bin_dir).await?;
     let url = node.url().to_string();
     let client = node.client.clone();
 

@@ -37,29 +37,22 @@ pub fn cluster_configs(dir: &Path, n: u64, admin_token: &str, cluster_secret: &s
     let peers: Vec<Peer> = (1..=n).zip(&ports).map(|(id, port)| Peer { id, url: format!("https://127.0.0.1:{port}") }).collect();
     Ok((1..=n)
         .zip(&ports)
-        .map(|(id, port)| NodeConfig {
-            id,
-            data_dir: dir.join(format!("node-{id}")),
-            listen: format!("127.0.0.1:{port}"),
-            advertise_url: format!("https://127.0.0.1:{port}"),
-            peers: if n > 1 { peers.clone() } else { vec![] },
-            join: None,
-            tls_cert: pki.node_cert.clone(),
-            tls_key: pki.node_key.clone(),
-            ca_cert: pki.ca_cert.clone(),
-            cluster_secret: cluster_secret.to_string(),
-            admin_token: Some(admin_token.to_string()),
-            worker_timeout_secs: 30,
-            requeue_lost_runs: false,
-            max_artifact_bytes: 16 * 1024 * 1024,
-            worker_binary: None,
-            outbound_ip: None,
-            gossip_advertise: None,
-            gossip_seeds: vec![],
-            log_json: false,
-            triggers: Default::default(),
+        .map(|(id, port)| {
+            let mut config = NodeConfig::local(id, dir.join(format!("node-{id}")), *port, &pki, cluster_secret.to_string(), Some(admin_token.to_string()));
+            config.peers = if n > 1 { peers.clone() } else { vec![] };
+            config
         })
         .collect())
+}
+
+/// One node process with a fresh admin token, started and ready. Returns the node and the token.
+pub async fn single_node(dir: &Path, bin_dir: &Path) -> anyhow::Result<(NodeProcess, String)> {
+    let token = random_token();
+    let config = cluster_configs(dir, 1, &token, &random_token())?.remove(0);
+    let mut node = NodeProcess::new(config, bin_dir)?;
+    node.spawn()?;
+    node.wait_ready(Duration::from_secs(60)).await?;
+    Ok((node, token))
 }
 
 pub struct NodeProcess {

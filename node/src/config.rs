@@ -82,6 +82,33 @@ pub enum ConfigError {
 }
 
 impl NodeConfig {
+    /// Node `id` listening on 127.0.0.1:`port` with certificates from `pki`; every other key at its
+    /// default. The dev quickstart, the tests and the cluster harness start from this.
+    pub fn local(id: u64, data_dir: PathBuf, port: u16, pki: &crate::tls::DevPki, cluster_secret: String, admin_token: Option<String>) -> NodeConfig {
+        NodeConfig {
+            id,
+            data_dir,
+            listen: format!("127.0.0.1:{port}"),
+            advertise_url: format!("https://127.0.0.1:{port}"),
+            peers: vec![],
+            join: None,
+            tls_cert: pki.node_cert.clone(),
+            tls_key: pki.node_key.clone(),
+            ca_cert: pki.ca_cert.clone(),
+            cluster_secret,
+            admin_token,
+            worker_timeout_secs: default_worker_timeout(),
+            requeue_lost_runs: false,
+            max_artifact_bytes: default_max_artifact(),
+            worker_binary: None,
+            outbound_ip: None,
+            gossip_advertise: None,
+            gossip_seeds: vec![],
+            log_json: false,
+            triggers: Default::default(),
+        }
+    }
+
     pub fn load(path: &std::path::Path) -> Result<NodeConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         let mut table: toml::Table = toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.display().to_string(), source })?;

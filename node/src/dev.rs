@@ -40,28 +40,14 @@ fn dev_config(opts: &DevOptions) -> anyhow::Result<NodeConfig> {
         .parse()
         .context("DIR/port")?,
     };
-    Ok(NodeConfig {
-        id: 1,
-        data_dir: dir.join("node-1"),
-        listen: format!("127.0.0.1:{port}"),
-        advertise_url: format!("https://127.0.0.1:{port}"),
-        peers: vec![],
-        join: None,
-        tls_cert: pki.node_cert,
-        tls_key: pki.node_key,
-        ca_cert: pki.ca_cert,
-        cluster_secret: read_or_create(&dir.join("cluster-secret"), jobserv_node::auth::new_token)?,
-        admin_token: Some(read_or_create(&dir.join("admin-token"), jobserv_node::auth::new_token)?),
-        worker_timeout_secs: 30,
-        requeue_lost_runs: false,
-        max_artifact_bytes: 16 * 1024 * 1024,
-        worker_binary: None,
-        outbound_ip: None,
-        gossip_advertise: None,
-        gossip_seeds: vec![],
-        log_json: false,
-        triggers: Default::default(),
-    })
+    Ok(NodeConfig::local(
+        1,
+        dir.join("node-1"),
+        port,
+        &pki,
+        read_or_create(&dir.join("cluster-secret"), jobserv_node::auth::new_token)?,
+        Some(read_or_create(&dir.join("admin-token"), jobserv_node::auth::new_token)?),
+    ))
 }
 
 fn examples_dir(opts: &DevOptions) -> Option<PathBuf> {

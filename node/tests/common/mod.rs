@@ -9,28 +9,16 @@ pub fn free_port() -> u16 {
 
 pub fn node_config(dir: &Path, port: u16) -> NodeConfig {
     let pki = jobserv_node::tls::ensure_dev_pki(&dir.join("pki")).expect("dev pki");
-    NodeConfig {
-        id: 1,
-        data_dir: dir.join("node-1"),
-        listen: format!("127.0.0.1:{port}"),
-        advertise_url: format!("https://127.0.0.1:{port}"),
-        peers: vec![],
-        join: None,
-        tls_cert: pki.node_cert,
-        tls_key: pki.node_key,
-        ca_cert: pki.ca_cert,
-        cluster_secret: "test-cluster-secret-0123456789abcdef".into(),
-        admin_token: Some("admin-token-0123456789abcdef0123456789abcdef".into()),
-        worker_timeout_secs: 30,
-        requeue_lost_runs: false,
-        max_artifact_bytes: 1024 * 1024,
-        worker_binary: None,
-        outbound_ip: None,
-        gossip_advertise: None,
-        gossip_seeds: vec![],
-        log_json: false,
-        triggers: Default::default(),
-    }
+    let mut config = NodeConfig::local(
+        1,
+        dir.join("node-1"),
+        port,
+        &pki,
+        "test-cluster-secret-0123456789abcdef".into(),
+        Some("admin-token-0123456789abcdef0123456789abcdef".into()),
+    );
+    config.max_artifact_bytes = 1024 * 1024;
+    config
 }
 
 /// A real `jobserv-node` process on 127.0.0.1 with its own sled dir and TLS.
