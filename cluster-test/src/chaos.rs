@@ -180,7 +180,12 @@ pub async fn time_to_write(cluster: &LocalCluster, probe: &str) -> anyhow::Resul
     loop {
         for url in cluster.live_urls() {
             let body = serde_json::json!({"name": probe});
-            if let Ok((s, _)) = call(&cluster.client, Method::POST, &format!("{url}/projects/"), &cluster.token, Some(body)).await {
+            let attempt = Instant::now();
+            let reply = call(&cluster.client, Method::POST, &format!("{url}/projects/"), &cluster.token, Some(body)).await;
+            if std::env::var_os("CLUSTER_TEST_DEBUG").is_some() {
+                eprintln!("  +{:?} {url} -> {:?} after {:?}", started.elapsed(), reply.as_ref().map(|r| r.0).map_err(|e| e.to_string()), attempt.elapsed());
+            }
+            if let Ok((s, _)) = reply {
                 if s == 201 || s == 409 {
                     return Ok(started.elapsed());
                 }

@@ -38,7 +38,9 @@ pub enum MembershipChange {
 /// Reply of `POST /raft/propose` (a forwarded write), `codec`-encoded.
 #[derive(Serialize, Deserialize)]
 pub enum ProposeReply {
-    Committed(CommandResult),
+    /// The result and the log index of the entry, so that the proposing node can wait until it applied
+    /// it too (read-your-writes through any node).
+    Committed(CommandResult, u64),
     NotLeader { leader_url: Option<String> },
     Unavailable(String),
 }
@@ -59,34 +61,77 @@ impl Cluster {
     async fn propose_anywhere(&self, cmd: Command) -> Result<CommandResult, ApiError> {
         let deadline = Instant::now() + COMMIT_TIMEOUT;
         let mut last_error = String::from("no leader known");
-        for attempt in 0..FORWARD_ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;
-            }
+        for _ in 0..FORWARD_ATTEMPTS * 4 {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 break;
             }
+            let leader_before = self.raft.metrics().borrow().current_leader;
             match self.propose_local(cmd.clone(), remaining).await {
-                ProposeReply::Committed(result) => return Ok(result),
+                ProposeReply::Committed(result, index) => return Ok(self.applied_here(result, index).await),
                 ProposeReply::Unavailable(e) => last_error = e,
                 ProposeReply::NotLeader { leader_url: None } => last_error = "no leader elected yet".into(),
                 ProposeReply::NotLeader { leader_url: Some(url) } => match self.forward(&url, &cmd, remaining).await {
-                    Ok(ProposeReply::Committed(result)) => return Ok(result),
+                    Ok(ProposeReply::Committed(result, index)) => return Ok(self.applied_here(result, index).await),
                     Ok(ProposeReply::NotLeader { .. }) => last_error = format!("{url} is no longer the leader"),
                     Ok(ProposeReply::Unavailable(e)) => last_error = e,
                     Err(e) => last_error = format!("forwarding to leader {url}: {e}"),
                 },
             }
+            // Retry as soon as this node learns of another leader (an election after a leader died), rather
+            // than after a fixed pause: that is most of the fail-over time a client sees.
+            self.wait_leader_change(leader_before, Duration::from_millis(1000).min(deadline.saturating_duration_since(Instant::now()))).await;
         }
         Err(ApiError::Unavailable(format!("write not committed: {last_error}; the cluster may have no quorum reachable from this node")))
+    }
+
+    /// Returns `result` once this node has applied log index `index`, so that a read on this node right
+    /// after a write through it sees the write. Bounded: after 5 s the result is returned anyway (the write
+    /// is committed; only this node's view lags).
+    async fn applied_here(&self, result: CommandResult, index: u64) -> CommandResult {
+        let mut rx = self.state_machine.subscribe_applied();
+        let caught_up = async {
+            loop {
+                if *rx.borrow_and_update() >= index {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), caught_up).await;
+        result
+    }
+
+    /// Waits until this node knows a leader other than `previous` (or `timeout`); at least a short pause,
+    /// so a node that keeps the same leader does not spin.
+    async fn wait_leader_change(&self, previous: Option<NodeId>, timeout: Duration) {
+        let mut metrics = self.raft.metrics();
+        let changed = async {
+            loop {
+                let leader = metrics.borrow_and_update().current_leader;
+                if leader.is_some() && leader != previous {
+                    return;
+                }
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let started = Instant::now();
+        let _ = tokio::time::timeout(timeout, changed).await;
+        let min_pause = Duration::from_millis(50);
+        if started.elapsed() < min_pause {
+            tokio::time::sleep(min_pause - started.elapsed()).await;
+        }
     }
 
     /// Proposes on this node if it is the leader.
     pub async fn propose_local(&self, cmd: Command, timeout: Duration) -> ProposeReply {
         match tokio::time::timeout(timeout, self.raft.client_write(cmd)).await {
             Err(_) => ProposeReply::Unavailable(format!("not committed within {timeout:?}")),
-            Ok(Ok(resp)) => ProposeReply::Committed(resp.data),
+            Ok(Ok(resp)) => ProposeReply::Committed(resp.data, resp.log_id.index),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 ProposeReply::NotLeader { leader_url: f.leader_node.map(|n| n.addr) }
             }

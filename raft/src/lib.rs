@@ -50,13 +50,19 @@ pub fn open_store(dir: &Path) -> Result<(SledLogStore, SledStateMachine), OpenEr
 pub fn raft_config() -> openraft::Config {
     openraft::Config {
         cluster_name: "jobserv".into(),
-        heartbeat_interval: 150,
-        election_timeout_min: 750,
-        election_timeout_max: 1500,
+        // openraft starts an election only after `election_timeout_max` (its leader lease) plus a random
+        // election timeout without a heartbeat: 1.5-2 s here, long enough not to fire on a loaded 2-core
+        // machine, short enough for a fail-over within a few seconds.
+        heartbeat_interval: 100,
+        election_timeout_min: 500,
+        election_timeout_max: 1000,
         // Compact the log every 20000 entries (a snapshot copies the whole state, so not too often); keep a
         // tail so slow followers catch up without one.
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(20_000),
         max_in_snapshot_log_to_keep: 1000,
+        // Each snapshot chunk (3 MiB) must be sent and stored within this; openraft's 200 ms default left a
+        // wiped node retrying forever on a loaded 2-core machine (seen by `cluster-test bench --quick`).
+        install_snapshot_timeout: 10_000,
         ..Default::default()
     }
 }
