@@ -39,6 +39,10 @@ pub struct NodeConfig {
     /// The worker binary served by `GET /worker` for self-update (default: `jobserv-worker` beside this binary).
     #[serde(default)]
     pub worker_binary: Option<PathBuf>,
+    /// The worker version check-in replies announce (default: this node's version). A worker that is older
+    /// downloads `GET /worker` and re-executes itself between runs.
+    #[serde(default)]
+    pub worker_version: Option<String>,
     /// Source address for this node's outgoing connections (Raft, forwarding). Lets a test harness tell
     /// nodes apart behind a fault-injecting proxy; unset in production.
     #[serde(default)]
@@ -101,6 +105,7 @@ impl NodeConfig {
             requeue_lost_runs: false,
             max_artifact_bytes: default_max_artifact(),
             worker_binary: None,
+            worker_version: None,
             outbound_ip: None,
             gossip_advertise: None,
             gossip_seeds: vec![],
@@ -124,10 +129,10 @@ impl NodeConfig {
 /// Every top-level key can be overridden by `JOBSERV_<KEY>`; values are parsed as TOML when they can be
 /// (numbers, booleans, arrays), else taken as strings.
 fn apply_env_overrides(table: &mut toml::Table) -> Result<(), ConfigError> {
-    const KEYS: [&str; 19] = [
+    const KEYS: [&str; 20] = [
         "id", "data_dir", "listen", "advertise_url", "peers", "join", "tls_cert", "tls_key", "ca_cert", "cluster_secret",
         "admin_token", "worker_timeout_secs", "requeue_lost_runs", "max_artifact_bytes", "worker_binary", "log_json",
-        "outbound_ip", "gossip_advertise", "gossip_seeds",
+        "outbound_ip", "gossip_advertise", "gossip_seeds", "worker_version",
     ];
     for key in KEYS {
         let var = format!("JOBSERV_{}", key.to_uppercase());

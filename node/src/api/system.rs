@@ -126,7 +126,7 @@ async fn worker_binary(app: web::Data<App>) -> Result<HttpResponse, ApiError> {
     let bytes = std::fs::read(&path).map_err(|_| ApiError::NotFound(format!("worker binary {}", path.display())))?;
     Ok(HttpResponse::Ok()
         .content_type("application/octet-stream")
-        .insert_header(("X-JOBSERV-WORKER-VERSION", env!("CARGO_PKG_VERSION")))
+        .insert_header(("X-JOBSERV-WORKER-VERSION", app.config.worker_version.clone().unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string())))
         .body(bytes))
 }
 

@@ -158,7 +158,7 @@ async fn check_in(req: HttpRequest, app: web::Data<App>, path: web::Path<String>
         run_defs,
         active_runs,
         nodes: app.cluster.node_urls(),
-        version: env!("CARGO_PKG_VERSION").to_string(),
+        version: app.config.worker_version.clone().unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),
     };
     Ok(success(json!({ "worker": reply })))
 }
