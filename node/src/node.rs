@@ -20,7 +20,7 @@ use jobserv_raft::{open_store, raft_config, Command, Raft};
 use openraft::BasicNode;
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 static GENERATION: OnceLock<u64> = OnceLock::new();
 
@@ -154,7 +154,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         spawn_join(cluster.clone(), join);
     }
     if let Some(token) = &config.admin_token {
-        install_admin_token(&cluster, token).await?;
+        // Normally immediate. A node that cannot commit yet keeps serving and installs it in the background.
+        if tokio::time::timeout(Duration::from_secs(30), install_admin_token(&cluster, token)).await.is_err() {
+            tracing::warn!("admin token not installed within 30 s; retrying in the background");
+            let (cluster, token) = (cluster.clone(), token.clone());
+            tokio::spawn(async move { install_admin_token(&cluster, &token).await });
+        }
     }
     tracing::info!(node = config.id, url = %cluster.advertise_url, "node serving");
     Ok(RunningNode { cluster, server: handle, server_task })
@@ -294,21 +299,22 @@ fn spawn_gossip_publisher(cluster: Arc<Cluster>, presence: Arc<Presence>, window
     });
 }
 
-/// Installs the configured admin token (its hash) once a leader exists.
-async fn install_admin_token(cluster: &Cluster, token: &str) -> Result<(), StartError> {
+/// Installs the configured admin token (its hash) once a leader exists. Retries until it is in the state:
+/// a node that cannot commit right now (no quorum yet, or catching up from a snapshot) keeps serving.
+async fn install_admin_token(cluster: &Cluster, token: &str) {
     let hash = hash_token(token);
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut pause = Duration::from_millis(100);
     loop {
-        if cluster.state.token(&hash).map_err(|e| StartError::Other(e.to_string()))?.is_some() {
-            return Ok(());
+        match cluster.state.token(&hash) {
+            Ok(Some(_)) => return,
+            Ok(None) => {}
+            Err(e) => tracing::warn!("reading tokens: {e}"),
         }
         match cluster.propose(Command::AddToken { hash: hash.clone(), name: "admin (config)".into(), role: Role::Admin }).await {
-            Ok(_) => return Ok(()),
-            Err(e) if Instant::now() < deadline => {
-                tracing::debug!("admin token not installed yet: {e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => return Err(StartError::Other(format!("installing the admin token: {e}"))),
+            Ok(_) => return,
+            Err(e) => tracing::debug!("admin token not installed yet: {e}"),
         }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
     }
 }

@@ -63,6 +63,9 @@ pub fn raft_config() -> openraft::Config {
         // Each snapshot chunk (3 MiB) must be sent and stored within this; openraft's 200 ms default left a
         // wiped node retrying forever on a loaded 2-core machine (seen by `cluster-test bench --quick`).
         install_snapshot_timeout: 10_000,
+        // openraft uses the heartbeat interval as the AppendEntries timeout: keep batches small enough to
+        // cross it even with 64 KiB console chunks (300 of them timed out again and again in debug builds).
+        max_payload_entries: 32,
         ..Default::default()
     }
 }

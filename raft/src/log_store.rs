@@ -200,3 +200,24 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
         self.flush().await
     }
 }
+
+/// Marks the log purged up to `upto` and removes the entries up to it (used when a snapshot is installed;
+/// idempotent, and never moves the purge mark backwards).
+pub fn purge_upto(db: &sled::Db, upto: LogId) -> Result<(), StorageError> {
+    let log = db.open_tree("raft_log").map_err(|e| io_err(ErrorVerb::Write, e))?;
+    let meta = db.open_tree("raft_meta").map_err(|e| io_err(ErrorVerb::Write, e))?;
+    let current: Option<LogId> = match meta.get(LAST_PURGED).map_err(|e| io_err(ErrorVerb::Read, e))? {
+        Some(bytes) => codec::decode::<Option<LogId>>(&bytes).map_err(|e| io_err(ErrorVerb::Read, e))?,
+        None => None,
+    };
+    if current.is_some_and(|c| c.index >= upto.index) {
+        return Ok(());
+    }
+    let bytes = codec::encode(&Some(upto)).map_err(|e| io_err(ErrorVerb::Write, e))?;
+    meta.insert(LAST_PURGED, bytes).map_err(|e| io_err(ErrorVerb::Write, e))?;
+    let keys: Vec<_> = log.range(..=upto.index.to_be_bytes()).keys().collect::<Result<_, _>>().map_err(|e| io_err(ErrorVerb::Delete, e))?;
+    for k in keys {
+        log.remove(k).map_err(|e| io_err(ErrorVerb::Delete, e))?;
+    }
+    Ok(())
+}

@@ -212,6 +212,13 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         }
         tree.apply_batch(batch).map_err(|e| snap_err(ErrorVerb::Write, e))?;
         self.save_current_snapshot(&StoredSnapshot { meta: meta.clone(), data }).await?;
+        // openraft purges the log up to the snapshot in a separate step after this returns. A crash in
+        // between would leave a log that starts after a hole with no purge mark — which openraft cannot
+        // open again. So record the purge here, in the same database, before returning.
+        if let Some(last) = meta.last_log_id {
+            crate::log_store::purge_upto(&self.db, last).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            self.db.flush_async().await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        }
         self.adopt_agreed_format()?;
         if let Some(id) = meta.last_log_id {
             self.applied.send_replace(id.index);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 pub async fn run(cluster: &mut LocalCluster, plan: &Plan) -> anyhow::Result<Vec<Figure>> {
     let mut samples = Vec::new();
     for i in 0..plan.failover_kills {
-        let leader = cluster.wait_leader(Duration::from_secs(30)).await?;
+        let leader = agreed_leader(cluster).await?;
         cluster.node(leader)?.kill();
         samples.push(time_to_write(cluster, &format!("failover-probe-{i}")).await?);
         let node = cluster.node(leader)?;
@@ -84,6 +84,43 @@ pub async fn wait_caught_up(cluster: &LocalCluster, url: &str) -> anyhow::Result
             }
         }
         ensure!(Instant::now() < deadline, "{url} did not catch up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The leader every live node agrees on, confirmed by the leader itself: a node that just restarted may
+/// still name an old leader, and killing a follower by mistake would time nothing.
+async fn agreed_leader(cluster: &LocalCluster) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut views = Vec::new();
+        for url in cluster.live_urls() {
+            if let Ok((200, b)) = call(
+                &cluster.client,
+                Method::GET,
+                &format!("{url}/cluster/"),
+                &cluster.token,
+                None,
+            )
+            .await
+            {
+                views.push((
+                    b["data"]["this_node"].as_u64(),
+                    b["data"]["leader"].as_u64(),
+                ));
+            }
+        }
+        if let Some((_, Some(leader))) = views.first().copied() {
+            let all_agree = views.len() == cluster.live_urls().len()
+                && views.iter().all(|(_, l)| *l == Some(leader));
+            if all_agree && views.iter().any(|(me, _)| *me == Some(leader)) {
+                return Ok(leader);
+            }
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the live nodes do not agree on a leader: {views:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

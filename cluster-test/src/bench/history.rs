@@ -78,6 +78,28 @@ pub async fn run(
         builds as f64 / create_s
     ));
 
+    // Reads are local: wait until every node has applied the last build.
+    for url in &urls {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, b) = call(
+                &cluster.client,
+                Method::GET,
+                &format!("{url}/projects/{PROJECT}/builds/?limit=1"),
+                &cluster.token,
+                None,
+            )
+            .await?;
+            if b["data"]["builds"][0]["build_id"].as_u64() == Some(builds as u64) {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "{url} never showed build {builds}: {b}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     // The whole list, page by page: gapless, newest first.
     let mut before: Option<u64> = None;
     let mut seen = 0u64;
@@ -178,7 +200,24 @@ pub async fn run(
     };
     let restarted = Instant::now();
     let deadline = restarted + Duration::from_secs(600);
+    let mut respawns = 0;
     loop {
+        // A node that gives up while no leader has reached it yet exits: restart it, as a supervisor would.
+        let node = cluster.node(victim)?;
+        if node
+            .child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
+        {
+            if respawns >= 3 {
+                let log = std::fs::read_to_string(node.log_path()).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(4).collect();
+                bail!("the wiped node {victim} keeps exiting during start-up (restarted {respawns} times); last log lines: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "));
+            }
+            respawns += 1;
+            node.child = None;
+            node.spawn()?;
+        }
         if let Ok((200, b)) = call(
             &cluster.client,
             Method::GET,
@@ -202,7 +241,7 @@ pub async fn run(
     figures.push(Figure {
         key: "snapshot_install_s_100k_runs",
         value: install,
-        workload: format!("node {victim} wiped and restarted; state {builds} builds / {runs} runs (leader data dir {state_mb:.0} MiB; snapshot+purge on 3 nodes took {snap_s:.1} s); restart -> snapshot installed and caught up"),
+        workload: format!("node {victim} wiped and restarted; state {builds} builds / {runs} runs (leader data dir {state_mb:.0} MiB; snapshot+purge on 3 nodes took {snap_s:.1} s); restart -> snapshot installed and caught up; the node exited during start-up and was restarted {respawns} times"),
     });
     Ok(figures)
 }

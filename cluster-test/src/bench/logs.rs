@@ -36,7 +36,7 @@ pub async fn run(
             run.run_urls.clone()
         };
         let url = format!("{}console.log?follow=1", urls[(i + 1) % urls.len()]);
-        let (client, token) = (fleet.client(i + 1).clone(), fleet.token.clone());
+        let (client, token) = (fleet.streaming.clone(), fleet.token.clone());
         viewers.spawn(async move {
             let mut seen: Vec<(u64, Instant)> = Vec::new();
             let mut resp = client

@@ -101,7 +101,7 @@ impl Plan {
             dispatch_workers: 30,
             log_runs: 50,
             log_seconds: if quick { 4 } else { 10 },
-            log_chunk: 64 * 1024,
+            log_chunk: if quick { 4 * 1024 } else { 64 * 1024 },
             log_viewers: 5,
             trigger_samples: if quick { 5 } else { 20 },
             worker_timeout_secs: if quick { 10 } else { 30 },
@@ -117,7 +117,7 @@ impl Plan {
         let full = Plan::new(false);
         self.quick.then(|| {
             format!(
-                "--quick: workers {:?} (full {:?}), {} s per level (full {}), {} dispatch runs (full {}), {} builds / {} runs of history (full {} / {}), {} failover kills (full {}), worker timeout {} s (full {} s, the node default), {} trigger samples (full {}), commit {} s and log {} s windows (full {} / {})",
+                "--quick: workers {:?} (full {:?}), {} s per level (full {}), {} dispatch runs (full {}), {} builds / {} runs of history (full {} / {}), {} failover kills (full {}), worker timeout {} s (full {} s, the node default), {} trigger samples (full {}), commit {} s and log {} s windows (full {} / {}), {} KiB log chunks (full {})",
                 self.scale_levels,
                 full.scale_levels,
                 self.scale_seconds,
@@ -137,7 +137,9 @@ impl Plan {
                 self.commit_seconds,
                 self.log_seconds,
                 full.commit_seconds,
-                full.log_seconds
+                full.log_seconds,
+                self.log_chunk / 1024,
+                full.log_chunk / 1024
             )
         })
     }

@@ -38,6 +38,8 @@ pub struct SimRun {
 #[derive(Clone)]
 pub struct Fleet {
     pub clients: Arc<Vec<reqwest::Client>>,
+    /// For long-lived streaming reads (live tails): no short overall timeout.
+    pub streaming: reqwest::Client,
     pub urls: Vec<String>,
     pub token: String,
 }
@@ -48,8 +50,10 @@ impl Fleet {
         let clients = (0..pools.max(1))
             .map(|_| jobserv_node::tls::client(&cluster.ca_cert, Duration::from_secs(60)))
             .collect::<Result<Vec<_>, _>>()?;
+        let streaming = jobserv_node::tls::client(&cluster.ca_cert, Duration::from_secs(3600))?;
         Ok(Fleet {
             clients: Arc::new(clients),
+            streaming,
             urls: cluster.live_urls(),
             token: cluster.token.clone(),
         })
