@@ -139,15 +139,22 @@ pub async fn verify(cluster: &LocalCluster, workload: &Workload, n: u64, lost_wo
 /// identical on every live node.
 async fn check_log(cluster: &LocalCluster, build: u64, run: &str, lines: usize) -> anyhow::Result<usize> {
     let path = format!("/projects/{PROJECT}/builds/{build}/runs/{run}/console.log");
-    let mut reference: Option<Vec<u8>> = None;
-    for url in cluster.live_urls() {
-        let (s, bytes) = cluster.text(&url, &path).await?;
-        ensure!(s == 200, "{url}{path}: {s}");
-        match &reference {
-            None => reference = Some(bytes),
-            Some(r) => ensure!(*r == bytes, "{path} differs between nodes"),
+    // Reads are local: a node restarted a moment ago may still be applying the last entries. Give every
+    // node up to 15 s to converge; a log that still differs then is a real divergence.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let reference = loop {
+        let mut logs = Vec::new();
+        for url in cluster.live_urls() {
+            let (s, bytes) = cluster.text(&url, &path).await?;
+            ensure!(s == 200, "{url}{path}: {s}");
+            logs.push(bytes);
         }
-    }
+        if logs.windows(2).all(|w| w[0] == w[1]) {
+            break logs.into_iter().next();
+        }
+        ensure!(Instant::now() < deadline, "{path} still differs between nodes after 15 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let log = String::from_utf8_lossy(reference.as_deref().unwrap_or_default()).to_string();
     let got: Vec<&str> = log.lines().filter(|l| l.starts_with("line ")).collect();
     let want: Vec<String> = (1..=lines).map(|i| format!("line {i} of {run}")).collect();
