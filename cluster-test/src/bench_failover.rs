@@ -23,8 +23,17 @@ pub struct FailoverReport {
 
 const STREAM: &str = "timeout: 5\ntriggers:\n  - name: t\n    type: simple\n    runs:\n      - name: stream\n        container: busybox:latest\n        host-tag: chaos\n        script: s\nscripts:\n  s: |\n    #!/bin/sh\n    i=0\n    while [ $i -lt 600 ]; do i=$((i+1)); echo \"line $i\"; sleep 0.1; done\n";
 
-pub async fn run(dir: &Path, bin_dir: &Path, kills: usize, resumes: usize) -> anyhow::Result<FailoverReport> {
-    let opts = ClusterOptions { workers: 1, worker_concurrency: 1, ..Default::default() };
+pub async fn run(
+    dir: &Path,
+    bin_dir: &Path,
+    kills: usize,
+    resumes: usize,
+) -> anyhow::Result<FailoverReport> {
+    let opts = ClusterOptions {
+        workers: 1,
+        worker_concurrency: 1,
+        ..Default::default()
+    };
     let mut cluster = LocalCluster::up(&dir.join("cluster"), bin_dir, &opts).await?;
     let mut failover = Vec::new();
     for i in 0..kills {
@@ -46,14 +55,20 @@ pub async fn run(dir: &Path, bin_dir: &Path, kills: usize, resumes: usize) -> an
         let killed = Instant::now();
         cluster.node(target)?.kill();
         let at_kill = before.max(log_bytes(&cluster, &run).await?);
-        wait_bytes(&cluster, &run, at_kill + 1, Duration::from_secs(60)).await.with_context(|| format!("resume {i}"))?;
+        wait_bytes(&cluster, &run, at_kill + 1, Duration::from_secs(60))
+            .await
+            .with_context(|| format!("resume {i}"))?;
         resume.push(killed.elapsed());
         let node = cluster.node(target)?;
         node.spawn()?;
         node.wait_ready(Duration::from_secs(60)).await?;
-        let (s, _) = cluster.api(Method::POST, &format!("{run}cancel"), None).await?;
+        let (s, _) = cluster
+            .api(Method::POST, &format!("{run}cancel"), None)
+            .await?;
         ensure!(s == 200, "cancel the streaming run");
-        cluster.wait_build("stream", n, Duration::from_secs(60)).await?;
+        cluster
+            .wait_build("stream", n, Duration::from_secs(60))
+            .await?;
     }
     cluster.kill_all();
     Ok(FailoverReport {
@@ -72,7 +87,12 @@ async fn log_bytes(cluster: &LocalCluster, run: &str) -> anyhow::Result<u64> {
     b["data"]["run"]["log_bytes"].as_u64().context("log_bytes")
 }
 
-async fn wait_bytes(cluster: &LocalCluster, run: &str, at_least: u64, timeout: Duration) -> anyhow::Result<()> {
+async fn wait_bytes(
+    cluster: &LocalCluster,
+    run: &str,
+    at_least: u64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     while log_bytes(cluster, run).await? < at_least {
         if Instant::now() > deadline {
@@ -87,20 +107,48 @@ async fn wait_bytes(cluster: &LocalCluster, run: &str, at_least: u64, timeout: D
 async fn streaming_node(cluster: &LocalCluster, run: &str) -> anyhow::Result<u64> {
     let count = |text: &str| -> u64 {
         text.lines()
-            .filter(|l| l.starts_with("jobserv_http_requests_total") && l.contains("method=\"POST\"") && l.contains("route=\"/projects/{p}/builds/{n}/runs/{r}/\""))
+            .filter(|l| {
+                l.starts_with("jobserv_http_requests_total")
+                    && l.contains("method=\"POST\"")
+                    && l.contains("route=\"/projects/{p}/builds/{n}/runs/{r}/\"")
+            })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
     };
     let mut before = Vec::new();
     for node in &cluster.nodes {
-        let r = cluster.client.get(format!("{}/metrics", node.url())).send().await?.text().await?;
+        let r = cluster
+            .client
+            .get(format!("{}/metrics", node.url()))
+            .send()
+            .await?
+            .text()
+            .await?;
         before.push((node.config.id, count(&r)));
     }
     tokio::time::sleep(Duration::from_millis(2500)).await;
     for (id, b) in before {
-        let url = cluster.nodes.iter().find(|n| n.config.id == id).map(|n| n.url().to_string()).unwrap_or_default();
-        let (_, _) = call(&cluster.client, Method::GET, &format!("{url}/version"), &cluster.token, None).await?;
-        let r = cluster.client.get(format!("{url}/metrics")).send().await?.text().await?;
+        let url = cluster
+            .nodes
+            .iter()
+            .find(|n| n.config.id == id)
+            .map(|n| n.url().to_string())
+            .unwrap_or_default();
+        let (_, _) = call(
+            &cluster.client,
+            Method::GET,
+            &format!("{url}/version"),
+            &cluster.token,
+            None,
+        )
+        .await?;
+        let r = cluster
+            .client
+            .get(format!("{url}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
         if count(&r) > b {
             return Ok(id);
         }

@@ -47,21 +47,70 @@ pub async fn run(dir: &Path, bin_dir: &Path, opts: &BenchOptions) -> anyhow::Res
     let url = node.url().to_string();
     let client = node.client.clone();
 
-    let (s, b) = call(&client, Method::POST, &format!("{url}/projects/"), &token, Some(json!({"name": "bench"}))).await?;
+    let (s, b) = call(
+        &client,
+        Method::POST,
+        &format!("{url}/projects/"),
+        &token,
+        Some(json!({"name": "bench"})),
+    )
+    .await?;
     ensure!(s == 201, "{s} {b}");
-    let (s, b) = call(&client, Method::POST, &format!("{url}/projects/bench/builds/"), &token, Some(json!({"trigger-name": "t", "project-definition": project_yaml(opts.clients)}))).await?;
+    let (s, b) = call(
+        &client,
+        Method::POST,
+        &format!("{url}/projects/bench/builds/"),
+        &token,
+        Some(json!({"trigger-name": "t", "project-definition": project_yaml(opts.clients)})),
+    )
+    .await?;
     ensure!(s == 201, "{s} {b}");
     let reg = json!({"api_key": WORKER_KEY, "distro": "x", "mem_total": 1, "cpu_total": 1, "cpu_type": "x", "concurrent_runs": opts.clients, "host_tags": ["bench"]});
-    client.post(format!("{url}/workers/bench/")).json(&reg).send().await?;
-    call(&client, Method::PATCH, &format!("{url}/workers/bench/"), &token, Some(json!({"enlisted": true}))).await?;
-    let (_, b) = call(&client, Method::GET, &format!("{url}/workers/bench/?available_runners={}", opts.clients), WORKER_KEY, None).await?;
-    let defs = b["data"]["worker"]["run-defs"].as_array().context("run-defs")?.clone();
-    ensure!(defs.len() == opts.clients, "expected {} runs, got {}", opts.clients, defs.len());
-    let runs: Vec<(String, String)> = defs.iter().filter_map(|d| Some((d["run_url"].as_str()?.to_string(), d["api_key"].as_str()?.to_string()))).collect();
+    client
+        .post(format!("{url}/workers/bench/"))
+        .json(&reg)
+        .send()
+        .await?;
+    call(
+        &client,
+        Method::PATCH,
+        &format!("{url}/workers/bench/"),
+        &token,
+        Some(json!({"enlisted": true})),
+    )
+    .await?;
+    let (_, b) = call(
+        &client,
+        Method::GET,
+        &format!("{url}/workers/bench/?available_runners={}", opts.clients),
+        WORKER_KEY,
+        None,
+    )
+    .await?;
+    let defs = b["data"]["worker"]["run-defs"]
+        .as_array()
+        .context("run-defs")?
+        .clone();
+    ensure!(
+        defs.len() == opts.clients,
+        "expected {} runs, got {}",
+        opts.clients,
+        defs.len()
+    );
+    let runs: Vec<(String, String)> = defs
+        .iter()
+        .filter_map(|d| {
+            Some((
+                d["run_url"].as_str()?.to_string(),
+                d["api_key"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
 
     // 1. Console appends: one Raft write each, `clients` concurrent writers.
     let deadline = Instant::now() + Duration::from_secs(opts.seconds);
-    let (appends, mut lat, offsets) = append_load(&client, &runs, vec![0; runs.len()], deadline, u64::MAX).await;
+    let (appends, mut lat, offsets) =
+        append_load(&client, &runs, vec![0; runs.len()], deadline, u64::MAX).await;
     let elapsed = opts.seconds as f64;
     let commit_writes_per_s = appends as f64 / elapsed;
     let commit_p50_ms = ms(percentile(&mut lat, 50.0));
@@ -79,7 +128,15 @@ pub async fn run(dir: &Path, bin_dir: &Path, opts: &BenchOptions) -> anyhow::Res
             let mut lat = Vec::new();
             while Instant::now() < deadline {
                 let t = Instant::now();
-                match call(&client, Method::POST, &url, &token, Some(json!({"trigger-name": "t"}))).await {
+                match call(
+                    &client,
+                    Method::POST,
+                    &url,
+                    &token,
+                    Some(json!({"trigger-name": "t"})),
+                )
+                .await
+                {
                     Ok((201, _)) => lat.push(t.elapsed()),
                     _ => break,
                 }
@@ -97,11 +154,25 @@ pub async fn run(dir: &Path, bin_dir: &Path, opts: &BenchOptions) -> anyhow::Res
     let already = appends;
     if opts.footprint_writes > already {
         let per_run = (opts.footprint_writes - already).div_ceil(runs.len() as u64);
-        append_load(&client, &runs, offsets, Instant::now() + Duration::from_secs(3600), per_run).await;
+        append_load(
+            &client,
+            &runs,
+            offsets,
+            Instant::now() + Duration::from_secs(3600),
+            per_run,
+        )
+        .await;
     }
     let rss_mb_after_writes = node.rss_mb().unwrap_or(0.0);
     let disk_mb_after_writes = dir_size_mb(&node.config.data_dir);
-    let (s, b) = call(&client, Method::POST, &format!("{url}/cluster/snapshot?purge=true"), &token, None).await?;
+    let (s, b) = call(
+        &client,
+        Method::POST,
+        &format!("{url}/cluster/snapshot?purge=true"),
+        &token,
+        None,
+    )
+    .await?;
     ensure!(s == 200, "snapshot: {s} {b}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_mb_after_compaction = node.rss_mb().unwrap_or(0.0);
@@ -125,17 +196,32 @@ pub async fn run(dir: &Path, bin_dir: &Path, opts: &BenchOptions) -> anyhow::Res
 }
 
 /// Appends 100-byte chunks to every run concurrently until `deadline` or `per_run` writes each.
-async fn append_load(client: &reqwest::Client, runs: &[(String, String)], offsets: Vec<u64>, deadline: Instant, per_run: u64) -> (u64, Vec<Duration>, Vec<u64>) {
+async fn append_load(
+    client: &reqwest::Client,
+    runs: &[(String, String)],
+    offsets: Vec<u64>,
+    deadline: Instant,
+    per_run: u64,
+) -> (u64, Vec<Duration>, Vec<u64>) {
     let mut tasks = Vec::new();
     for ((run_url, key), mut offset) in runs.iter().cloned().zip(offsets) {
         let client = client.clone();
         tasks.push(tokio::spawn(async move {
-            let chunk = vec![b'x'; 99].into_iter().chain([b'\n']).collect::<Vec<u8>>();
+            let chunk = vec![b'x'; 99]
+                .into_iter()
+                .chain([b'\n'])
+                .collect::<Vec<u8>>();
             let mut lat = Vec::new();
             let mut done = 0;
             while Instant::now() < deadline && done < per_run {
                 let t = Instant::now();
-                let r = client.post(&run_url).header("Authorization", format!("Token {key}")).header("X-OFFSET", offset.to_string()).body(chunk.clone()).send().await;
+                let r = client
+                    .post(&run_url)
+                    .header("Authorization", format!("Token {key}"))
+                    .header("X-OFFSET", offset.to_string())
+                    .body(chunk.clone())
+                    .send()
+                    .await;
                 match r {
                     Ok(r) if r.status().is_success() => {
                         lat.push(t.elapsed());
@@ -161,10 +247,21 @@ async fn append_load(client: &reqwest::Client, runs: &[(String, String)], offset
 
 impl BenchReport {
     pub fn print(&self) {
-        println!("JobServ one-node benchmark (fsync on; this machine: {} cores)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+        println!(
+            "JobServ one-node benchmark (fsync on; this machine: {} cores)",
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0)
+        );
         println!("  console appends, {} concurrent clients:  {:>9.0} committed writes/s   p50 {:>7.2} ms   p99 {:>7.2} ms", self.append_clients, self.commit_writes_per_s, self.commit_p50_ms, self.commit_p99_ms);
         println!("  build creation, {} concurrent clients:   {:>9.1} builds/s           p50 {:>7.2} ms   p99 {:>7.2} ms", self.build_clients, self.build_create_per_s, self.build_create_p50_ms, self.build_create_p99_ms);
-        println!("  after {} writes:      RSS {:>7.1} MiB   data dir {:>7.1} MiB", self.footprint_writes, self.rss_mb_after_writes, self.disk_mb_after_writes);
-        println!("  after snapshot+purge: RSS {:>7.1} MiB   data dir {:>7.1} MiB", self.rss_mb_after_compaction, self.disk_mb_after_compaction);
+        println!(
+            "  after {} writes:      RSS {:>7.1} MiB   data dir {:>7.1} MiB",
+            self.footprint_writes, self.rss_mb_after_writes, self.disk_mb_after_writes
+        );
+        println!(
+            "  after snapshot+purge: RSS {:>7.1} MiB   data dir {:>7.1} MiB",
+            self.rss_mb_after_compaction, self.disk_mb_after_compaction
+        );
     }
 }

@@ -1,6 +1,9 @@
 //! Worker benchmark: time from a build being created to its run RUNNING on an idle long-polling worker
 //! (p50/p99), and the runner's overhead against a plain `docker run` of the same script.
-use crate::harness::{busybox_image, call, cluster_configs, enlist, random_token, repo_root, NodeProcess, WorkerProcess};
+use crate::harness::{
+    busybox_image, call, cluster_configs, enlist, random_token, repo_root, NodeProcess,
+    WorkerProcess,
+};
 use crate::stats::{ms, percentile};
 use anyhow::{bail, ensure, Context};
 use reqwest::Method;
@@ -33,10 +36,33 @@ pub async fn run(dir: &Path, bin_dir: &Path, samples: usize) -> anyhow::Result<W
     node.wait_ready(Duration::from_secs(60)).await?;
     let url = node.url().to_string();
     let client = node.client.clone();
-    let mut worker = WorkerProcess::new(bin_dir, "bench-worker", &[url.clone()], &config.ca_cert, &dir.join("worker"), &["bench"], 1, "docker");
+    let mut worker = WorkerProcess::new(
+        bin_dir,
+        "bench-worker",
+        &[url.clone()],
+        &config.ca_cert,
+        &dir.join("worker"),
+        &["bench"],
+        1,
+        "docker",
+    );
     worker.spawn()?;
-    enlist(&client, &url, &token, "bench-worker", Duration::from_secs(60)).await?;
-    let (s, b) = call(&client, Method::POST, &format!("{url}/projects/"), &token, Some(json!({"name": "bench"}))).await?;
+    enlist(
+        &client,
+        &url,
+        &token,
+        "bench-worker",
+        Duration::from_secs(60),
+    )
+    .await?;
+    let (s, b) = call(
+        &client,
+        Method::POST,
+        &format!("{url}/projects/"),
+        &token,
+        Some(json!({"name": "bench"})),
+    )
+    .await?;
     ensure!(s == 201, "{s} {b}");
 
     let mut to_running = Vec::new();
@@ -46,7 +72,14 @@ pub async fn run(dir: &Path, bin_dir: &Path, samples: usize) -> anyhow::Result<W
         // Let the worker settle back into its long poll.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let created = Instant::now();
-        let (s, b) = call(&client, Method::POST, &format!("{url}/projects/bench/builds/"), &token, Some(json!({"trigger-name": "t", "project-definition": definition}))).await?;
+        let (s, b) = call(
+            &client,
+            Method::POST,
+            &format!("{url}/projects/bench/builds/"),
+            &token,
+            Some(json!({"trigger-name": "t", "project-definition": definition})),
+        )
+        .await?;
         ensure!(s == 201, "{s} {b}");
         let n = b["data"]["build_id"].as_u64().context("build_id")?;
         let run_url = format!("{url}/projects/bench/builds/{n}/runs/r/");
@@ -54,7 +87,10 @@ pub async fn run(dir: &Path, bin_dir: &Path, samples: usize) -> anyhow::Result<W
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let (_, r) = call(&client, Method::GET, &run_url, &token, None).await?;
-            let status = r["data"]["run"]["status"].as_str().unwrap_or("").to_string();
+            let status = r["data"]["run"]["status"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
             if running_at.is_none() && status != "QUEUED" {
                 running_at = Some(created.elapsed());
             }
@@ -80,7 +116,10 @@ pub async fn run(dir: &Path, bin_dir: &Path, samples: usize) -> anyhow::Result<W
     let mut plain = Vec::new();
     for _ in 0..samples.min(10) {
         let t = Instant::now();
-        let status = tokio::process::Command::new("docker").args(["run", "--rm", "busybox:latest", "sh", "-c", SCRIPT]).output().await?;
+        let status = tokio::process::Command::new("docker")
+            .args(["run", "--rm", "busybox:latest", "sh", "-c", SCRIPT])
+            .output()
+            .await?;
         ensure!(status.status.success(), "plain docker run failed");
         plain.push(t.elapsed());
     }
@@ -100,10 +139,22 @@ pub async fn run(dir: &Path, bin_dir: &Path, samples: usize) -> anyhow::Result<W
 
 impl WorkerBenchReport {
     pub fn print(&self) {
-        println!("JobServ worker benchmark ({} samples; 1 node, 1 docker worker, this machine: 2 cores)", self.samples);
+        println!(
+            "JobServ worker benchmark ({} samples; 1 node, 1 docker worker, this machine: 2 cores)",
+            self.samples
+        );
         println!("  build created -> run RUNNING (idle long-polling worker): p50 {:>7.1} ms   p99 {:>7.1} ms", self.trigger_to_running_p50_ms, self.trigger_to_running_p99_ms);
-        println!("  run wall time (RUNNING -> PASSED, incl. log/artifact upload): p50 {:>7.1} ms", self.run_wall_p50_ms);
-        println!("  plain `docker run --rm busybox sh -c SCRIPT`:               p50 {:>7.1} ms", self.plain_docker_run_p50_ms);
-        println!("  runner overhead ratio (run / plain docker run):             {:>7.2}x", self.runner_overhead_ratio);
+        println!(
+            "  run wall time (RUNNING -> PASSED, incl. log/artifact upload): p50 {:>7.1} ms",
+            self.run_wall_p50_ms
+        );
+        println!(
+            "  plain `docker run --rm busybox sh -c SCRIPT`:               p50 {:>7.1} ms",
+            self.plain_docker_run_p50_ms
+        );
+        println!(
+            "  runner overhead ratio (run / plain docker run):             {:>7.2}x",
+            self.runner_overhead_ratio
+        );
     }
 }

@@ -32,7 +32,9 @@ pub struct Workload {
 
 impl Workload {
     pub fn definition(&self) -> String {
-        let idx: Vec<String> = (1..=self.runs_per_build / 2).map(|i| i.to_string()).collect();
+        let idx: Vec<String> = (1..=self.runs_per_build / 2)
+            .map(|i| i.to_string())
+            .collect();
         format!(
             r#"timeout: 5
 triggers:
@@ -89,20 +91,44 @@ impl std::fmt::Display for Verdict {
 
 /// Checks every invariant over builds 1..=n of the chaos project. `lost_workers` are workers the scenario
 /// killed: runs they held may be FAILED with the lost-worker reason instead of their script's result.
-pub async fn verify(cluster: &LocalCluster, workload: &Workload, n: u64, lost_workers: &[String]) -> anyhow::Result<Verdict> {
+pub async fn verify(
+    cluster: &LocalCluster,
+    workload: &Workload,
+    n: u64,
+    lost_workers: &[String],
+) -> anyhow::Result<Verdict> {
     let mut verdict = Verdict::default();
     // Build numbers: 1..=n exactly.
-    let (s, b) = cluster.api(Method::GET, &format!("/projects/{PROJECT}/builds/?limit=1000"), None).await?;
+    let (s, b) = cluster
+        .api(
+            Method::GET,
+            &format!("/projects/{PROJECT}/builds/?limit=1000"),
+            None,
+        )
+        .await?;
     ensure!(s == 200, "listing builds: {s} {b}");
-    let numbers: Vec<u64> = b["data"]["builds"].as_array().context("builds")?.iter().filter_map(|b| b["build_id"].as_u64()).collect();
-    ensure!(numbers == (1..=n).rev().collect::<Vec<_>>(), "build numbers not gapless/unique: {numbers:?} (expected {n}..1)");
+    let numbers: Vec<u64> = b["data"]["builds"]
+        .as_array()
+        .context("builds")?
+        .iter()
+        .filter_map(|b| b["build_id"].as_u64())
+        .collect();
+    ensure!(
+        numbers == (1..=n).rev().collect::<Vec<_>>(),
+        "build numbers not gapless/unique: {numbers:?} (expected {n}..1)"
+    );
     verdict.builds = numbers.len();
     // Every build must end before the execution ledger is read.
     let mut finished = Vec::new();
     for build in 1..=n {
-        finished.push(cluster.wait_build(PROJECT, build, Duration::from_secs(240)).await?);
+        finished.push(
+            cluster
+                .wait_build(PROJECT, build, Duration::from_secs(240))
+                .await?,
+        );
     }
-    let executions = std::fs::read_to_string(workload.shared.join("executions.log")).unwrap_or_default();
+    let executions =
+        std::fs::read_to_string(workload.shared.join("executions.log")).unwrap_or_default();
     let mut executed: BTreeMap<&str, usize> = BTreeMap::new();
     for line in executions.lines() {
         *executed.entry(line.trim()).or_default() += 1;
@@ -111,12 +137,28 @@ pub async fn verify(cluster: &LocalCluster, workload: &Workload, n: u64, lost_wo
         for run in b["runs"].as_array().context("runs")? {
             let name = run["name"].as_str().context("run name")?;
             let status = run["status"].as_str().unwrap_or("");
-            let (s, detail) = cluster.api(Method::GET, &format!("/projects/{PROJECT}/builds/{build}/runs/{name}/"), None).await?;
+            let (s, detail) = cluster
+                .api(
+                    Method::GET,
+                    &format!("/projects/{PROJECT}/builds/{build}/runs/{name}/"),
+                    None,
+                )
+                .await?;
             ensure!(s == 200, "run {build}/{name}: {s}");
-            let reason = detail["data"]["run"]["failure_reason"].as_str().unwrap_or("");
+            let reason = detail["data"]["run"]["failure_reason"]
+                .as_str()
+                .unwrap_or("");
             let worker = detail["data"]["run"]["worker"].as_str().unwrap_or("");
-            let lost = status == "FAILED" && reason.contains("stopped checking in") && lost_workers.iter().any(|w| reason.contains(w.as_str()) || worker == w);
-            let expected = if name.ends_with("-pass") { "PASSED" } else { "FAILED" };
+            let lost = status == "FAILED"
+                && reason.contains("stopped checking in")
+                && lost_workers
+                    .iter()
+                    .any(|w| reason.contains(w.as_str()) || worker == w);
+            let expected = if name.ends_with("-pass") {
+                "PASSED"
+            } else {
+                "FAILED"
+            };
             if lost {
                 verdict.lost_worker_runs += 1;
             } else if status != expected {
@@ -137,7 +179,12 @@ pub async fn verify(cluster: &LocalCluster, workload: &Workload, n: u64, lost_wo
 
 /// The log of a completed run holds `line i of RUN` for i = 1..=lines, each exactly once and in order,
 /// identical on every live node.
-async fn check_log(cluster: &LocalCluster, build: u64, run: &str, lines: usize) -> anyhow::Result<usize> {
+async fn check_log(
+    cluster: &LocalCluster,
+    build: u64,
+    run: &str,
+    lines: usize,
+) -> anyhow::Result<usize> {
     let path = format!("/projects/{PROJECT}/builds/{build}/runs/{run}/console.log");
     // Reads are local: a node restarted a moment ago may still be applying the last entries. Give every
     // node up to 15 s to converge; a log that still differs then is a real divergence.
@@ -152,7 +199,10 @@ async fn check_log(cluster: &LocalCluster, build: u64, run: &str, lines: usize) 
         if logs.windows(2).all(|w| w[0] == w[1]) {
             break logs.into_iter().next();
         }
-        ensure!(Instant::now() < deadline, "{path} still differs between nodes after 15 s");
+        ensure!(
+            Instant::now() < deadline,
+            "{path} still differs between nodes after 15 s"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let log = String::from_utf8_lossy(reference.as_deref().unwrap_or_default()).to_string();
@@ -165,11 +215,31 @@ async fn check_log(cluster: &LocalCluster, build: u64, run: &str, lines: usize) 
 }
 
 /// Waits until at least `min` runs of the chaos project are RUNNING with some log.
-pub async fn wait_running(cluster: &LocalCluster, build: u64, min: usize, timeout: Duration) -> anyhow::Result<()> {
+pub async fn wait_running(
+    cluster: &LocalCluster,
+    build: u64,
+    min: usize,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
-        let (_, b) = cluster.api(Method::GET, &format!("/projects/{PROJECT}/builds/{build}/runs/"), None).await?;
-        let running = b["data"]["runs"].as_array().map(|runs| runs.iter().filter(|r| r["status"] == "RUNNING" && r["log_bytes"].as_u64().unwrap_or(0) > 0).count()).unwrap_or(0);
+        let (_, b) = cluster
+            .api(
+                Method::GET,
+                &format!("/projects/{PROJECT}/builds/{build}/runs/"),
+                None,
+            )
+            .await?;
+        let running = b["data"]["runs"]
+            .as_array()
+            .map(|runs| {
+                runs.iter()
+                    .filter(|r| {
+                        r["status"] == "RUNNING" && r["log_bytes"].as_u64().unwrap_or(0) > 0
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
         if running >= min {
             return Ok(());
         }
@@ -188,9 +258,21 @@ pub async fn time_to_write(cluster: &LocalCluster, probe: &str) -> anyhow::Resul
         for url in cluster.live_urls() {
             let body = serde_json::json!({"name": probe});
             let attempt = Instant::now();
-            let reply = call(&cluster.client, Method::POST, &format!("{url}/projects/"), &cluster.token, Some(body)).await;
+            let reply = call(
+                &cluster.client,
+                Method::POST,
+                &format!("{url}/projects/"),
+                &cluster.token,
+                Some(body),
+            )
+            .await;
             if std::env::var_os("CLUSTER_TEST_DEBUG").is_some() {
-                eprintln!("  +{:?} {url} -> {:?} after {:?}", started.elapsed(), reply.as_ref().map(|r| r.0).map_err(|e| e.to_string()), attempt.elapsed());
+                eprintln!(
+                    "  +{:?} {url} -> {:?} after {:?}",
+                    started.elapsed(),
+                    reply.as_ref().map(|r| r.0).map_err(|e| e.to_string()),
+                    attempt.elapsed()
+                );
             }
             if let Ok((s, _)) = reply {
                 if s == 201 || s == 409 {
@@ -224,7 +306,12 @@ impl std::fmt::Display for ScenarioReport {
 fn workload(dir: &Path, runs: usize) -> anyhow::Result<Workload> {
     let shared = dir.join("shared");
     std::fs::create_dir_all(&shared)?;
-    Ok(Workload { runs_per_build: runs, lines: 20, pause_ms: 250, shared })
+    Ok(Workload {
+        runs_per_build: runs,
+        lines: 20,
+        pause_ms: 250,
+        shared,
+    })
 }
 
 async fn start(dir: &Path, bin_dir: &Path, opts: ClusterOptions) -> anyhow::Result<LocalCluster> {
@@ -232,7 +319,16 @@ async fn start(dir: &Path, bin_dir: &Path, opts: ClusterOptions) -> anyhow::Resu
 }
 
 fn chaos_options() -> ClusterOptions {
-    ClusterOptions { nodes: 3, workers: 2, executor: "docker".into(), worker_concurrency: 5, worker_timeout_secs: 10, requeue_lost_runs: false, partitionable: false, node_env: Vec::new() }
+    ClusterOptions {
+        nodes: 3,
+        workers: 2,
+        executor: "docker".into(),
+        worker_concurrency: 5,
+        worker_timeout_secs: 10,
+        requeue_lost_runs: false,
+        partitionable: false,
+        node_env: Vec::new(),
+    }
 }
 
 /// S3: SIGKILL the leader while 10 runs are in progress.
@@ -247,14 +343,31 @@ pub async fn leader_killed(dir: &Path, bin_dir: &Path) -> anyhow::Result<Scenari
     let new_leader = cluster.wait_leader(Duration::from_secs(30)).await?;
     let verdict = verify(&cluster, &w, n, &[]).await?;
     cluster.kill_all();
-    Ok(ScenarioReport { name: "S3 leader killed mid-run", verdict, recovery: vec![(format!("leader {leader} SIGKILL -> write through a survivor (new leader {new_leader})"), write)] })
+    Ok(ScenarioReport {
+        name: "S3 leader killed mid-run",
+        verdict,
+        recovery: vec![(
+            format!(
+                "leader {leader} SIGKILL -> write through a survivor (new leader {new_leader})"
+            ),
+            write,
+        )],
+    })
 }
 
 /// S5: cut the leader off from the other nodes and the workers mid-run. It must not commit anything (a
 /// write sent straight to it fails with 503), the majority elects a leader and the workers move there;
 /// after healing, the old leader catches up and its uncommitted write is gone.
 pub async fn partition(dir: &Path, bin_dir: &Path) -> anyhow::Result<ScenarioReport> {
-    let mut cluster = start(dir, bin_dir, ClusterOptions { partitionable: true, ..chaos_options() }).await?;
+    let mut cluster = start(
+        dir,
+        bin_dir,
+        ClusterOptions {
+            partitionable: true,
+            ..chaos_options()
+        },
+    )
+    .await?;
     let w = workload(dir, 10)?;
     let n = cluster.build(PROJECT, TRIGGER, &w.definition()).await?;
     wait_running(&cluster, n, 6, Duration::from_secs(60)).await?;
@@ -266,19 +379,44 @@ pub async fn partition(dir: &Path, bin_dir: &Path) -> anyhow::Result<ScenarioRep
     let majority = time_to_write(&cluster, "probe-s5").await?;
     // The minority side refuses, clearly, within its commit timeout.
     let started = Instant::now();
-    let (s, body) = call(&cluster.client, Method::POST, &format!("{direct}/projects/"), &cluster.token, Some(serde_json::json!({"name": "split-brain"}))).await?;
+    let (s, body) = call(
+        &cluster.client,
+        Method::POST,
+        &format!("{direct}/projects/"),
+        &cluster.token,
+        Some(serde_json::json!({"name": "split-brain"})),
+    )
+    .await?;
     let refused_after = started.elapsed();
-    ensure!(s == 503, "the cut-off node answered a write with {s} {body}, not 503");
-    ensure!(body["status"] == "error" && body["message"].as_str().is_some_and(|m| !m.is_empty()), "503 without a clear message: {body}");
-    let (s, _) = cluster.api(Method::GET, "/projects/split-brain/", None).await?;
-    ensure!(s == 404, "a write refused by the cut-off node exists on the majority");
+    ensure!(
+        s == 503,
+        "the cut-off node answered a write with {s} {body}, not 503"
+    );
+    ensure!(
+        body["status"] == "error" && body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "503 without a clear message: {body}"
+    );
+    let (s, _) = cluster
+        .api(Method::GET, "/projects/split-brain/", None)
+        .await?;
+    ensure!(
+        s == 404,
+        "a write refused by the cut-off node exists on the majority"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     cluster.heal();
     let healed = Instant::now();
     // The old leader catches up: it serves the majority's probe and agrees there is no split-brain project.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (s, _) = call(&cluster.client, Method::GET, &format!("{direct}/projects/probe-s5/"), &cluster.token, None).await?;
+        let (s, _) = call(
+            &cluster.client,
+            Method::GET,
+            &format!("{direct}/projects/probe-s5/"),
+            &cluster.token,
+            None,
+        )
+        .await?;
         if s == 200 {
             break;
         }
@@ -286,8 +424,18 @@ pub async fn partition(dir: &Path, bin_dir: &Path) -> anyhow::Result<ScenarioRep
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let caught_up = healed.elapsed();
-    let (s, _) = call(&cluster.client, Method::GET, &format!("{direct}/projects/split-brain/"), &cluster.token, None).await?;
-    ensure!(s == 404, "the healed node kept a write that was never committed");
+    let (s, _) = call(
+        &cluster.client,
+        Method::GET,
+        &format!("{direct}/projects/split-brain/"),
+        &cluster.token,
+        None,
+    )
+    .await?;
+    ensure!(
+        s == 404,
+        "the healed node kept a write that was never committed"
+    );
     let verdict = verify(&cluster, &w, n, &[]).await?;
     let _ = cut;
     cluster.kill_all();
@@ -295,8 +443,14 @@ pub async fn partition(dir: &Path, bin_dir: &Path) -> anyhow::Result<ScenarioRep
         name: "S5 leader partitioned from nodes and workers, then healed",
         verdict,
         recovery: vec![
-            (format!("cut node {victim} -> write through the majority"), majority),
-            ("cut-off node refused a write (503) after".into(), refused_after),
+            (
+                format!("cut node {victim} -> write through the majority"),
+                majority,
+            ),
+            (
+                "cut-off node refused a write (503) after".into(),
+                refused_after,
+            ),
             ("heal -> old leader caught up".into(), caught_up),
         ],
     })
@@ -319,7 +473,11 @@ pub async fn rolling_restart(dir: &Path, bin_dir: &Path) -> anyhow::Result<Scena
     }
     let verdict = verify(&cluster, &w, second, &[]).await?;
     cluster.kill_all();
-    Ok(ScenarioReport { name: "S4 rolling restart during 20 runs", verdict, recovery })
+    Ok(ScenarioReport {
+        name: "S4 rolling restart during 20 runs",
+        verdict,
+        recovery,
+    })
 }
 
 /// S10: a rolling upgrade across a storage-format bump while runs are in progress. The cluster starts on
@@ -328,42 +486,76 @@ pub async fn rolling_restart(dir: &Path, bin_dir: &Path) -> anyhow::Result<Scena
 /// keeps writing format 1; once the last one is upgraded the leader raises it to 2, and work goes on.
 pub async fn rolling_upgrade(dir: &Path, bin_dir: &Path) -> anyhow::Result<ScenarioReport> {
     let old = vec![("JOBSERV_MAX_FORMAT".to_string(), "1".to_string())];
-    let mut cluster = start(dir, bin_dir, ClusterOptions { node_env: old, ..chaos_options() }).await?;
+    let mut cluster = start(
+        dir,
+        bin_dir,
+        ClusterOptions {
+            node_env: old,
+            ..chaos_options()
+        },
+    )
+    .await?;
     let w = workload(dir, 10)?;
     let first = cluster.build(PROJECT, TRIGGER, &w.definition()).await?;
     wait_running(&cluster, first, 5, Duration::from_secs(60)).await?;
     let mut recovery = Vec::new();
     for id in 1..=3 {
         let format = storage_format(&cluster).await?;
-        ensure!(format == 1, "format raised to {format} while node {id} still runs the old release");
+        ensure!(
+            format == 1,
+            "format raised to {format} while node {id} still runs the old release"
+        );
         let node = cluster.node(id)?;
         node.terminate();
         node.env.clear(); // the new release
         node.spawn()?;
-        recovery.push((format!("node {id} upgraded -> serving"), node.wait_ready(Duration::from_secs(60)).await?));
+        recovery.push((
+            format!("node {id} upgraded -> serving"),
+            node.wait_ready(Duration::from_secs(60)).await?,
+        ));
     }
     let upgraded = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(60);
     while storage_format(&cluster).await? != 2 {
-        ensure!(Instant::now() < deadline, "the storage format was never raised after the last node was upgraded");
+        ensure!(
+            Instant::now() < deadline,
+            "the storage format was never raised after the last node was upgraded"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     recovery.push(("last upgrade -> format 2 agreed".into(), upgraded.elapsed()));
     // Every node now writes format 2, and work goes on across the bump.
     for url in cluster.live_urls() {
-        let (_, b) = call(&cluster.client, Method::GET, &format!("{url}/cluster/"), &cluster.token, None).await?;
-        ensure!(b["data"]["storage_format_written"] == 2, "{url} still writes format {}", b["data"]["storage_format_written"]);
+        let (_, b) = call(
+            &cluster.client,
+            Method::GET,
+            &format!("{url}/cluster/"),
+            &cluster.token,
+            None,
+        )
+        .await?;
+        ensure!(
+            b["data"]["storage_format_written"] == 2,
+            "{url} still writes format {}",
+            b["data"]["storage_format_written"]
+        );
     }
     let second = cluster.build(PROJECT, TRIGGER, &w.definition()).await?;
     let verdict = verify(&cluster, &w, second, &[]).await?;
     cluster.kill_all();
-    Ok(ScenarioReport { name: "S10 rolling upgrade across a storage-format bump (1 -> 2)", verdict, recovery })
+    Ok(ScenarioReport {
+        name: "S10 rolling upgrade across a storage-format bump (1 -> 2)",
+        verdict,
+        recovery,
+    })
 }
 
 async fn storage_format(cluster: &LocalCluster) -> anyhow::Result<u64> {
     let (s, b) = cluster.api(Method::GET, "/cluster/", None).await?;
     ensure!(s == 200, "/cluster/: {s}");
-    b["data"]["storage_format"].as_u64().context("storage_format")
+    b["data"]["storage_format"]
+        .as_u64()
+        .context("storage_format")
 }
 
 /// S6: SIGKILL a worker mid-run: its runs FAIL with a reason within the timeout, the build completes, and
@@ -379,20 +571,45 @@ pub async fn worker_killed(dir: &Path, bin_dir: &Path) -> anyhow::Result<Scenari
     // Wait for the first run of the victim to be released.
     let deadline = Instant::now() + Duration::from_secs(90);
     let detect = loop {
-        let (_, b) = cluster.api(Method::GET, &format!("/projects/{PROJECT}/builds/{n}/runs/"), None).await?;
-        let released = b["data"]["runs"].as_array().is_some_and(|runs| runs.iter().any(|r| r["failure_reason"].as_str().is_some_and(|s| s.contains("stopped checking in"))));
+        let (_, b) = cluster
+            .api(
+                Method::GET,
+                &format!("/projects/{PROJECT}/builds/{n}/runs/"),
+                None,
+            )
+            .await?;
+        let released = b["data"]["runs"].as_array().is_some_and(|runs| {
+            runs.iter().any(|r| {
+                r["failure_reason"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("stopped checking in"))
+            })
+        });
         if released {
             break killed_at.elapsed();
         }
-        ensure!(Instant::now() < deadline, "the lost worker's runs were never released");
+        ensure!(
+            Instant::now() < deadline,
+            "the lost worker's runs were never released"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     // The worker comes back: it must not be able to complete the runs it lost.
     cluster.workers[0].spawn()?;
     let verdict = verify(&cluster, &w, n, &[victim]).await?;
-    ensure!(verdict.lost_worker_runs > 0, "no run was held by the killed worker");
+    ensure!(
+        verdict.lost_worker_runs > 0,
+        "no run was held by the killed worker"
+    );
     cluster.kill_all();
-    Ok(ScenarioReport { name: "S6 worker killed mid-run", verdict, recovery: vec![("worker SIGKILL -> its runs FAILED (timeout 10 s)".into(), detect)] })
+    Ok(ScenarioReport {
+        name: "S6 worker killed mid-run",
+        verdict,
+        recovery: vec![(
+            "worker SIGKILL -> its runs FAILED (timeout 10 s)".into(),
+            detect,
+        )],
+    })
 }
 
 /// S9: wipe a follower's data dir and start it again: it rejoins from a snapshot.
@@ -400,13 +617,25 @@ pub async fn wiped_node_rejoins(dir: &Path, bin_dir: &Path) -> anyhow::Result<Sc
     let mut cluster = start(dir, bin_dir, chaos_options()).await?;
     let w = workload(dir, 4)?;
     let n = cluster.build(PROJECT, TRIGGER, &w.definition()).await?;
-    cluster.wait_build(PROJECT, n, Duration::from_secs(120)).await?;
+    cluster
+        .wait_build(PROJECT, n, Duration::from_secs(120))
+        .await?;
     let leader = cluster.wait_leader(Duration::from_secs(10)).await?;
     // Compact every node's log so the wiped node can only catch up from a snapshot, whoever leads then.
     for url in cluster.live_urls() {
-        let (s, b) = call(&cluster.client, Method::POST, &format!("{url}/cluster/snapshot?purge=true"), &cluster.token, None).await?;
+        let (s, b) = call(
+            &cluster.client,
+            Method::POST,
+            &format!("{url}/cluster/snapshot?purge=true"),
+            &cluster.token,
+            None,
+        )
+        .await?;
         ensure!(s == 200, "snapshot on {url}: {s} {b}");
-        ensure!(b["data"]["purged"].as_u64() >= b["data"]["snapshot_index"].as_u64(), "{url}: the log was not purged: {b}");
+        ensure!(
+            b["data"]["purged"].as_u64() >= b["data"]["snapshot_index"].as_u64(),
+            "{url}: the log was not purged: {b}"
+        );
     }
     let victim = (1..=3).find(|id| *id != leader).context("a follower")?;
     let started = Instant::now();
@@ -421,7 +650,14 @@ pub async fn wiped_node_rejoins(dir: &Path, bin_dir: &Path) -> anyhow::Result<Sc
     let url = cluster.node(victim)?.url().to_string();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (s, b) = call(&cluster.client, Method::GET, &format!("{url}/projects/{PROJECT}/builds/{n}/"), &cluster.token, None).await?;
+        let (s, b) = call(
+            &cluster.client,
+            Method::GET,
+            &format!("{url}/projects/{PROJECT}/builds/{n}/"),
+            &cluster.token,
+            None,
+        )
+        .await?;
         if s == 200 && b["data"]["build"]["status"] != "QUEUED" {
             break;
         }
@@ -429,17 +665,40 @@ pub async fn wiped_node_rejoins(dir: &Path, bin_dir: &Path) -> anyhow::Result<Sc
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let caught_up = started.elapsed();
-    let (_, st) = call(&cluster.client, Method::GET, &format!("{url}/cluster/"), &cluster.token, None).await?;
-    ensure!(st["data"]["snapshot"].as_u64().is_some(), "the wiped node did not install a snapshot: {st}");
+    let (_, st) = call(
+        &cluster.client,
+        Method::GET,
+        &format!("{url}/cluster/"),
+        &cluster.token,
+        None,
+    )
+    .await?;
+    ensure!(
+        st["data"]["snapshot"].as_u64().is_some(),
+        "the wiped node did not install a snapshot: {st}"
+    );
     let verdict = verify(&cluster, &w, n, &[]).await?;
     cluster.kill_all();
-    Ok(ScenarioReport { name: "S9 wiped node rejoins from a snapshot", verdict, recovery: vec![(format!("node {victim} wiped -> caught up"), caught_up)] })
+    Ok(ScenarioReport {
+        name: "S9 wiped node rejoins from a snapshot",
+        verdict,
+        recovery: vec![(format!("node {victim} wiped -> caught up"), caught_up)],
+    })
 }
 
 /// Randomised soak: kill a random node every few seconds (seeded), restart it, under continuous builds.
-pub async fn soak(dir: &Path, bin_dir: &Path, seconds: u64, seed: u64) -> anyhow::Result<ScenarioReport> {
+pub async fn soak(
+    dir: &Path,
+    bin_dir: &Path,
+    seconds: u64,
+    seed: u64,
+) -> anyhow::Result<ScenarioReport> {
     let mut cluster = start(dir, bin_dir, chaos_options()).await?;
-    let w = Workload { lines: 8, pause_ms: 150, ..workload(dir, 4)? };
+    let w = Workload {
+        lines: 8,
+        pause_ms: 150,
+        ..workload(dir, 4)?
+    };
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let started = Instant::now();
     let mut builds = 0;
@@ -460,6 +719,12 @@ pub async fn soak(dir: &Path, bin_dir: &Path, seconds: u64, seed: u64) -> anyhow
     cluster.kill_all();
     let worst = recovery.iter().map(|(_, d)| *d).max().unwrap_or_default();
     let kills = recovery.len();
-    Ok(ScenarioReport { name: "soak (random SIGKILL under continuous builds)", verdict, recovery: vec![(format!("{kills} kills (seed {seed}); worst kill -> write"), worst)] })
+    Ok(ScenarioReport {
+        name: "soak (random SIGKILL under continuous builds)",
+        verdict,
+        recovery: vec![(
+            format!("{kills} kills (seed {seed}); worst kill -> write"),
+            worst,
+        )],
+    })
 }
-

@@ -33,48 +33,126 @@ struct Ledger {
     acked_builds: Vec<u64>,
 }
 
-pub async fn run(dir: &Path, bin_dir: &Path, iterations: usize, seed: u64) -> anyhow::Result<CrashLoopReport> {
+pub async fn run(
+    dir: &Path,
+    bin_dir: &Path,
+    iterations: usize,
+    seed: u64,
+) -> anyhow::Result<CrashLoopReport> {
     let (mut node, token) = single_node(dir, bin_dir).await?;
     let url = node.url().to_string();
     let client = node.client.clone();
 
     // One run held by a worker: the target of the console appends.
-    let (s, b) = call(&client, Method::POST, &format!("{url}/projects/"), &token, Some(json!({"name": "crash"}))).await?;
+    let (s, b) = call(
+        &client,
+        Method::POST,
+        &format!("{url}/projects/"),
+        &token,
+        Some(json!({"name": "crash"})),
+    )
+    .await?;
     ensure!(s == 201, "create project: {s} {b}");
-    let (s, b) = call(&client, Method::POST, &format!("{url}/projects/crash/builds/"), &token, Some(json!({"trigger-name": "t", "project-definition": PROJECT_YAML}))).await?;
+    let (s, b) = call(
+        &client,
+        Method::POST,
+        &format!("{url}/projects/crash/builds/"),
+        &token,
+        Some(json!({"trigger-name": "t", "project-definition": PROJECT_YAML})),
+    )
+    .await?;
     ensure!(s == 201, "create build: {s} {b}");
     let reg = json!({"api_key": WORKER_KEY, "distro": "x", "mem_total": 1, "cpu_total": 1, "cpu_type": "x", "concurrent_runs": 1, "host_tags": ["crash"]});
-    let r = client.post(format!("{url}/workers/crasher/")).json(&reg).send().await?;
-    ensure!(r.status().as_u16() == 201, "register worker: {}", r.status());
-    let (s, b) = call(&client, Method::PATCH, &format!("{url}/workers/crasher/"), &token, Some(json!({"enlisted": true}))).await?;
+    let r = client
+        .post(format!("{url}/workers/crasher/"))
+        .json(&reg)
+        .send()
+        .await?;
+    ensure!(
+        r.status().as_u16() == 201,
+        "register worker: {}",
+        r.status()
+    );
+    let (s, b) = call(
+        &client,
+        Method::PATCH,
+        &format!("{url}/workers/crasher/"),
+        &token,
+        Some(json!({"enlisted": true})),
+    )
+    .await?;
     ensure!(s == 200, "enlist: {s} {b}");
-    let (s, b) = call(&client, Method::GET, &format!("{url}/workers/crasher/?available_runners=1"), WORKER_KEY, None).await?;
+    let (s, b) = call(
+        &client,
+        Method::GET,
+        &format!("{url}/workers/crasher/?available_runners=1"),
+        WORKER_KEY,
+        None,
+    )
+    .await?;
     ensure!(s == 200, "check in: {s} {b}");
     let rundef = b["data"]["worker"]["run-defs"][0].clone();
-    let run_url = rundef["run_url"].as_str().context("no run assigned")?.to_string();
-    let run_key = rundef["api_key"].as_str().context("no run key")?.to_string();
+    let run_url = rundef["run_url"]
+        .as_str()
+        .context("no run assigned")?
+        .to_string();
+    let run_key = rundef["api_key"]
+        .as_str()
+        .context("no run key")?
+        .to_string();
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let ledger = Arc::new(Mutex::new(Ledger { acked_builds: vec![1], ..Default::default() }));
-    let mut report = CrashLoopReport { iterations, acked_appends: 0, acked_bytes: 0, acked_builds: 0, restart_ready: Vec::new() };
+    let ledger = Arc::new(Mutex::new(Ledger {
+        acked_builds: vec![1],
+        ..Default::default()
+    }));
+    let mut report = CrashLoopReport {
+        iterations,
+        acked_appends: 0,
+        acked_bytes: 0,
+        acked_builds: 0,
+        restart_ready: Vec::new(),
+    };
 
     for iteration in 0..iterations {
-        let writer = tokio::spawn(write_until_error(client.clone(), url.clone(), run_url.clone(), run_key.clone(), token.clone(), ledger.clone(), iteration));
+        let writer = tokio::spawn(write_until_error(
+            client.clone(),
+            url.clone(),
+            run_url.clone(),
+            run_key.clone(),
+            token.clone(),
+            ledger.clone(),
+            iteration,
+        ));
         tokio::time::sleep(Duration::from_millis(rng.gen_range(20..250))).await;
         node.kill();
         let _ = writer.await;
         node.spawn()?;
-        report.restart_ready.push(node.wait_ready(Duration::from_secs(60)).await.with_context(|| format!("iteration {iteration}: restart"))?);
+        report.restart_ready.push(
+            node.wait_ready(Duration::from_secs(60))
+                .await
+                .with_context(|| format!("iteration {iteration}: restart"))?,
+        );
         verify(&client, &url, &token, &ledger, iteration).await?;
     }
-    let l = ledger.lock().map_err(|_| anyhow::anyhow!("ledger poisoned"))?;
+    let l = ledger
+        .lock()
+        .map_err(|_| anyhow::anyhow!("ledger poisoned"))?;
     report.acked_appends = l.acked_appends;
     report.acked_bytes = l.acked_len;
     report.acked_builds = l.acked_builds.len() as u64;
     Ok(report)
 }
 
-async fn write_until_error(client: reqwest::Client, url: String, run_url: String, run_key: String, token: String, ledger: Arc<Mutex<Ledger>>, iteration: usize) {
+async fn write_until_error(
+    client: reqwest::Client,
+    url: String,
+    run_url: String,
+    run_key: String,
+    token: String,
+    ledger: Arc<Mutex<Ledger>>,
+    iteration: usize,
+) {
     let mut n = 0u64;
     let mut last_check_in = Instant::now();
     loop {
@@ -82,12 +160,29 @@ async fn write_until_error(client: reqwest::Client, url: String, run_url: String
         // Keep the worker's lease alive: it checks in like a real worker.
         if last_check_in.elapsed() > Duration::from_secs(5) {
             last_check_in = Instant::now();
-            if call(&client, Method::GET, &format!("{url}/workers/crasher/?available_runners=0"), WORKER_KEY, None).await.is_err() {
+            if call(
+                &client,
+                Method::GET,
+                &format!("{url}/workers/crasher/?available_runners=0"),
+                WORKER_KEY,
+                None,
+            )
+            .await
+            .is_err()
+            {
                 return;
             }
         }
         if n % 8 == 0 {
-            match call(&client, Method::POST, &format!("{url}/projects/crash/builds/"), &token, Some(json!({"trigger-name": "t"}))).await {
+            match call(
+                &client,
+                Method::POST,
+                &format!("{url}/projects/crash/builds/"),
+                &token,
+                Some(json!({"trigger-name": "t"})),
+            )
+            .await
+            {
                 Ok((201, b)) => match b["data"]["build_id"].as_u64() {
                     Some(id) => {
                         if let Ok(mut l) = ledger.lock() {
@@ -102,12 +197,19 @@ async fn write_until_error(client: reqwest::Client, url: String, run_url: String
         }
         let (offset, chunk) = {
             let Ok(mut l) = ledger.lock() else { return };
-            let chunk = format!("iteration {iteration:04} write {n:08} ......................\n").into_bytes();
+            let chunk = format!("iteration {iteration:04} write {n:08} ......................\n")
+                .into_bytes();
             let offset = l.sent.len() as u64;
             l.sent.extend_from_slice(&chunk);
             (offset, chunk)
         };
-        let reply = client.post(&run_url).header("Authorization", format!("Token {run_key}")).header("X-OFFSET", offset.to_string()).body(chunk.clone()).send().await;
+        let reply = client
+            .post(&run_url)
+            .header("Authorization", format!("Token {run_key}"))
+            .header("X-OFFSET", offset.to_string())
+            .body(chunk.clone())
+            .send()
+            .await;
         match reply {
             Ok(r) if r.status().is_success() => {
                 let Ok(mut l) = ledger.lock() else { return };
@@ -119,11 +221,27 @@ async fn write_until_error(client: reqwest::Client, url: String, run_url: String
     }
 }
 
-async fn verify(client: &reqwest::Client, url: &str, token: &str, ledger: &Mutex<Ledger>, iteration: usize) -> anyhow::Result<()> {
-    let r = client.get(format!("{url}/projects/crash/builds/1/runs/r/console.log")).header("Authorization", format!("Token {token}")).send().await?;
-    ensure!(r.status().is_success(), "iteration {iteration}: console.log: {}", r.status());
+async fn verify(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    ledger: &Mutex<Ledger>,
+    iteration: usize,
+) -> anyhow::Result<()> {
+    let r = client
+        .get(format!("{url}/projects/crash/builds/1/runs/r/console.log"))
+        .header("Authorization", format!("Token {token}"))
+        .send()
+        .await?;
+    ensure!(
+        r.status().is_success(),
+        "iteration {iteration}: console.log: {}",
+        r.status()
+    );
     let log = r.bytes().await?.to_vec();
-    let mut l = ledger.lock().map_err(|_| anyhow::anyhow!("ledger poisoned"))?;
+    let mut l = ledger
+        .lock()
+        .map_err(|_| anyhow::anyhow!("ledger poisoned"))?;
     if (log.len() as u64) < l.acked_len {
         bail!("iteration {iteration}: LOST acknowledged bytes: log has {} bytes, {} were acknowledged", log.len(), l.acked_len);
     }
@@ -140,7 +258,13 @@ async fn verify(client: &reqwest::Client, url: &str, token: &str, ledger: &Mutex
 }
 
 /// Every acknowledged build exists and numbers run 1..=latest with no gap and no duplicate.
-async fn verify_build_numbers(client: &reqwest::Client, url: &str, token: &str, acked_max: u64, iteration: usize) -> anyhow::Result<()> {
+async fn verify_build_numbers(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    acked_max: u64,
+    iteration: usize,
+) -> anyhow::Result<()> {
     let mut numbers = Vec::new();
     let mut next = Some(format!("{url}/projects/crash/builds/?limit=1000"));
     while let Some(page_url) = next {

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 pub const ADMIN_TOKEN_LEN: usize = 48;
 
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Where the JobServ binaries are: `--bin-dir`, else next to this executable (or its parent, for
@@ -18,27 +20,51 @@ pub fn bin_dir(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
         return Ok(dir.to_path_buf());
     }
     let exe = std::env::current_exe()?;
-    let mut dir = exe.parent().context("executable has no directory")?.to_path_buf();
+    let mut dir = exe
+        .parent()
+        .context("executable has no directory")?
+        .to_path_buf();
     if !dir.join("jobserv-node").exists() {
         if let Some(parent) = dir.parent() {
             dir = parent.to_path_buf();
         }
     }
     if !dir.join("jobserv-node").exists() {
-        bail!("no jobserv-node binary in {} (build the workspace, or pass --bin-dir)", dir.display());
+        bail!(
+            "no jobserv-node binary in {} (build the workspace, or pass --bin-dir)",
+            dir.display()
+        );
     }
     Ok(dir)
 }
 
 /// Configs for `n` nodes sharing one CA, cluster secret and admin token under `dir`.
-pub fn cluster_configs(dir: &Path, n: u64, admin_token: &str, cluster_secret: &str) -> anyhow::Result<Vec<NodeConfig>> {
+pub fn cluster_configs(
+    dir: &Path,
+    n: u64,
+    admin_token: &str,
+    cluster_secret: &str,
+) -> anyhow::Result<Vec<NodeConfig>> {
     let pki = jobserv_node::tls::ensure_dev_pki(&dir.join("pki"))?;
     let ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_, _>>()?;
-    let peers: Vec<Peer> = (1..=n).zip(&ports).map(|(id, port)| Peer { id, url: format!("https://127.0.0.1:{port}") }).collect();
+    let peers: Vec<Peer> = (1..=n)
+        .zip(&ports)
+        .map(|(id, port)| Peer {
+            id,
+            url: format!("https://127.0.0.1:{port}"),
+        })
+        .collect();
     Ok((1..=n)
         .zip(&ports)
         .map(|(id, port)| {
-            let mut config = NodeConfig::local(id, dir.join(format!("node-{id}")), *port, &pki, cluster_secret.to_string(), Some(admin_token.to_string()));
+            let mut config = NodeConfig::local(
+                id,
+                dir.join(format!("node-{id}")),
+                *port,
+                &pki,
+                cluster_secret.to_string(),
+                Some(admin_token.to_string()),
+            );
             config.peers = if n > 1 { peers.clone() } else { vec![] };
             config
         })
@@ -71,7 +97,14 @@ impl NodeProcess {
         let config_path = config.data_dir.with_extension("toml");
         std::fs::write(&config_path, config.to_toml())?;
         let client = jobserv_node::tls::client(&config.ca_cert, Duration::from_secs(60))?;
-        Ok(NodeProcess { config, config_path, binary: bin_dir.join("jobserv-node"), child: None, client, env: Vec::new() })
+        Ok(NodeProcess {
+            config,
+            config_path,
+            binary: bin_dir.join("jobserv-node"),
+            child: None,
+            client,
+            env: Vec::new(),
+        })
     }
 
     pub fn url(&self) -> &str {
@@ -87,7 +120,10 @@ impl NodeProcess {
     }
 
     pub fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
         let child = Command::new(&self.binary)
             .args(["run", "--config"])
             .arg(&self.config_path)
@@ -105,13 +141,23 @@ impl NodeProcess {
         let started = Instant::now();
         let token = self.config.admin_token.clone().unwrap_or_default();
         loop {
-            if let Ok(r) = self.client.get(format!("{}/projects/", self.url())).header("Authorization", format!("Token {token}")).send().await {
+            if let Ok(r) = self
+                .client
+                .get(format!("{}/projects/", self.url()))
+                .header("Authorization", format!("Token {token}"))
+                .send()
+                .await
+            {
                 if r.status().is_success() {
                     return Ok(started.elapsed());
                 }
             }
             if started.elapsed() > timeout {
-                bail!("node {} not ready after {timeout:?}; see {}", self.config.id, self.log_path().display());
+                bail!(
+                    "node {} not ready after {timeout:?}; see {}",
+                    self.config.id,
+                    self.log_path().display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -126,7 +172,9 @@ impl NodeProcess {
 
     pub fn terminate(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
             let _ = child.wait();
         }
     }
@@ -149,7 +197,9 @@ impl Drop for NodeProcess {
 /// Total size of the files under `dir`, in MiB.
 pub fn dir_size_mb(dir: &Path) -> f64 {
     fn walk(p: &Path) -> u64 {
-        let Ok(entries) = std::fs::read_dir(p) else { return 0 };
+        let Ok(entries) = std::fs::read_dir(p) else {
+            return 0;
+        };
         entries
             .flatten()
             .map(|e| match e.metadata() {
@@ -166,12 +216,22 @@ pub fn dir_size_mb(dir: &Path) -> f64 {
 pub fn random_token() -> String {
     use rand::Rng;
     let mut rng = rand::thread_rng();
-    (0..ADMIN_TOKEN_LEN).map(|_| format!("{:x}", rng.gen_range(0..16u8))).collect()
+    (0..ADMIN_TOKEN_LEN)
+        .map(|_| format!("{:x}", rng.gen_range(0..16u8)))
+        .collect()
 }
 
 /// An authenticated JSON call; returns status and body.
-pub async fn call(client: &reqwest::Client, method: reqwest::Method, url: &str, token: &str, body: Option<serde_json::Value>) -> anyhow::Result<(u16, serde_json::Value)> {
-    let mut req = client.request(method, url).header("Authorization", format!("Token {token}"));
+pub async fn call(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let mut req = client
+        .request(method, url)
+        .header("Authorization", format!("Token {token}"));
     if let Some(b) = body {
         req = req.json(&b);
     }
@@ -191,8 +251,28 @@ pub struct WorkerProcess {
 
 impl WorkerProcess {
     /// A worker for `servers` keeping its key and volumes in `data_dir`.
-    pub fn new(bin_dir: &Path, name: &str, servers: &[String], ca_cert: &Path, data_dir: &Path, host_tags: &[&str], concurrency: u32, executor: &str) -> WorkerProcess {
-        let mut args = vec!["run".to_string(), "--server".into(), servers.join(","), "--name".into(), name.into(), "--concurrency".into(), concurrency.to_string(), "--executor".into(), executor.into(), "--no-self-update".into()];
+    pub fn new(
+        bin_dir: &Path,
+        name: &str,
+        servers: &[String],
+        ca_cert: &Path,
+        data_dir: &Path,
+        host_tags: &[&str],
+        concurrency: u32,
+        executor: &str,
+    ) -> WorkerProcess {
+        let mut args = vec![
+            "run".to_string(),
+            "--server".into(),
+            servers.join(","),
+            "--name".into(),
+            name.into(),
+            "--concurrency".into(),
+            concurrency.to_string(),
+            "--executor".into(),
+            executor.into(),
+            "--no-self-update".into(),
+        ];
         args.push("--data-dir".into());
         args.push(data_dir.display().to_string());
         args.push("--ca-cert".into());
@@ -201,15 +281,29 @@ impl WorkerProcess {
             args.push("--host-tag".into());
             args.push(tag.to_string());
         }
-        WorkerProcess { name: name.to_string(), child: None, args, binary: bin_dir.join("jobserv-worker"), log: data_dir.with_extension("log") }
+        WorkerProcess {
+            name: name.to_string(),
+            child: None,
+            args,
+            binary: bin_dir.join("jobserv-worker"),
+            log: data_dir.with_extension("log"),
+        }
     }
 
     pub fn spawn(&mut self) -> anyhow::Result<()> {
         if let Some(parent) = self.log.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
-        let child = Command::new(&self.binary).args(&self.args).stdout(log.try_clone()?).stderr(log).spawn().with_context(|| format!("starting {}", self.binary.display()))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(&self.binary)
+            .args(&self.args)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary.display()))?;
         self.child = Some(child);
         Ok(())
     }
@@ -233,10 +327,23 @@ impl Drop for WorkerProcess {
 }
 
 /// Enlists a worker once it has registered (admin token).
-pub async fn enlist(client: &reqwest::Client, url: &str, token: &str, name: &str, timeout: Duration) -> anyhow::Result<()> {
+pub async fn enlist(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    name: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
-        let (s, b) = call(client, reqwest::Method::PATCH, &format!("{url}/workers/{name}/"), token, Some(serde_json::json!({"enlisted": true}))).await?;
+        let (s, b) = call(
+            client,
+            reqwest::Method::PATCH,
+            &format!("{url}/workers/{name}/"),
+            token,
+            Some(serde_json::json!({"enlisted": true})),
+        )
+        .await?;
         if s == 200 {
             return Ok(());
         }
@@ -249,7 +356,9 @@ pub async fn enlist(client: &reqwest::Client, url: &str, token: &str, name: &str
 
 /// Builds the local busybox image (idempotent).
 pub fn busybox_image(repo_root: &Path) -> anyhow::Result<()> {
-    let status = Command::new("bash").arg(repo_root.join("worker/scripts/build-busybox-image.sh")).status()?;
+    let status = Command::new("bash")
+        .arg(repo_root.join("worker/scripts/build-busybox-image.sh"))
+        .status()?;
     if !status.success() {
         bail!("building busybox:latest failed (is Docker running?)");
     }

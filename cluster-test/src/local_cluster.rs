@@ -1,6 +1,9 @@
 //! A local cluster of real processes: N nodes and M workers on 127.0.0.1, plus the `cluster.json` contract
 //! of `shared/spec/cli.md`. Calls go to any live node and move on when one does not answer.
-use crate::harness::{busybox_image, call, cluster_configs, enlist, random_token, repo_root, NodeProcess, WorkerProcess};
+use crate::harness::{
+    busybox_image, call, cluster_configs, enlist, random_token, repo_root, NodeProcess,
+    WorkerProcess,
+};
 use anyhow::{bail, Context};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -33,12 +36,25 @@ pub struct ClusterOptions {
 
 impl Default for ClusterOptions {
     fn default() -> Self {
-        ClusterOptions { nodes: 3, workers: 2, executor: "docker".into(), worker_concurrency: 2, worker_timeout_secs: 30, requeue_lost_runs: false, partitionable: false, node_env: Vec::new() }
+        ClusterOptions {
+            nodes: 3,
+            workers: 2,
+            executor: "docker".into(),
+            worker_concurrency: 2,
+            worker_timeout_secs: 30,
+            requeue_lost_runs: false,
+            partitionable: false,
+            node_env: Vec::new(),
+        }
     }
 }
 
 impl LocalCluster {
-    pub async fn up(dir: &Path, bin_dir: &Path, opts: &ClusterOptions) -> anyhow::Result<LocalCluster> {
+    pub async fn up(
+        dir: &Path,
+        bin_dir: &Path,
+        opts: &ClusterOptions,
+    ) -> anyhow::Result<LocalCluster> {
         std::fs::create_dir_all(dir)?;
         let token = random_token();
         std::fs::write(dir.join("admin-token"), &token)?;
@@ -54,8 +70,14 @@ impl LocalCluster {
             for c in &configs {
                 proxies.push(crate::proxy::FaultProxy::start(c.listen.parse()?).await?);
             }
-            let peers: Vec<jobserv_node::config::Peer> =
-                configs.iter().zip(&proxies).map(|(c, p)| jobserv_node::config::Peer { id: c.id, url: format!("https://{}", p.listen) }).collect();
+            let peers: Vec<jobserv_node::config::Peer> = configs
+                .iter()
+                .zip(&proxies)
+                .map(|(c, p)| jobserv_node::config::Peer {
+                    id: c.id,
+                    url: format!("https://{}", p.listen),
+                })
+                .collect();
             let gossip: Vec<String> = configs.iter().map(|c| c.listen.clone()).collect();
             for (c, p) in configs.iter_mut().zip(&proxies) {
                 c.advertise_url = format!("https://{}", p.listen);
@@ -76,20 +98,44 @@ impl LocalCluster {
             node.wait_ready(Duration::from_secs(60)).await?;
         }
         let client = nodes[0].client.clone();
-        let mut cluster = LocalCluster { dir: dir.to_path_buf(), nodes, workers: Vec::new(), token, client, ca_cert, proxies };
+        let mut cluster = LocalCluster {
+            dir: dir.to_path_buf(),
+            nodes,
+            workers: Vec::new(),
+            token,
+            client,
+            ca_cert,
+            proxies,
+        };
         if opts.workers > 0 && opts.executor == "docker" {
             busybox_image(&repo_root())?;
         }
         let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url().to_string()).collect();
         for i in 1..=opts.workers {
             let name = format!("worker-{i}");
-            let mut w = WorkerProcess::new(bin_dir, &name, &urls, &cluster.ca_cert, &dir.join(&name), &["amd64", "chaos"], opts.worker_concurrency, &opts.executor);
+            let mut w = WorkerProcess::new(
+                bin_dir,
+                &name,
+                &urls,
+                &cluster.ca_cert,
+                &dir.join(&name),
+                &["amd64", "chaos"],
+                opts.worker_concurrency,
+                &opts.executor,
+            );
             w.spawn()?;
             cluster.workers.push(w);
         }
         for w in &cluster.workers {
             let url = cluster.nodes[0].url().to_string();
-            enlist(&cluster.client, &url, &cluster.token, &w.name, Duration::from_secs(60)).await?;
+            enlist(
+                &cluster.client,
+                &url,
+                &cluster.token,
+                &w.name,
+                Duration::from_secs(60),
+            )
+            .await?;
         }
         cluster.wait_leader(Duration::from_secs(30)).await?;
         cluster.write_json()?;
@@ -103,24 +149,47 @@ impl LocalCluster {
             "admin_token": self.token,
             "ca_cert": self.ca_cert,
         });
-        std::fs::write(self.dir.join("cluster.json"), serde_json::to_string_pretty(&doc)?)?;
+        std::fs::write(
+            self.dir.join("cluster.json"),
+            serde_json::to_string_pretty(&doc)?,
+        )?;
         Ok(())
     }
 
     pub fn node(&mut self, id: u64) -> anyhow::Result<&mut NodeProcess> {
-        self.nodes.iter_mut().find(|n| n.config.id == id).with_context(|| format!("no node {id}"))
+        self.nodes
+            .iter_mut()
+            .find(|n| n.config.id == id)
+            .with_context(|| format!("no node {id}"))
     }
 
     pub fn live_urls(&self) -> Vec<String> {
-        self.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.url().to_string()).collect()
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.url().to_string())
+            .collect()
     }
 
     /// An API call through the first live node that answers (connection errors and 503 move on).
-    pub async fn api(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+    pub async fn api(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
         let mut last = String::new();
         for attempt in 0..40 {
             for url in self.live_urls() {
-                match call(&self.client, method.clone(), &format!("{url}{path}"), &self.token, body.clone()).await {
+                match call(
+                    &self.client,
+                    method.clone(),
+                    &format!("{url}{path}"),
+                    &self.token,
+                    body.clone(),
+                )
+                .await
+                {
                     Ok((503, b)) => last = format!("{url}: 503 {b}"),
                     Ok(reply) => return Ok(reply),
                     Err(e) => last = format!("{url}: {e}"),
@@ -132,7 +201,12 @@ impl LocalCluster {
     }
 
     pub async fn text(&self, url: &str, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
-        let r = self.client.get(format!("{url}{path}")).header("Authorization", format!("Token {}", self.token)).send().await?;
+        let r = self
+            .client
+            .get(format!("{url}{path}"))
+            .header("Authorization", format!("Token {}", self.token))
+            .send()
+            .await?;
         Ok((r.status().as_u16(), r.bytes().await?.to_vec()))
     }
 
@@ -141,9 +215,21 @@ impl LocalCluster {
         let deadline = Instant::now() + timeout;
         loop {
             for url in self.live_urls() {
-                if let Ok((200, b)) = call(&self.client, Method::GET, &format!("{url}/cluster/"), &self.token, None).await {
+                if let Ok((200, b)) = call(
+                    &self.client,
+                    Method::GET,
+                    &format!("{url}/cluster/"),
+                    &self.token,
+                    None,
+                )
+                .await
+                {
                     if let Some(leader) = b["data"]["leader"].as_u64() {
-                        if self.nodes.iter().any(|n| n.config.id == leader && n.child.is_some()) {
+                        if self
+                            .nodes
+                            .iter()
+                            .any(|n| n.config.id == leader && n.child.is_some())
+                        {
                             return Ok(leader);
                         }
                     }
@@ -157,12 +243,25 @@ impl LocalCluster {
     }
 
     /// Creates (if needed) a project and starts a build; returns its number.
-    pub async fn build(&self, project: &str, trigger: &str, definition: &str) -> anyhow::Result<u64> {
-        let (s, b) = self.api(Method::POST, "/projects/", Some(json!({"name": project}))).await?;
+    pub async fn build(
+        &self,
+        project: &str,
+        trigger: &str,
+        definition: &str,
+    ) -> anyhow::Result<u64> {
+        let (s, b) = self
+            .api(Method::POST, "/projects/", Some(json!({"name": project})))
+            .await?;
         if s != 201 && s != 409 {
             bail!("create project {project}: {s} {b}");
         }
-        let (s, b) = self.api(Method::POST, &format!("/projects/{project}/builds/"), Some(json!({"trigger-name": trigger, "project-definition": definition}))).await?;
+        let (s, b) = self
+            .api(
+                Method::POST,
+                &format!("/projects/{project}/builds/"),
+                Some(json!({"trigger-name": trigger, "project-definition": definition})),
+            )
+            .await?;
         if s != 201 {
             bail!("create build: {s} {b}");
         }
@@ -170,10 +269,21 @@ impl LocalCluster {
     }
 
     /// Waits until the build is PASSED or FAILED; returns the build JSON.
-    pub async fn wait_build(&self, project: &str, n: u64, timeout: Duration) -> anyhow::Result<Value> {
+    pub async fn wait_build(
+        &self,
+        project: &str,
+        n: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
         let deadline = Instant::now() + timeout;
         loop {
-            let (s, b) = self.api(Method::GET, &format!("/projects/{project}/builds/{n}/"), None).await?;
+            let (s, b) = self
+                .api(
+                    Method::GET,
+                    &format!("/projects/{project}/builds/{n}/"),
+                    None,
+                )
+                .await?;
             if s == 200 {
                 let status = b["data"]["build"]["status"].as_str().unwrap_or("");
                 if status == "PASSED" || status == "FAILED" {
@@ -189,7 +299,10 @@ impl LocalCluster {
 
     /// Cuts node `id` off: its proxy refuses everybody, the other proxies refuse it.
     pub fn isolate(&self, id: u64) -> anyhow::Result<()> {
-        anyhow::ensure!(!self.proxies.is_empty(), "the cluster was not started partitionable");
+        anyhow::ensure!(
+            !self.proxies.is_empty(),
+            "the cluster was not started partitionable"
+        );
         for (node, proxy) in self.nodes.iter().zip(&self.proxies) {
             if node.config.id == id {
                 proxy.isolate();
@@ -225,12 +338,19 @@ impl LocalCluster {
 /// still-running one first) and rewrites its pid in `cluster.json`. The new process outlives this command.
 pub fn restart_node(dir: &Path, bin_dir: &Path, id: u64) -> anyhow::Result<u32> {
     let path = dir.join("cluster.json");
-    let mut doc: Value = serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)?;
+    let mut doc: Value = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+    )?;
     let nodes = doc["nodes"].as_array_mut().context("cluster.json: nodes")?;
-    let entry = nodes.iter_mut().find(|n| n["id"].as_u64() == Some(id)).with_context(|| format!("cluster.json has no node {id}"))?;
+    let entry = nodes
+        .iter_mut()
+        .find(|n| n["id"].as_u64() == Some(id))
+        .with_context(|| format!("cluster.json has no node {id}"))?;
     if let Some(pid) = entry["pid"].as_u64() {
         if alive(pid) {
-            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
             let deadline = Instant::now() + Duration::from_secs(15);
             while alive(pid) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
@@ -238,7 +358,10 @@ pub fn restart_node(dir: &Path, bin_dir: &Path, id: u64) -> anyhow::Result<u32> 
         }
     }
     let config_path = dir.join(format!("node-{id}.toml"));
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("node-{id}.log")))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("node-{id}.log")))?;
     let child = std::process::Command::new(bin_dir.join("jobserv-node"))
         .args(["run", "--config"])
         .arg(&config_path)
@@ -255,18 +378,31 @@ pub fn restart_node(dir: &Path, bin_dir: &Path, id: u64) -> anyhow::Result<u32> 
 /// Whether a pid is a running (not zombie) process.
 fn alive(pid: u64) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }
 
 /// Stops every process listed in `cluster.json` (SIGTERM, then SIGKILL after a grace period).
 pub fn stop_all_listed(dir: &Path) {
-    let Ok(bytes) = std::fs::read(dir.join("cluster.json")) else { return };
-    let Ok(doc) = serde_json::from_slice::<Value>(&bytes) else { return };
-    let pids: Vec<u64> = ["workers", "nodes"].iter().flat_map(|k| doc[*k].as_array().cloned().unwrap_or_default()).filter_map(|e| e["pid"].as_u64()).collect();
+    let Ok(bytes) = std::fs::read(dir.join("cluster.json")) else {
+        return;
+    };
+    let Ok(doc) = serde_json::from_slice::<Value>(&bytes) else {
+        return;
+    };
+    let pids: Vec<u64> = ["workers", "nodes"]
+        .iter()
+        .flat_map(|k| doc[*k].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| e["pid"].as_u64())
+        .collect();
     for pid in &pids {
-        let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
@@ -274,7 +410,9 @@ pub fn stop_all_listed(dir: &Path) {
     }
     for pid in &pids {
         if alive(*pid) {
-            let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
         }
     }
 }

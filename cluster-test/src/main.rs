@@ -5,7 +5,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "cluster-test", version, about = "Real multi-process JobServ clusters on one machine")]
+#[command(
+    name = "cluster-test",
+    version,
+    about = "Real multi-process JobServ clusters on one machine"
+)]
 struct Cli {
     /// Where jobserv-node and jobserv-worker are (default: next to this binary).
     #[arg(long, global = true)]
@@ -128,7 +132,11 @@ mod tempfile_guard {
     }
     impl Guard {
         pub fn new() -> std::io::Result<Guard> {
-            let path = std::env::temp_dir().join(format!("cluster-test-{}-{}", std::process::id(), jobserv_node::auth::new_token().get(..8).unwrap_or("x")));
+            let path = std::env::temp_dir().join(format!(
+                "cluster-test-{}-{}",
+                std::process::id(),
+                jobserv_node::auth::new_token().get(..8).unwrap_or("x")
+            ));
             std::fs::create_dir_all(&path)?;
             Ok(Guard { path })
         }
@@ -145,11 +153,28 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let bin_dir = cluster_test::harness::bin_dir(cli.bin_dir.as_deref())?;
     match cli.command {
-        Cmd::Up { nodes, workers, dir, executor } => {
-            let opts = cluster_test::local_cluster::ClusterOptions { nodes, workers, executor, ..Default::default() };
-            let mut cluster = cluster_test::local_cluster::LocalCluster::up(&dir, &bin_dir, &opts).await?;
-            println!("cluster up: {} nodes, {} workers; {}", nodes, workers, dir.join("cluster.json").display());
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        Cmd::Up {
+            nodes,
+            workers,
+            dir,
+            executor,
+        } => {
+            let opts = cluster_test::local_cluster::ClusterOptions {
+                nodes,
+                workers,
+                executor,
+                ..Default::default()
+            };
+            let mut cluster =
+                cluster_test::local_cluster::LocalCluster::up(&dir, &bin_dir, &opts).await?;
+            println!(
+                "cluster up: {} nodes, {} workers; {}",
+                nodes,
+                workers,
+                dir.join("cluster.json").display()
+            );
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
@@ -158,7 +183,12 @@ async fn main() -> anyhow::Result<()> {
             cluster_test::local_cluster::stop_all_listed(&dir);
             cluster.kill_all();
         }
-        Cmd::Chaos { only, soak_seconds, seed, dir } => {
+        Cmd::Chaos {
+            only,
+            soak_seconds,
+            seed,
+            dir,
+        } => {
             let (dir, _guard) = work_dir(dir)?;
             let wanted = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
             let mut failed = 0;
@@ -188,7 +218,11 @@ async fn main() -> anyhow::Result<()> {
                 anyhow::bail!("{failed} scenario(s) failed");
             }
         }
-        Cmd::BenchFailover { kills, resumes, json } => {
+        Cmd::BenchFailover {
+            kills,
+            resumes,
+            json,
+        } => {
             let (dir, _guard) = work_dir(None)?;
             let report = cluster_test::bench_failover::run(&dir, &bin_dir, kills, resumes).await?;
             report.print();
@@ -200,9 +234,15 @@ async fn main() -> anyhow::Result<()> {
             let pid = cluster_test::local_cluster::restart_node(&dir, &bin_dir, id)?;
             println!("node {id} restarted, pid {pid}");
         }
-        Cmd::CrashLoop { iterations, seed, dir } => {
+        Cmd::CrashLoop {
+            iterations,
+            seed,
+            dir,
+        } => {
             let (dir, _guard) = work_dir(dir)?;
-            let report = cluster_test::crash_loop::run(&dir, &bin_dir, iterations, seed).await.context("crash loop")?;
+            let report = cluster_test::crash_loop::run(&dir, &bin_dir, iterations, seed)
+                .await
+                .context("crash loop")?;
             let mut ready = report.restart_ready.clone();
             println!(
                 "crash loop: {} SIGKILL/restart cycles passed; {} acknowledged appends ({} bytes) and {} acknowledged builds all present, no byte duplicated, build numbers gapless; restart-to-ready p50 {:.0} ms, max {:.0} ms",
@@ -214,18 +254,36 @@ async fn main() -> anyhow::Result<()> {
                 cluster_test::stats::ms(cluster_test::stats::percentile(&mut ready, 100.0)),
             );
         }
-        Cmd::BenchNode { clients, seconds, footprint_writes, json } => {
+        Cmd::BenchNode {
+            clients,
+            seconds,
+            footprint_writes,
+            json,
+        } => {
             let (dir, _guard) = work_dir(None)?;
-            let opts = cluster_test::bench_node::BenchOptions { clients, seconds, footprint_writes };
+            let opts = cluster_test::bench_node::BenchOptions {
+                clients,
+                seconds,
+                footprint_writes,
+            };
             let report = cluster_test::bench_node::run(&dir, &bin_dir, &opts).await?;
             report.print();
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
             }
         }
-        Cmd::BenchTriggers { poll_interval_secs, poll_samples, webhook_samples, json } => {
+        Cmd::BenchTriggers {
+            poll_interval_secs,
+            poll_samples,
+            webhook_samples,
+            json,
+        } => {
             let (dir, _guard) = work_dir(None)?;
-            let opts = cluster_test::bench_triggers::BenchTriggersOptions { poll_interval_secs, poll_samples, webhook_samples };
+            let opts = cluster_test::bench_triggers::BenchTriggersOptions {
+                poll_interval_secs,
+                poll_samples,
+                webhook_samples,
+            };
             let report = cluster_test::bench_triggers::run(&dir, &bin_dir, &opts).await?;
             report.print();
             if let Some(path) = json {
@@ -234,13 +292,22 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Bench { quick, json, dir } => {
             let (dir, _guard) = work_dir(dir)?;
-            let report = cluster_test::bench::run(&dir, &bin_dir, &cluster_test::bench::BenchOptions { quick }).await?;
+            let report = cluster_test::bench::run(
+                &dir,
+                &bin_dir,
+                &cluster_test::bench::BenchOptions { quick },
+            )
+            .await?;
             report.print();
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&report.to_json())?)?;
                 println!("wrote {}", path.display());
             }
-            anyhow::ensure!(report.missing().is_empty(), "missing figures: {:?}", report.missing());
+            anyhow::ensure!(
+                report.missing().is_empty(),
+                "missing figures: {:?}",
+                report.missing()
+            );
         }
         Cmd::BenchWorker { samples, json } => {
             let (dir, _guard) = work_dir(None)?;

@@ -39,7 +39,10 @@ impl FaultProxy {
         let (r, c) = (rules.clone(), connections.clone());
         let accept = tokio::spawn(async move {
             while let Ok((mut inbound, peer)) = listener.accept().await {
-                let refused = r.lock().map(|rules| rules.refuses(peer.ip())).unwrap_or(true);
+                let refused = r
+                    .lock()
+                    .map(|rules| rules.refuses(peer.ip()))
+                    .unwrap_or(true);
                 if refused {
                     drop(inbound);
                     continue;
@@ -56,7 +59,12 @@ impl FaultProxy {
             }
         })
         .abort_handle();
-        Ok(FaultProxy { listen, rules, connections, accept })
+        Ok(FaultProxy {
+            listen,
+            rules,
+            connections,
+            accept,
+        })
     }
 
     fn apply(&self, change: impl FnOnce(&mut Rules)) {

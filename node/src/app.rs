@@ -23,6 +23,9 @@ impl App {
 
     /// `https://node/projects/<p>/builds/<n>/runs/<r>/` on `base`.
     pub fn run_url(base: &str, project: &str, build: u64, run: &str) -> String {
-        format!("{}/projects/{project}/builds/{build}/runs/{run}/", base.trim_end_matches('/'))
+        format!(
+            "{}/projects/{project}/builds/{build}/runs/{run}/",
+            base.trim_end_matches('/')
+        )
     }
 }

@@ -30,12 +30,15 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
 pub fn bearer(req: &HttpRequest) -> Option<&str> {
     let value = req.headers().get("Authorization")?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    (scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer")).then(|| token.trim())
+    (scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer"))
+        .then(|| token.trim())
 }
 
 /// Requires an admin or user token; returns its role.
 pub fn require_user(req: &HttpRequest, state: &State) -> Result<Role, ApiError> {
-    let token = bearer(req).ok_or(ApiError::Unauthorized("missing Authorization: Token <token> header".into()))?;
+    let token = bearer(req).ok_or(ApiError::Unauthorized(
+        "missing Authorization: Token <token> header".into(),
+    ))?;
     match state.token(&hash_token(token))? {
         Some(t) => Ok(t.role),
         None => Err(ApiError::Unauthorized("unknown or revoked token".into())),
@@ -50,18 +53,35 @@ pub fn require_admin(req: &HttpRequest, state: &State) -> Result<(), ApiError> {
 }
 
 /// Checks a worker's key against the stored hash.
-pub fn require_worker(req: &HttpRequest, state: &State, name: &str) -> Result<jobserv_raft::model::Worker, ApiError> {
-    let token = bearer(req).ok_or(ApiError::Unauthorized("missing Authorization: Token <worker key> header".into()))?;
-    let worker = state.worker(name)?.ok_or_else(|| ApiError::NotFound(format!("worker {name}")))?;
+pub fn require_worker(
+    req: &HttpRequest,
+    state: &State,
+    name: &str,
+) -> Result<jobserv_raft::model::Worker, ApiError> {
+    let token = bearer(req).ok_or(ApiError::Unauthorized(
+        "missing Authorization: Token <worker key> header".into(),
+    ))?;
+    let worker = state
+        .worker(name)?
+        .ok_or_else(|| ApiError::NotFound(format!("worker {name}")))?;
     if !constant_time_eq(&hash_token(token), &worker.key_hash) {
-        return Err(ApiError::Unauthorized(format!("wrong key for worker {name}")));
+        return Err(ApiError::Unauthorized(format!(
+            "wrong key for worker {name}"
+        )));
     }
     Ok(worker)
 }
 
 fn run_mac(secret: &str, run: &RunRef, fence: u64, purpose: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
-    mac.update(format!("{purpose}\n{}\n{}\n{}\n{fence}", run.project, run.build, run.run).as_bytes());
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(
+        format!(
+            "{purpose}\n{}\n{}\n{}\n{fence}",
+            run.project, run.build, run.run
+        )
+        .as_bytes(),
+    );
     hex::encode(mac.finalize().into_bytes())
 }
 
@@ -73,9 +93,15 @@ pub fn run_key(secret: &str, run: &RunRef, fence: u64) -> String {
 /// Verifies a run key for `run`; returns the lease (fence) it was minted for. Whether that lease is still
 /// current is decided by the state machine when the write is applied.
 pub fn verify_run_key(req: &HttpRequest, secret: &str, run: &RunRef) -> Result<u64, ApiError> {
-    let token = bearer(req).ok_or(ApiError::Unauthorized("missing Authorization: Token <run key> header".into()))?;
-    let (fence, mac) = token.split_once('.').ok_or(ApiError::Unauthorized("malformed run key".into()))?;
-    let fence: u64 = fence.parse().map_err(|_| ApiError::Unauthorized("malformed run key".into()))?;
+    let token = bearer(req).ok_or(ApiError::Unauthorized(
+        "missing Authorization: Token <run key> header".into(),
+    ))?;
+    let (fence, mac) = token
+        .split_once('.')
+        .ok_or(ApiError::Unauthorized("malformed run key".into()))?;
+    let fence: u64 = fence
+        .parse()
+        .map_err(|_| ApiError::Unauthorized("malformed run key".into()))?;
     if !constant_time_eq(mac, &run_mac(secret, run, fence, "run-key")) {
         return Err(ApiError::Unauthorized(format!("not a key for run {run}")));
     }
@@ -83,7 +109,13 @@ pub fn verify_run_key(req: &HttpRequest, secret: &str, run: &RunRef) -> Result<u
 }
 
 /// Signature of an artifact upload URL: binds run, lease, path and expiry.
-pub fn artifact_signature(secret: &str, run: &RunRef, fence: u64, path: &str, expires: u64) -> String {
+pub fn artifact_signature(
+    secret: &str,
+    run: &RunRef,
+    fence: u64,
+    path: &str,
+    expires: u64,
+) -> String {
     run_mac(secret, run, fence, &format!("artifact\n{path}\n{expires}"))
 }
 
@@ -93,8 +125,15 @@ mod tests {
 
     #[test]
     fn run_key_is_bound_to_run_and_lease() {
-        let run = RunRef { project: "p".into(), build: 3, run: "unit".into() };
-        let other = RunRef { run: "other".into(), ..run.clone() };
+        let run = RunRef {
+            project: "p".into(),
+            build: 3,
+            run: "unit".into(),
+        };
+        let other = RunRef {
+            run: "other".into(),
+            ..run.clone()
+        };
         let key = run_key("s3cret", &run, 17);
         assert!(key.starts_with("17."));
         let mac = key.split_once('.').unwrap().1;

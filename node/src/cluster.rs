@@ -41,7 +41,9 @@ pub enum ProposeReply {
     /// The result and the log index of the entry, so that the proposing node can wait until it applied
     /// it too (read-your-writes through any node).
     Committed(CommandResult, u64),
-    NotLeader { leader_url: Option<String> },
+    NotLeader {
+        leader_url: Option<String>,
+    },
     Unavailable(String),
 }
 
@@ -51,7 +53,9 @@ impl Cluster {
     pub async fn propose(&self, cmd: Command) -> Result<CommandResult, ApiError> {
         let started = Instant::now();
         let result = self.propose_anywhere(cmd).await;
-        self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
         match result? {
             CommandResult::Rejected(refusal) => Err(refusal.into()),
             ok => Ok(ok),
@@ -68,19 +72,33 @@ impl Cluster {
             }
             let leader_before = self.raft.metrics().borrow().current_leader;
             match self.propose_local(cmd.clone(), remaining).await {
-                ProposeReply::Committed(result, index) => return Ok(self.applied_here(result, index).await),
+                ProposeReply::Committed(result, index) => {
+                    return Ok(self.applied_here(result, index).await)
+                }
                 ProposeReply::Unavailable(e) => last_error = e,
-                ProposeReply::NotLeader { leader_url: None } => last_error = "no leader elected yet".into(),
-                ProposeReply::NotLeader { leader_url: Some(url) } => match self.forward(&url, &cmd, remaining).await {
-                    Ok(ProposeReply::Committed(result, index)) => return Ok(self.applied_here(result, index).await),
-                    Ok(ProposeReply::NotLeader { .. }) => last_error = format!("{url} is no longer the leader"),
+                ProposeReply::NotLeader { leader_url: None } => {
+                    last_error = "no leader elected yet".into()
+                }
+                ProposeReply::NotLeader {
+                    leader_url: Some(url),
+                } => match self.forward(&url, &cmd, remaining).await {
+                    Ok(ProposeReply::Committed(result, index)) => {
+                        return Ok(self.applied_here(result, index).await)
+                    }
+                    Ok(ProposeReply::NotLeader { .. }) => {
+                        last_error = format!("{url} is no longer the leader")
+                    }
                     Ok(ProposeReply::Unavailable(e)) => last_error = e,
                     Err(e) => last_error = format!("forwarding to leader {url}: {e}"),
                 },
             }
             // Retry as soon as this node learns of another leader (an election after a leader died), rather
             // than after a fixed pause: that is most of the fail-over time a client sees.
-            self.wait_leader_change(leader_before, Duration::from_millis(1000).min(deadline.saturating_duration_since(Instant::now()))).await;
+            self.wait_leader_change(
+                leader_before,
+                Duration::from_millis(1000).min(deadline.saturating_duration_since(Instant::now())),
+            )
+            .await;
         }
         Err(ApiError::Unavailable(format!("write not committed: {last_error}; the cluster may have no quorum reachable from this node")))
     }
@@ -133,13 +151,20 @@ impl Cluster {
             Err(_) => ProposeReply::Unavailable(format!("not committed within {timeout:?}")),
             Ok(Ok(resp)) => ProposeReply::Committed(resp.data, resp.log_id.index),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                ProposeReply::NotLeader { leader_url: f.leader_node.map(|n| n.addr) }
+                ProposeReply::NotLeader {
+                    leader_url: f.leader_node.map(|n| n.addr),
+                }
             }
             Ok(Err(e)) => ProposeReply::Unavailable(e.to_string()),
         }
     }
 
-    async fn forward(&self, leader_url: &str, cmd: &Command, timeout: Duration) -> Result<ProposeReply, String> {
+    async fn forward(
+        &self,
+        leader_url: &str,
+        cmd: &Command,
+        timeout: Duration,
+    ) -> Result<ProposeReply, String> {
         let body = codec::encode(cmd).map_err(|e| e.to_string())?;
         let reply = self
             .client
@@ -167,7 +192,9 @@ impl Cluster {
             match leader {
                 Some(id) if id == self.id => return self.change_membership_here(change).await,
                 Some(id) => {
-                    let Some(url) = self.member_url(id) else { continue };
+                    let Some(url) = self.member_url(id) else {
+                        continue;
+                    };
                     match self.forward_membership(&url, &change).await {
                         Ok(Ok(())) => return Ok(()),
                         Ok(Err(message)) => return Err(ApiError::BadRequest(message)),
@@ -177,7 +204,9 @@ impl Cluster {
                 None => {}
             }
         }
-        Err(ApiError::Unavailable("no leader reachable for the membership change".into()))
+        Err(ApiError::Unavailable(
+            "no leader reachable for the membership change".into(),
+        ))
     }
 
     async fn change_membership_here(&self, change: MembershipChange) -> Result<(), ApiError> {
@@ -186,29 +215,58 @@ impl Cluster {
         let unavailable = |e: String| ApiError::Unavailable(format!("membership change: {e}"));
         match change {
             MembershipChange::AddNode { id, url } => {
-                let voters: BTreeSet<NodeId> = self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+                let voters: BTreeSet<NodeId> = self
+                    .raft
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .collect();
                 if voters.contains(&id) {
                     return Ok(()); // already a voter: joining again after a restart is a no-op
                 }
                 tracing::info!(node = id, %url, "adding node as learner");
-                self.raft.add_learner(id, openraft::BasicNode { addr: url.trim_end_matches('/').to_string() }, true).await.map_err(|e| unavailable(e.to_string()))?;
+                self.raft
+                    .add_learner(
+                        id,
+                        openraft::BasicNode {
+                            addr: url.trim_end_matches('/').to_string(),
+                        },
+                        true,
+                    )
+                    .await
+                    .map_err(|e| unavailable(e.to_string()))?;
                 tracing::info!(node = id, "promoting node to voter");
-                self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await.map_err(|e| unavailable(e.to_string()))?;
+                self.raft
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                    .await
+                    .map_err(|e| unavailable(e.to_string()))?;
                 Ok(())
             }
             MembershipChange::RemoveNode { id } => {
                 tracing::info!(node = id, "removing node");
-                self.raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false).await.map_err(|e| unavailable(e.to_string()))?;
+                self.raft
+                    .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                    .await
+                    .map_err(|e| unavailable(e.to_string()))?;
                 Ok(())
             }
         }
     }
 
-    async fn forward_membership(&self, leader_url: &str, change: &MembershipChange) -> Result<Result<(), String>, String> {
+    async fn forward_membership(
+        &self,
+        leader_url: &str,
+        change: &MembershipChange,
+    ) -> Result<Result<(), String>, String> {
         let body = codec::encode(change).map_err(|e| e.to_string())?;
         let reply = self
             .client
-            .post(format!("{}/raft/membership", leader_url.trim_end_matches('/')))
+            .post(format!(
+                "{}/raft/membership",
+                leader_url.trim_end_matches('/')
+            ))
             .header(CLUSTER_SECRET_HEADER, &self.secret)
             .timeout(Duration::from_secs(120))
             .body(body)
@@ -225,7 +283,11 @@ impl Cluster {
     /// The advertised URL of a member.
     pub fn member_url(&self, id: NodeId) -> Option<String> {
         let metrics = self.raft.metrics().borrow().clone();
-        metrics.membership_config.membership().get_node(&id).map(|n| n.addr.clone())
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
     }
 
     /// Every member's advertised URL (voters and learners), this node first.

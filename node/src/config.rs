@@ -78,9 +78,15 @@ fn default_max_artifact() -> usize {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
-    Parse { path: String, source: toml::de::Error },
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
     #[error("environment variable {var}: {message}")]
     Env { var: String, message: String },
 }
@@ -88,7 +94,14 @@ pub enum ConfigError {
 impl NodeConfig {
     /// Node `id` listening on 127.0.0.1:`port` with certificates from `pki`; every other key at its
     /// default. The dev quickstart, the tests and the cluster harness start from this.
-    pub fn local(id: u64, data_dir: PathBuf, port: u16, pki: &crate::tls::DevPki, cluster_secret: String, admin_token: Option<String>) -> NodeConfig {
+    pub fn local(
+        id: u64,
+        data_dir: PathBuf,
+        port: u16,
+        pki: &crate::tls::DevPki,
+        cluster_secret: String,
+        admin_token: Option<String>,
+    ) -> NodeConfig {
         NodeConfig {
             id,
             data_dir,
@@ -115,10 +128,20 @@ impl NodeConfig {
     }
 
     pub fn load(path: &std::path::Path) -> Result<NodeConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        let mut table: toml::Table = toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mut table: toml::Table =
+            toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: path.display().to_string(),
+                source,
+            })?;
         apply_env_overrides(&mut table)?;
-        table.try_into().map_err(|source| ConfigError::Parse { path: path.display().to_string(), source })
+        table.try_into().map_err(|source| ConfigError::Parse {
+            path: path.display().to_string(),
+            source,
+        })
     }
 
     pub fn to_toml(&self) -> String {
@@ -130,19 +153,41 @@ impl NodeConfig {
 /// (numbers, booleans, arrays), else taken as strings.
 fn apply_env_overrides(table: &mut toml::Table) -> Result<(), ConfigError> {
     const KEYS: [&str; 20] = [
-        "id", "data_dir", "listen", "advertise_url", "peers", "join", "tls_cert", "tls_key", "ca_cert", "cluster_secret",
-        "admin_token", "worker_timeout_secs", "requeue_lost_runs", "max_artifact_bytes", "worker_binary", "log_json",
-        "outbound_ip", "gossip_advertise", "gossip_seeds", "worker_version",
+        "id",
+        "data_dir",
+        "listen",
+        "advertise_url",
+        "peers",
+        "join",
+        "tls_cert",
+        "tls_key",
+        "ca_cert",
+        "cluster_secret",
+        "admin_token",
+        "worker_timeout_secs",
+        "requeue_lost_runs",
+        "max_artifact_bytes",
+        "worker_binary",
+        "log_json",
+        "outbound_ip",
+        "gossip_advertise",
+        "gossip_seeds",
+        "worker_version",
     ];
     for key in KEYS {
         let var = format!("JOBSERV_{}", key.to_uppercase());
-        let Ok(raw) = std::env::var(&var) else { continue };
+        let Ok(raw) = std::env::var(&var) else {
+            continue;
+        };
         let value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
             Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.clone())),
             Err(_) => toml::Value::String(raw.clone()),
         };
         if key == "peers" && !value.is_array() {
-            return Err(ConfigError::Env { var, message: "expected a TOML array like [{id=1, url=\"https://…\"}]".into() });
+            return Err(ConfigError::Env {
+                var,
+                message: "expected a TOML array like [{id=1, url=\"https://…\"}]".into(),
+            });
         }
         table.insert(key.to_string(), value);
     }

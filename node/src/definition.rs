@@ -16,12 +16,19 @@ pub struct PreparedBuild {
 }
 
 pub fn prepare_build(yaml: &str, trigger_name: &str) -> Result<PreparedBuild, ApiError> {
-    let definition = parse_project(yaml).map_err(|e| ApiError::BadRequest(format!("project-definition: {e}")))?;
-    let trigger = definition
-        .trigger(trigger_name)
-        .ok_or_else(|| ApiError::BadRequest(format!("trigger-name: the definition has no trigger named {trigger_name:?}")))?;
+    let definition = parse_project(yaml)
+        .map_err(|e| ApiError::BadRequest(format!("project-definition: {e}")))?;
+    let trigger = definition.trigger(trigger_name).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "trigger-name: the definition has no trigger named {trigger_name:?}"
+        ))
+    })?;
     let trigger_type = trigger.trigger_type.as_str().to_string();
-    Ok(PreparedBuild { definition, trigger_name: trigger_name.to_string(), trigger_type })
+    Ok(PreparedBuild {
+        definition,
+        trigger_name: trigger_name.to_string(),
+        trigger_type,
+    })
 }
 
 impl PreparedBuild {
@@ -31,13 +38,24 @@ impl PreparedBuild {
     }
 
     /// Checks that every secret the trigger (and its chain) needs is given, then expands the runs.
-    pub fn runs(&self, project: &str, params: &BTreeMap<String, String>, secrets: &BTreeMap<String, String>) -> Result<Vec<RunDef>, ApiError> {
+    pub fn runs(
+        &self,
+        project: &str,
+        params: &BTreeMap<String, String>,
+        secrets: &BTreeMap<String, String>,
+    ) -> Result<Vec<RunDef>, ApiError> {
         let available: BTreeSet<String> = secrets.keys().cloned().collect();
         self.definition
             .check_trigger_secrets(&self.trigger_name, &available)
             .map_err(|e| ApiError::BadRequest(format!("secrets: {e}")))?;
-        let specs = self.definition.expand_trigger(&self.trigger_name, params).map_err(|e| ApiError::BadRequest(format!("project-definition: {e}")))?;
-        Ok(specs.into_iter().map(|spec| run_definition(project, spec)).collect())
+        let specs = self
+            .definition
+            .expand_trigger(&self.trigger_name, params)
+            .map_err(|e| ApiError::BadRequest(format!("project-definition: {e}")))?;
+        Ok(specs
+            .into_iter()
+            .map(|spec| run_definition(project, spec))
+            .collect())
     }
 }
 

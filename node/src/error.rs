@@ -17,7 +17,9 @@ pub enum ApiError {
     #[error("{0}")]
     Conflict(String),
     /// A console chunk starts past the stored end; the reply carries the stored length in `X-OFFSET`.
-    #[error("offset {given} is past the end of the log ({stored} bytes stored): resend from {stored}")]
+    #[error(
+        "offset {given} is past the end of the log ({stored} bytes stored): resend from {stored}"
+    )]
     OffsetGap { given: u64, stored: u64 },
     #[error("{0}")]
     PayloadTooLarge(String),

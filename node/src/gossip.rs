@@ -53,7 +53,10 @@ pub struct Gossip {
 /// The chitchat cluster id: derived from the cluster secret, so two clusters on one network never merge.
 fn cluster_id(secret: &str) -> String {
     use sha2::{Digest, Sha256};
-    format!("jobserv-{}", &hex::encode(Sha256::digest(secret.as_bytes()))[..16])
+    format!(
+        "jobserv-{}",
+        &hex::encode(Sha256::digest(secret.as_bytes()))[..16]
+    )
 }
 
 /// `https://host:port/…` → `host:port`.
@@ -65,17 +68,39 @@ pub fn host_port(url: &str) -> Option<String> {
 
 impl Gossip {
     /// Gossips on UDP `listen`; peers reach it at `advertise` (`host:port`).
-    pub async fn start(raft_id: u64, listen: &str, advertise: &str, advertise_url: &str, seeds: Vec<String>, secret: &str, generation: u64) -> Result<Gossip, GossipError> {
-        let listen_addr: SocketAddr = listen.parse().map_err(|_| GossipError::Address(listen.to_string()))?;
-        let advertise: SocketAddr = advertise.parse().map_err(|_| GossipError::Address(advertise.to_string()))?;
+    pub async fn start(
+        raft_id: u64,
+        listen: &str,
+        advertise: &str,
+        advertise_url: &str,
+        seeds: Vec<String>,
+        secret: &str,
+        generation: u64,
+    ) -> Result<Gossip, GossipError> {
+        let listen_addr: SocketAddr = listen
+            .parse()
+            .map_err(|_| GossipError::Address(listen.to_string()))?;
+        let advertise: SocketAddr = advertise
+            .parse()
+            .map_err(|_| GossipError::Address(advertise.to_string()))?;
         let config = ChitchatConfig {
-            chitchat_id: ChitchatId { node_id: format!("node-{raft_id}").into(), generation_id: generation, gossip_advertise_addr: advertise },
+            chitchat_id: ChitchatId {
+                node_id: format!("node-{raft_id}").into(),
+                generation_id: generation,
+                gossip_advertise_addr: advertise,
+            },
             cluster_id: cluster_id(secret),
             gossip_interval: Duration::from_millis(200),
             listen_addr,
             seed_nodes: seeds,
             // phi 8 over 200 ms heartbeats: a dead node is noticed in about 2-3 s.
-            failure_detector_config: FailureDetectorConfig::new(8.0, 1000, Duration::from_secs(2), Duration::from_millis(200), Duration::from_secs(3600)),
+            failure_detector_config: FailureDetectorConfig::new(
+                8.0,
+                1000,
+                Duration::from_secs(2),
+                Duration::from_millis(200),
+                Duration::from_secs(3600),
+            ),
             marked_for_deletion_grace_period: Duration::from_secs(3600),
             catchup_callback: None,
             extra_liveness_predicate: None,
@@ -84,9 +109,14 @@ impl Gossip {
         let initial = vec![
             (KEY_RAFT_ID.to_string(), raft_id.to_string()),
             (KEY_URL.to_string(), advertise_url.to_string()),
-            (KEY_FORMAT_MAX.to_string(), jobserv_raft::codec::max_readable().to_string()),
+            (
+                KEY_FORMAT_MAX.to_string(),
+                jobserv_raft::codec::max_readable().to_string(),
+            ),
         ];
-        let handle = spawn_chitchat(config, initial, &UdpTransport).await.map_err(|e| GossipError::Start(e.to_string()))?;
+        let handle = spawn_chitchat(config, initial, &UdpTransport)
+            .await
+            .map_err(|e| GossipError::Start(e.to_string()))?;
         let live = Arc::new(std::sync::RwLock::new(vec![raft_id]));
         let chitchat = handle.chitchat();
         let refreshed = live.clone();
@@ -94,7 +124,9 @@ impl Gossip {
             loop {
                 let ids: Vec<u64> = {
                     let c = chitchat.lock().await;
-                    c.live_nodes().filter_map(|id| c.node_state(id)?.get(KEY_RAFT_ID)?.parse().ok()).collect()
+                    c.live_nodes()
+                        .filter_map(|id| c.node_state(id)?.get(KEY_RAFT_ID)?.parse().ok())
+                        .collect()
                 };
                 if let Ok(mut slot) = refreshed.write() {
                     *slot = ids;
@@ -137,7 +169,10 @@ impl Gossip {
                         url: state.get(KEY_URL).map(str::to_string),
                         generation: id.generation_id,
                         state: status,
-                        workers: state.get(KEY_WORKERS).and_then(|w| serde_json::from_str(w).ok()).unwrap_or_default(),
+                        workers: state
+                            .get(KEY_WORKERS)
+                            .and_then(|w| serde_json::from_str(w).ok())
+                            .unwrap_or_default(),
                         format_max: state.get(KEY_FORMAT_MAX).and_then(|v| v.parse().ok()),
                     };
                     match newest.get(id.node_id.as_ref()) {
@@ -159,13 +194,23 @@ impl Gossip {
 
     /// The raft ids of the members gossip currently sees alive.
     pub async fn live_raft_ids(&self) -> Vec<u64> {
-        self.members().await.into_iter().filter(|m| m.state == "alive").filter_map(|m| m.raft_id).collect()
+        self.members()
+            .await
+            .into_iter()
+            .filter(|m| m.state == "alive")
+            .filter_map(|m| m.raft_id)
+            .collect()
     }
 
     /// The latest check-in of each worker as seen by any live node.
     pub async fn worker_last_seen(&self) -> HashMap<String, u64> {
         let mut out: HashMap<String, u64> = HashMap::new();
-        for m in self.members().await.into_iter().filter(|m| m.state == "alive") {
+        for m in self
+            .members()
+            .await
+            .into_iter()
+            .filter(|m| m.state == "alive")
+        {
             for (w, t) in m.workers {
                 let e = out.entry(w).or_insert(0);
                 *e = (*e).max(t);
@@ -183,14 +228,12 @@ impl Gossip {
 /// same answer from the same live set; when the owner dies, only its keys move.
 pub fn rendezvous_owner(key: &str, live: &[u64]) -> Option<u64> {
     use sha2::{Digest, Sha256};
-    live.iter()
-        .copied()
-        .max_by_key(|node| {
-            let digest = Sha256::digest(format!("{key}\n{node}").as_bytes());
-            let mut first = [0u8; 8];
-            first.copy_from_slice(&digest[..8]);
-            (u64::from_be_bytes(first), *node)
-        })
+    live.iter().copied().max_by_key(|node| {
+        let digest = Sha256::digest(format!("{key}\n{node}").as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        (u64::from_be_bytes(first), *node)
+    })
 }
 
 pub type SharedGossip = Arc<Gossip>;
@@ -203,15 +246,24 @@ mod tests {
     fn rendezvous_is_stable_and_moves_only_the_dead_nodes_keys() {
         let all = [1, 2, 3];
         let keys: Vec<String> = (0..200).map(|i| format!("trigger-{i}")).collect();
-        let owners: Vec<u64> = keys.iter().map(|k| rendezvous_owner(k, &all).unwrap()).collect();
+        let owners: Vec<u64> = keys
+            .iter()
+            .map(|k| rendezvous_owner(k, &all).unwrap())
+            .collect();
         for n in all {
-            assert!(owners.iter().filter(|&&o| o == n).count() > 30, "keys spread over every node");
+            assert!(
+                owners.iter().filter(|&&o| o == n).count() > 30,
+                "keys spread over every node"
+            );
         }
         let without_2 = [1, 3];
         for (k, owner) in keys.iter().zip(&owners) {
             let new_owner = rendezvous_owner(k, &without_2).unwrap();
             if *owner != 2 {
-                assert_eq!(new_owner, *owner, "a key not owned by the dead node stays put");
+                assert_eq!(
+                    new_owner, *owner,
+                    "a key not owned by the dead node stays put"
+                );
             } else {
                 assert_ne!(new_owner, 2);
             }
@@ -221,7 +273,10 @@ mod tests {
 
     #[test]
     fn host_port_is_taken_from_urls() {
-        assert_eq!(host_port("https://127.0.0.1:8443/").as_deref(), Some("127.0.0.1:8443"));
+        assert_eq!(
+            host_port("https://127.0.0.1:8443/").as_deref(),
+            Some("127.0.0.1:8443")
+        );
         assert_eq!(host_port("127.0.0.1:9"), Some("127.0.0.1:9".into()));
         assert_eq!(host_port("https://example"), None);
     }

@@ -44,20 +44,35 @@ fn main() -> anyhow::Result<()> {
             let config = jobserv_node::config::NodeConfig::load(&config)?;
             init_tracing(config.log_json, "info,openraft=warn");
             actix_web::rt::System::new().block_on(async move {
-                let node = jobserv_node::node::start(config).await.context("starting the node")?;
+                let node = jobserv_node::node::start(config)
+                    .await
+                    .context("starting the node")?;
                 node.wait().await.context("serving")
             })
         }
-        Cmd::Dev { dir, port, examples, executor, exit_after_build } => {
+        Cmd::Dev {
+            dir,
+            port,
+            examples,
+            executor,
+            exit_after_build,
+        } => {
             init_tracing(false, "warn");
-            let opts = dev::DevOptions { dir, port, examples, executor, exit_after_build };
+            let opts = dev::DevOptions {
+                dir,
+                port,
+                examples,
+                executor,
+                exit_after_build,
+            };
             actix_web::rt::System::new().block_on(dev::run(opts))
         }
     }
 }
 
 fn init_tracing(json: bool, default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_filter.into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if json {
         builder.json().init();

@@ -1,7 +1,9 @@
 //! Prometheus metrics. Counters and histograms are updated on the hot paths; gauges that describe the
 //! replicated state (queue depth and age by host tag, runs by state) are computed when `/metrics` is
 //! scraped, from indexes and counters the state machine maintains, so the hot paths pay nothing for them.
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -17,16 +19,43 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
-        let http_requests = IntCounterVec::new(Opts::new("jobserv_http_requests_total", "HTTP requests by route and status"), &["method", "route", "status"])?;
-        let commit_seconds = Histogram::with_opts(
-            HistogramOpts::new("jobserv_raft_commit_seconds", "Time from proposing a command to it being committed and applied")
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "jobserv_http_requests_total",
+                "HTTP requests by route and status",
+            ),
+            &["method", "route", "status"],
         )?;
-        let checkins = IntCounterVec::new(Opts::new("jobserv_checkins_total", "Worker check-ins by outcome"), &["outcome"])?;
-        let queue_depth = IntGaugeVec::new(Opts::new("jobserv_queue_depth", "Queued runs by host tag"), &["host_tag"])?;
-        let queue_oldest_seconds = IntGaugeVec::new(Opts::new("jobserv_queue_oldest_seconds", "Age of the oldest queued run by host tag"), &["host_tag"])?;
+        let commit_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "jobserv_raft_commit_seconds",
+                "Time from proposing a command to it being committed and applied",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+        )?;
+        let checkins = IntCounterVec::new(
+            Opts::new("jobserv_checkins_total", "Worker check-ins by outcome"),
+            &["outcome"],
+        )?;
+        let queue_depth = IntGaugeVec::new(
+            Opts::new("jobserv_queue_depth", "Queued runs by host tag"),
+            &["host_tag"],
+        )?;
+        let queue_oldest_seconds = IntGaugeVec::new(
+            Opts::new(
+                "jobserv_queue_oldest_seconds",
+                "Age of the oldest queued run by host tag",
+            ),
+            &["host_tag"],
+        )?;
         let runs = IntGaugeVec::new(Opts::new("jobserv_runs", "Runs by state"), &["state"])?;
-        let raft = IntGaugeVec::new(Opts::new("jobserv_raft", "Raft figures of this node"), &["figure"])?;
+        let raft = IntGaugeVec::new(
+            Opts::new("jobserv_raft", "Raft figures of this node"),
+            &["figure"],
+        )?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(commit_seconds.clone()))?;
         registry.register(Box::new(checkins.clone()))?;
@@ -34,11 +63,24 @@ impl Metrics {
         registry.register(Box::new(queue_oldest_seconds.clone()))?;
         registry.register(Box::new(runs.clone()))?;
         registry.register(Box::new(raft.clone()))?;
-        Ok(Metrics { registry, http_requests, commit_seconds, checkins, queue_depth, queue_oldest_seconds, runs, raft })
+        Ok(Metrics {
+            registry,
+            http_requests,
+            commit_seconds,
+            checkins,
+            queue_depth,
+            queue_oldest_seconds,
+            runs,
+            raft,
+        })
     }
 
     /// Refreshes the state-derived gauges and renders the text exposition format.
-    pub fn render(&self, cluster: &crate::cluster::Cluster, log_stats: &jobserv_raft::log_store::FlushStats) -> String {
+    pub fn render(
+        &self,
+        cluster: &crate::cluster::Cluster,
+        log_stats: &jobserv_raft::log_store::FlushStats,
+    ) -> String {
         use std::sync::atomic::Ordering::Relaxed;
         let now = jobserv_raft::state::now_ms();
         self.queue_depth.reset();
@@ -47,7 +89,9 @@ impl Metrics {
             for run in &queued {
                 self.queue_depth.with_label_values(&[&run.host_tag]).inc();
                 let age = (now.saturating_sub(run.created) / 1000) as i64;
-                let gauge = self.queue_oldest_seconds.with_label_values(&[&run.host_tag]);
+                let gauge = self
+                    .queue_oldest_seconds
+                    .with_label_values(&[&run.host_tag]);
                 if age > gauge.get() {
                     gauge.set(age);
                 }
@@ -55,15 +99,27 @@ impl Metrics {
         }
         if let Ok(counts) = cluster.state.run_counts() {
             for (status, count) in counts {
-                self.runs.with_label_values(&[status.as_str()]).set(count as i64);
+                self.runs
+                    .with_label_values(&[status.as_str()])
+                    .set(count as i64);
             }
         }
         let m = cluster.raft.metrics().borrow().clone();
-        self.raft.with_label_values(&["term"]).set(m.current_term as i64);
-        self.raft.with_label_values(&["last_applied"]).set(m.last_applied.map(|l| l.index as i64).unwrap_or(0));
-        self.raft.with_label_values(&["is_leader"]).set((m.current_leader == Some(cluster.id)) as i64);
-        self.raft.with_label_values(&["log_flushes"]).set(log_stats.flushes.load(Relaxed) as i64);
-        self.raft.with_label_values(&["log_appends_flushed"]).set(log_stats.appends.load(Relaxed) as i64);
+        self.raft
+            .with_label_values(&["term"])
+            .set(m.current_term as i64);
+        self.raft
+            .with_label_values(&["last_applied"])
+            .set(m.last_applied.map(|l| l.index as i64).unwrap_or(0));
+        self.raft
+            .with_label_values(&["is_leader"])
+            .set((m.current_leader == Some(cluster.id)) as i64);
+        self.raft
+            .with_label_values(&["log_flushes"])
+            .set(log_stats.flushes.load(Relaxed) as i64);
+        self.raft
+            .with_label_values(&["log_appends_flushed"])
+            .set(log_stats.appends.load(Relaxed) as i64);
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8_lossy(&out).into_owned()

@@ -10,7 +10,7 @@ use crate::config::NodeConfig;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use actix::Actor;
-use actix_web::dev::{Service, ServerHandle};
+use actix_web::dev::{ServerHandle, Service};
 use actix_web::http::StatusCode;
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{web, HttpServer};
@@ -38,7 +38,10 @@ pub enum StartError {
     #[error("raft: {0}")]
     Raft(String),
     #[error("listening on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -52,7 +55,10 @@ pub struct RunningNode {
 impl RunningNode {
     /// Serves until the server stops (SIGTERM/SIGINT are handled by actix-web: graceful stop).
     pub async fn wait(self) -> std::io::Result<()> {
-        let result = self.server_task.await.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        let result = self
+            .server_task
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
         let _ = self.cluster.raft.shutdown().await;
         result
     }
@@ -66,29 +72,64 @@ impl RunningNode {
 pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     generation();
     crate::tls::install_crypto_provider();
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::Other(format!("{}: {e}", config.data_dir.display())))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| StartError::Other(format!("{}: {e}", config.data_dir.display())))?;
     let (log_store, state_machine) = open_store(&config.data_dir.join("raft"))?;
     let log_stats = log_store.stats();
-    let client = crate::tls::client_from(&config.ca_cert, Duration::from_secs(30), config.outbound_ip)?;
+    let client =
+        crate::tls::client_from(&config.ca_cert, Duration::from_secs(30), config.outbound_ip)?;
     let network = HttpRaftNetwork::new(client.clone(), config.cluster_secret.clone());
-    let raft_cfg = Arc::new(raft_config().validate().map_err(|e| StartError::Raft(e.to_string()))?);
+    let raft_cfg = Arc::new(
+        raft_config()
+            .validate()
+            .map_err(|e| StartError::Raft(e.to_string()))?,
+    );
     let state = state_machine.state();
-    let raft = Raft::new(config.id, raft_cfg, network, log_store, state_machine.clone()).await.map_err(|e| StartError::Raft(e.to_string()))?;
+    let raft = Raft::new(
+        config.id,
+        raft_cfg,
+        network,
+        log_store,
+        state_machine.clone(),
+    )
+    .await
+    .map_err(|e| StartError::Raft(e.to_string()))?;
     let metrics = Arc::new(Metrics::new().map_err(|e| StartError::Other(e.to_string()))?);
     let seeds: Vec<String> = if config.gossip_seeds.is_empty() {
-        config.peers.iter().filter(|p| p.id != config.id).map(|p| p.url.as_str()).chain(config.join.as_deref()).filter_map(crate::gossip::host_port).collect()
+        config
+            .peers
+            .iter()
+            .filter(|p| p.id != config.id)
+            .map(|p| p.url.as_str())
+            .chain(config.join.as_deref())
+            .filter_map(crate::gossip::host_port)
+            .collect()
     } else {
         config.gossip_seeds.clone()
     };
     let gossip_advertise = config.gossip_advertise.clone().unwrap_or_else(|| {
-        let host = crate::gossip::host_port(&config.advertise_url).and_then(|hp| hp.rsplit_once(':').map(|(h, _)| h.to_string())).unwrap_or_else(|| "127.0.0.1".into());
-        let port = config.listen.rsplit_once(':').map(|(_, p)| p.to_string()).unwrap_or_default();
+        let host = crate::gossip::host_port(&config.advertise_url)
+            .and_then(|hp| hp.rsplit_once(':').map(|(h, _)| h.to_string()))
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let port = config
+            .listen
+            .rsplit_once(':')
+            .map(|(_, p)| p.to_string())
+            .unwrap_or_default();
         format!("{host}:{port}")
     });
     let gossip = Arc::new(
-        crate::gossip::Gossip::start(config.id, &config.listen, &gossip_advertise, &config.advertise_url, seeds, &config.cluster_secret, generation())
-            .await
-            .map_err(|e| StartError::Other(e.to_string()))?,
+        crate::gossip::Gossip::start(
+            config.id,
+            &config.listen,
+            &gossip_advertise,
+            &config.advertise_url,
+            seeds,
+            &config.cluster_secret,
+            generation(),
+        )
+        .await
+        .map_err(|e| StartError::Other(e.to_string()))?,
     );
     let cluster = Arc::new(Cluster {
         id: config.id,
@@ -103,13 +144,30 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     });
 
     let presence = Arc::new(Presence::default());
-    spawn_gossip_publisher(cluster.clone(), presence.clone(), Duration::from_secs(config.worker_timeout_secs));
+    spawn_gossip_publisher(
+        cluster.clone(),
+        presence.clone(),
+        Duration::from_secs(config.worker_timeout_secs),
+    );
     spawn_format_gate(cluster.clone());
     let checkin = CheckInActor::new(cluster.clone()).start();
-    WorkerMonitor::new(cluster.clone(), presence.clone(), Duration::from_secs(config.worker_timeout_secs), config.requeue_lost_runs).start();
+    WorkerMonitor::new(
+        cluster.clone(),
+        presence.clone(),
+        Duration::from_secs(config.worker_timeout_secs),
+        config.requeue_lost_runs,
+    )
+    .start();
     let project_arbiter = actix::Arbiter::new();
     let projects = ProjectActors::new(project_arbiter.handle(), cluster.clone());
-    let app = web::Data::new(App { cluster: cluster.clone(), presence, checkin, projects, config: config.clone(), log_stats });
+    let app = web::Data::new(App {
+        cluster: cluster.clone(),
+        presence,
+        checkin,
+        projects,
+        config: config.clone(),
+        log_stats,
+    });
     // Triggers: git pollers and build duties (chains, forge statuses, notifications), where `runs_here`.
     crate::triggers::poller::start_supervisor(app.clone());
     crate::actors::build::start_supervisor(crate::actors::build::Duties {
@@ -134,17 +192,30 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
                 async move {
                     let _entered = span.enter();
                     let res = fut.await?;
-                    let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
-                    metrics.http_requests.with_label_values(&[&method, &route, res.status().as_str()]).inc();
+                    let route = res
+                        .request()
+                        .match_pattern()
+                        .unwrap_or_else(|| "unmatched".into());
+                    metrics
+                        .http_requests
+                        .with_label_values(&[&method, &route, res.status().as_str()])
+                        .inc();
                     Ok(res)
                 }
             })
             .configure(crate::api::configure)
-            .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(crate::error::ApiError::NotFound("no such endpoint".into())) }))
+            .default_service(web::to(|| async {
+                Err::<actix_web::HttpResponse, _>(crate::error::ApiError::NotFound(
+                    "no such endpoint".into(),
+                ))
+            }))
     })
     .shutdown_timeout(5)
     .bind_rustls_0_23(&config.listen, tls)
-    .map_err(|source| StartError::Bind { addr: config.listen.clone(), source })?
+    .map_err(|source| StartError::Bind {
+        addr: config.listen.clone(),
+        source,
+    })?
     .run();
     let handle = server.handle();
     let server_task = tokio::spawn(server);
@@ -155,21 +226,35 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     }
     if let Some(token) = &config.admin_token {
         // Normally immediate. A node that cannot commit yet keeps serving and installs it in the background.
-        if tokio::time::timeout(Duration::from_secs(30), install_admin_token(&cluster, token)).await.is_err() {
+        if tokio::time::timeout(
+            Duration::from_secs(30),
+            install_admin_token(&cluster, token),
+        )
+        .await
+        .is_err()
+        {
             tracing::warn!("admin token not installed within 30 s; retrying in the background");
             let (cluster, token) = (cluster.clone(), token.clone());
             tokio::spawn(async move { install_admin_token(&cluster, &token).await });
         }
     }
     tracing::info!(node = config.id, url = %cluster.advertise_url, "node serving");
-    Ok(RunningNode { cluster, server: handle, server_task })
+    Ok(RunningNode {
+        cluster,
+        server: handle,
+        server_task,
+    })
 }
 
 /// Errors that actix produces itself (payload too large, bad path parameters…) get a jsend body too.
 fn jsend_error_body<B: actix_web::body::MessageBody + 'static>(
     res: actix_web::dev::ServiceResponse<B>,
 ) -> actix_web::Result<ErrorHandlerResponse<B>> {
-    let is_json = res.headers().get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("json"));
+    let is_json = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
     if is_json || res.status().is_success() {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }
@@ -179,15 +264,23 @@ fn jsend_error_body<B: actix_web::body::MessageBody + 'static>(
         s => format!("{}", s.canonical_reason().unwrap_or("error")),
     };
     let (req, _) = res.into_parts();
-    let body = actix_web::HttpResponse::build(status).json(serde_json::json!({"status": "error", "message": message}));
-    Ok(ErrorHandlerResponse::Response(actix_web::dev::ServiceResponse::new(req, body).map_into_right_body()))
+    let body = actix_web::HttpResponse::build(status)
+        .json(serde_json::json!({"status": "error", "message": message}));
+    Ok(ErrorHandlerResponse::Response(
+        actix_web::dev::ServiceResponse::new(req, body).map_into_right_body(),
+    ))
 }
 
 /// A fresh cluster is initialised by exactly one node: the only one (no peers), or the lowest peer id —
 /// and only if no peer already belongs to an initialised cluster (a wiped node must rejoin, not found a
 /// second cluster). A node started with `join` is added by the leader instead (`spawn_join`).
 async fn bootstrap(cluster: &Cluster, config: &NodeConfig) -> Result<(), StartError> {
-    if cluster.raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))? {
+    if cluster
+        .raft
+        .is_initialized()
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?
+    {
         return Ok(());
     }
     if config.join.is_some() {
@@ -195,10 +288,20 @@ async fn bootstrap(cluster: &Cluster, config: &NodeConfig) -> Result<(), StartEr
     }
     let mut members = BTreeMap::new();
     if config.peers.is_empty() {
-        members.insert(config.id, BasicNode { addr: cluster.advertise_url.clone() });
+        members.insert(
+            config.id,
+            BasicNode {
+                addr: cluster.advertise_url.clone(),
+            },
+        );
     } else {
         for peer in &config.peers {
-            members.insert(peer.id, BasicNode { addr: peer.url.trim_end_matches('/').to_string() });
+            members.insert(
+                peer.id,
+                BasicNode {
+                    addr: peer.url.trim_end_matches('/').to_string(),
+                },
+            );
         }
         if config.peers.iter().map(|p| p.id).min() != Some(config.id) {
             return Ok(()); // the lowest id initialises; the others are told by its first heartbeat
@@ -210,19 +313,31 @@ async fn bootstrap(cluster: &Cluster, config: &NodeConfig) -> Result<(), StartEr
             }
         }
     }
-    cluster.raft.initialize(members).await.map_err(|e| StartError::Raft(e.to_string()))
+    cluster
+        .raft
+        .initialize(members)
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))
 }
 
 async fn peer_is_initialized(cluster: &Cluster, url: &str) -> bool {
     let reply = cluster
         .client
         .get(format!("{}/raft/status", url.trim_end_matches('/')))
-        .header(jobserv_raft::network::CLUSTER_SECRET_HEADER, &cluster.secret)
+        .header(
+            jobserv_raft::network::CLUSTER_SECRET_HEADER,
+            &cluster.secret,
+        )
         .timeout(Duration::from_secs(2))
         .send()
         .await;
     match reply {
-        Ok(r) if r.status().is_success() => r.bytes().await.ok().and_then(|b| jobserv_raft::codec::decode::<bool>(&b).ok()).unwrap_or(false),
+        Ok(r) if r.status().is_success() => r
+            .bytes()
+            .await
+            .ok()
+            .and_then(|b| jobserv_raft::codec::decode::<bool>(&b).ok())
+            .unwrap_or(false),
         _ => false,
     }
 }
@@ -230,10 +345,22 @@ async fn peer_is_initialized(cluster: &Cluster, url: &str) -> bool {
 /// Asks the cluster (through `join`, forwarded to the leader) to add this node, until it is a member.
 fn spawn_join(cluster: Arc<Cluster>, join: String) {
     tokio::spawn(async move {
-        let change = crate::cluster::MembershipChange::AddNode { id: cluster.id, url: cluster.advertise_url.clone() };
-        let Ok(body) = jobserv_raft::codec::encode(&change) else { return };
+        let change = crate::cluster::MembershipChange::AddNode {
+            id: cluster.id,
+            url: cluster.advertise_url.clone(),
+        };
+        let Ok(body) = jobserv_raft::codec::encode(&change) else {
+            return;
+        };
         loop {
-            let voters: Vec<u64> = cluster.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+            let voters: Vec<u64> = cluster
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .collect();
             if voters.contains(&cluster.id) {
                 tracing::info!(node = cluster.id, "joined the cluster as a voter");
                 return;
@@ -241,7 +368,10 @@ fn spawn_join(cluster: Arc<Cluster>, join: String) {
             let reply = cluster
                 .client
                 .post(format!("{}/raft/membership", join.trim_end_matches('/')))
-                .header(jobserv_raft::network::CLUSTER_SECRET_HEADER, &cluster.secret)
+                .header(
+                    jobserv_raft::network::CLUSTER_SECRET_HEADER,
+                    &cluster.secret,
+                )
                 .timeout(Duration::from_secs(120))
                 .body(body.clone())
                 .send()
@@ -268,17 +398,44 @@ fn spawn_format_gate(cluster: Arc<Cluster>) {
             if !cluster.is_leader() {
                 continue;
             }
-            let Ok(current) = cluster.state.format_version() else { continue };
+            let Ok(current) = cluster.state.format_version() else {
+                continue;
+            };
             if current >= jobserv_raft::codec::FORMAT_VERSION {
                 continue;
             }
-            let members: Vec<u64> = cluster.raft.metrics().borrow().membership_config.membership().nodes().map(|(id, _)| *id).collect();
+            let members: Vec<u64> = cluster
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(id, _)| *id)
+                .collect();
             let gossip = cluster.gossip.members().await;
-            let readable = members.iter().map(|id| gossip.iter().find(|m| m.raft_id == Some(*id) && m.state == "alive").and_then(|m| m.format_max)).collect::<Option<Vec<u8>>>();
-            let Some(agreed) = readable.and_then(|v| v.into_iter().min()) else { continue };
+            let readable = members
+                .iter()
+                .map(|id| {
+                    gossip
+                        .iter()
+                        .find(|m| m.raft_id == Some(*id) && m.state == "alive")
+                        .and_then(|m| m.format_max)
+                })
+                .collect::<Option<Vec<u8>>>();
+            let Some(agreed) = readable.and_then(|v| v.into_iter().min()) else {
+                continue;
+            };
             if agreed > current {
-                tracing::info!(from = current, to = agreed, "every member reads the newer storage format: raising it");
-                if let Err(e) = cluster.propose(Command::SetFormatVersion { version: agreed }).await {
+                tracing::info!(
+                    from = current,
+                    to = agreed,
+                    "every member reads the newer storage format: raising it"
+                );
+                if let Err(e) = cluster
+                    .propose(Command::SetFormatVersion { version: agreed })
+                    .await
+                {
                     tracing::warn!("raising the storage format: {e}");
                 }
             }
@@ -310,7 +467,14 @@ async fn install_admin_token(cluster: &Cluster, token: &str) {
             Ok(None) => {}
             Err(e) => tracing::warn!("reading tokens: {e}"),
         }
-        match cluster.propose(Command::AddToken { hash: hash.clone(), name: "admin (config)".into(), role: Role::Admin }).await {
+        match cluster
+            .propose(Command::AddToken {
+                hash: hash.clone(),
+                name: "admin (config)".into(),
+                role: Role::Admin,
+            })
+            .await
+        {
             Ok(_) => return,
             Err(e) => tracing::debug!("admin token not installed yet: {e}"),
         }

@@ -22,7 +22,10 @@ pub struct Presence {
 
 impl Default for Presence {
     fn default() -> Self {
-        Presence { started: Instant::now(), workers: Mutex::new(HashMap::new()) }
+        Presence {
+            started: Instant::now(),
+            workers: Mutex::new(HashMap::new()),
+        }
     }
 }
 
@@ -46,16 +49,27 @@ impl Presence {
     }
 
     /// Workers seen within `window`, with their last check-in in ms since the epoch (for gossip).
-    pub fn seen_within(&self, window: std::time::Duration) -> std::collections::HashMap<String, u64> {
+    pub fn seen_within(
+        &self,
+        window: std::time::Duration,
+    ) -> std::collections::HashMap<String, u64> {
         let now_ms = jobserv_raft::state::now_ms();
-        let Ok(map) = self.workers.lock() else { return Default::default() };
+        let Ok(map) = self.workers.lock() else {
+            return Default::default();
+        };
         map.iter()
             .filter(|(_, h)| h.last_seen.elapsed() < window)
-            .map(|(name, h)| (name.clone(), now_ms.saturating_sub(h.last_seen.elapsed().as_millis() as u64)))
+            .map(|(name, h)| {
+                (
+                    name.clone(),
+                    now_ms.saturating_sub(h.last_seen.elapsed().as_millis() as u64),
+                )
+            })
             .collect()
     }
 
     pub fn is_online(&self, name: &str, timeout: std::time::Duration) -> bool {
-        self.get(name).is_some_and(|h| h.last_seen.elapsed() < timeout)
+        self.get(name)
+            .is_some_and(|h| h.last_seen.elapsed() < timeout)
     }
 }

@@ -22,7 +22,12 @@ pub fn host_tag_matches(pattern: &str, worker: &Worker) -> bool {
 pub type SyncGate = HashMap<String, u64>;
 
 /// Picks up to `slots` runs for `worker` from `queued` (in queue order).
-pub fn pick_runs<'a>(queued: &'a [Run], worker: &Worker, slots: usize, sync_gate: &SyncGate) -> Vec<&'a Run> {
+pub fn pick_runs<'a>(
+    queued: &'a [Run],
+    worker: &Worker,
+    slots: usize,
+    sync_gate: &SyncGate,
+) -> Vec<&'a Run> {
     if !worker.enlisted || slots == 0 {
         return Vec::new();
     }
@@ -31,18 +36,32 @@ pub fn pick_runs<'a>(queued: &'a [Run], worker: &Worker, slots: usize, sync_gate
     }
     queued
         .iter()
-        .filter(|run| sync_gate.get(&run.project).is_none_or(|&oldest| run.build <= oldest))
+        .filter(|run| {
+            sync_gate
+                .get(&run.project)
+                .is_none_or(|&oldest| run.build <= oldest)
+        })
         .filter(|run| host_tag_matches(&run.host_tag, worker))
         .take(slots)
         .collect()
 }
 
 /// Why `run` is still queued, given the enlisted workers and which of them are online with free slots.
-pub fn queue_reason(run: &Run, workers: &[(Worker, bool, u32)], sync_gate: &SyncGate) -> QueueReason {
-    if sync_gate.get(&run.project).is_some_and(|&oldest| run.build > oldest) {
+pub fn queue_reason(
+    run: &Run,
+    workers: &[(Worker, bool, u32)],
+    sync_gate: &SyncGate,
+) -> QueueReason {
+    if sync_gate
+        .get(&run.project)
+        .is_some_and(|&oldest| run.build > oldest)
+    {
         return QueueReason::SynchronousBuild;
     }
-    let matching: Vec<_> = workers.iter().filter(|(w, _, _)| w.enlisted && host_tag_matches(&run.host_tag, w)).collect();
+    let matching: Vec<_> = workers
+        .iter()
+        .filter(|(w, _, _)| w.enlisted && host_tag_matches(&run.host_tag, w))
+        .collect();
     if matching.is_empty() {
         return QueueReason::NoMatchingWorker;
     }
@@ -61,7 +80,11 @@ mod tests {
         Worker {
             name: name.into(),
             key_hash: String::new(),
-            facts: WorkerFacts { host_tags: tags.iter().map(|t| t.to_string()).collect(), concurrent_runs: 2, ..Default::default() },
+            facts: WorkerFacts {
+                host_tags: tags.iter().map(|t| t.to_string()).collect(),
+                concurrent_runs: 2,
+                ..Default::default()
+            },
             enlisted,
             created: 0,
         }
@@ -105,12 +128,21 @@ mod tests {
         };
         let queued = vec![run.clone()];
         assert!(pick_runs(&queued, &w, 2, &SyncGate::new()).is_empty());
-        assert_eq!(queue_reason(&run, &[(w.clone(), true, 2)], &SyncGate::new()), QueueReason::NoMatchingWorker);
+        assert_eq!(
+            queue_reason(&run, &[(w.clone(), true, 2)], &SyncGate::new()),
+            QueueReason::NoMatchingWorker
+        );
         let enlisted = worker("w1", &["amd64"], true);
         assert_eq!(pick_runs(&queued, &enlisted, 2, &SyncGate::new()).len(), 1);
-        assert_eq!(queue_reason(&run, &[(enlisted.clone(), true, 0)], &SyncGate::new()), QueueReason::AllMatchingBusy);
+        assert_eq!(
+            queue_reason(&run, &[(enlisted.clone(), true, 0)], &SyncGate::new()),
+            QueueReason::AllMatchingBusy
+        );
         let gate: SyncGate = [("p".to_string(), 0u64)].into_iter().collect();
         assert!(pick_runs(&queued, &enlisted, 2, &gate).is_empty());
-        assert_eq!(queue_reason(&run, &[(enlisted, true, 2)], &gate), QueueReason::SynchronousBuild);
+        assert_eq!(
+            queue_reason(&run, &[(enlisted, true, 2)], &gate),
+            QueueReason::SynchronousBuild
+        );
     }
 }

@@ -6,7 +6,12 @@ use serde_json::json;
 async fn project_with_build(node: &TestNode, name: &str) -> u64 {
     let (s, body) = node.post("/projects/", json!({"name": name})).await;
     assert_eq!(s, 201, "{body}");
-    let (s, body) = node.post(&format!("/projects/{name}/builds/"), json!({"trigger-name": "manual", "project-definition": SIMPLE_PROJECT})).await;
+    let (s, body) = node
+        .post(
+            &format!("/projects/{name}/builds/"),
+            json!({"trigger-name": "manual", "project-definition": SIMPLE_PROJECT}),
+        )
+        .await;
     assert_eq!(s, 201, "{body}");
     body["data"]["build_id"].as_u64().expect("build_id")
 }
@@ -25,16 +30,32 @@ async fn projects_and_builds_round_trip_with_queue_reasons() {
     assert_eq!(s, 200, "{body}");
     let build = &body["data"]["build"];
     assert_eq!(build["status"], "QUEUED");
-    let mut names: Vec<_> = build["runs"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_string()).collect();
+    let mut names: Vec<_> = build["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect();
     names.sort();
     assert_eq!(names, ["lint-a", "lint-b", "unit"]);
     // No worker at all: each queued run says so.
-    assert!(build["runs"].as_array().unwrap().iter().all(|r| r["queue_reason"] == "no_matching_worker"));
-    let (s, text) = node.get_text("/projects/demo/builds/1/runs/unit/console.log").await;
+    assert!(build["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["queue_reason"] == "no_matching_worker"));
+    let (s, text) = node
+        .get_text("/projects/demo/builds/1/runs/unit/console.log")
+        .await;
     assert_eq!(s, 200);
-    assert!(text.contains("Waiting for worker with tag: amd64"), "{text}");
+    assert!(
+        text.contains("Waiting for worker with tag: amd64"),
+        "{text}"
+    );
 
-    let (s, yml) = node.get_text("/projects/demo/builds/latest/project.yml").await;
+    let (s, yml) = node
+        .get_text("/projects/demo/builds/latest/project.yml")
+        .await;
     assert_eq!(s, 200);
     assert!(yml.contains("lint-{loop}"));
     let (_, health) = node.get("/health/runs/").await;
@@ -52,9 +73,17 @@ async fn concurrent_build_creation_gives_gapless_unique_numbers() {
         let url = node.u("/projects/p/builds/");
         let token = node.token.clone();
         tasks.push(tokio::spawn(async move {
-            let r = client.post(url).header("Authorization", format!("Token {token}")).json(&json!({"trigger-name": "manual"})).send().await.unwrap();
+            let r = client
+                .post(url)
+                .header("Authorization", format!("Token {token}"))
+                .json(&json!({"trigger-name": "manual"}))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status().as_u16(), 201);
-            r.json::<serde_json::Value>().await.unwrap()["data"]["build_id"].as_u64().unwrap()
+            r.json::<serde_json::Value>().await.unwrap()["data"]["build_id"]
+                .as_u64()
+                .unwrap()
         }));
     }
     let mut numbers = Vec::new();
@@ -64,7 +93,12 @@ async fn concurrent_build_creation_gives_gapless_unique_numbers() {
     numbers.sort();
     assert_eq!(numbers, (2..=21).collect::<Vec<u64>>());
     let (_, page) = node.get("/projects/p/builds/?limit=5").await;
-    let listed: Vec<u64> = page["data"]["builds"].as_array().unwrap().iter().map(|b| b["build_id"].as_u64().unwrap()).collect();
+    let listed: Vec<u64> = page["data"]["builds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["build_id"].as_u64().unwrap())
+        .collect();
     assert_eq!(listed, vec![21, 20, 19, 18, 17]);
     let next = page["data"]["next"].as_str().unwrap().to_string();
     assert!(next.ends_with("before=17"), "{next}");
@@ -77,14 +111,25 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
     // No token, wrong token.
     let r = node.client.get(node.u("/projects/")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
-    let r = node.client.get(node.u("/projects/")).header("Authorization", "Token nope").send().await.unwrap();
+    let r = node
+        .client
+        .get(node.u("/projects/"))
+        .header("Authorization", "Token nope")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 401);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["status"], "error");
     // Unknown field, bad name, malformed JSON.
-    let (s, body) = node.post("/projects/", json!({"name": "x", "colour": "red"})).await;
+    let (s, body) = node
+        .post("/projects/", json!({"name": "x", "colour": "red"}))
+        .await;
     assert_eq!(s, 400);
-    assert!(body["message"].as_str().unwrap().contains("colour"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("colour"),
+        "{body}"
+    );
     let (s, body) = node.post("/projects/", json!({"name": "../etc"})).await;
     assert_eq!(s, 400);
     assert!(body["message"].as_str().unwrap().contains("name"), "{body}");
@@ -93,22 +138,39 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
     let (s, body) = node.post("/projects/ok/builds/", json!({"trigger-name": "manual", "project-definition": "timeout: 5\ntriggers: [\n  - name: x\n"})).await;
     assert_eq!(s, 400);
     assert!(body["message"].as_str().unwrap().contains("line"), "{body}");
-    let (s, body) = node.post("/projects/ok/builds/", json!({"trigger-name": "nope", "project-definition": SIMPLE_PROJECT})).await;
+    let (s, body) = node
+        .post(
+            "/projects/ok/builds/",
+            json!({"trigger-name": "nope", "project-definition": SIMPLE_PROJECT}),
+        )
+        .await;
     assert_eq!(s, 400);
     assert!(body["message"].as_str().unwrap().contains("nope"), "{body}");
-    let mut bomb = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    let mut bomb = String::from(
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
     for i in 1..9 {
         let prev = (b'a' + i - 1) as char;
         let cur = (b'a' + i) as char;
         bomb.push_str(&format!("{cur}: &{cur} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"));
     }
     let started = std::time::Instant::now();
-    let (s, body) = node.post("/projects/ok/builds/", json!({"trigger-name": "manual", "project-definition": bomb})).await;
+    let (s, body) = node
+        .post(
+            "/projects/ok/builds/",
+            json!({"trigger-name": "manual", "project-definition": bomb}),
+        )
+        .await;
     assert_eq!(s, 400, "{body}");
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     // Oversized body: 413 with a jsend body.
     let big = "x".repeat(3 * 1024 * 1024);
-    let (s, body) = node.post("/projects/ok/builds/", json!({"trigger-name": "manual", "project-definition": big})).await;
+    let (s, body) = node
+        .post(
+            "/projects/ok/builds/",
+            json!({"trigger-name": "manual", "project-definition": big}),
+        )
+        .await;
     assert_eq!(s, 413, "{body}");
     assert_eq!(body["status"], "error");
     // Nothing of that reached the state.

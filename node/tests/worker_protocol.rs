@@ -10,9 +10,17 @@ const WORKER_KEY: &str = "worker-key-0123456789abcdef0123456789abcdef";
 async fn register_and_enlist(node: &TestNode, name: &str) {
     let reg = json!({"api_key": WORKER_KEY, "distro": "debian", "mem_total": 1u64 << 30, "cpu_total": 2, "cpu_type": "x86_64",
                      "concurrent_runs": 2, "host_tags": ["amd64"]});
-    let r = node.client.post(node.u(&format!("/workers/{name}/"))).json(&reg).send().await.unwrap();
+    let r = node
+        .client
+        .post(node.u(&format!("/workers/{name}/")))
+        .json(&reg)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 201);
-    let (s, body) = node.patch(&format!("/workers/{name}/"), json!({"enlisted": true})).await;
+    let (s, body) = node
+        .patch(&format!("/workers/{name}/"), json!({"enlisted": true}))
+        .await;
     assert_eq!(s, 200, "{body}");
 }
 
@@ -28,11 +36,20 @@ async fn check_in(node: &TestNode, name: &str, slots: u32, wait: u32) -> Value {
     r.json::<Value>().await.unwrap()["data"]["worker"].clone()
 }
 
-async fn append(node: &TestNode, rundef: &Value, offset: u64, bytes: &str, status: Option<&str>) -> reqwest::Response {
+async fn append(
+    node: &TestNode,
+    rundef: &Value,
+    offset: u64,
+    bytes: &str,
+    status: Option<&str>,
+) -> reqwest::Response {
     let mut req = node
         .client
         .post(rundef["run_url"].as_str().unwrap())
-        .header("Authorization", format!("Token {}", rundef["api_key"].as_str().unwrap()))
+        .header(
+            "Authorization",
+            format!("Token {}", rundef["api_key"].as_str().unwrap()),
+        )
         .header("X-OFFSET", offset.to_string())
         .body(bytes.to_string());
     if let Some(s) = status {
@@ -55,10 +72,22 @@ async fn worker_runs_a_build_to_completion_and_state_survives_restart() {
     setup(&node).await;
 
     // A wrong key is refused; an unenlisted worker gets nothing.
-    let r = node.client.get(node.u("/workers/w1/?available_runners=1")).header("Authorization", "Token wrong").send().await.unwrap();
+    let r = node
+        .client
+        .get(node.u("/workers/w1/?available_runners=1"))
+        .header("Authorization", "Token wrong")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 404);
     register_and_enlist(&node, "w1").await;
-    let bad = node.client.get(node.u("/workers/w1/?available_runners=1")).header("Authorization", "Token wrong").send().await.unwrap();
+    let bad = node
+        .client
+        .get(node.u("/workers/w1/?available_runners=1"))
+        .header("Authorization", "Token wrong")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status().as_u16(), 401);
 
     let reply = check_in(&node, "w1", 2, 0).await;
@@ -86,16 +115,55 @@ async fn worker_runs_a_build_to_completion_and_state_survives_restart() {
         .json(&json!({"name": "unit-tests", "status": "PASSED", "results": [{"name": "t1", "status": "PASSED"}]}))
         .send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    let r = node.client.post(format!("{}create_signed", d["run_url"].as_str().unwrap()))
-        .header("Authorization", format!("Token {}", d["api_key"].as_str().unwrap()))
-        .json(&json!({"paths": ["out/hello.txt"]})).send().await.unwrap();
+    let r = node
+        .client
+        .post(format!("{}create_signed", d["run_url"].as_str().unwrap()))
+        .header(
+            "Authorization",
+            format!("Token {}", d["api_key"].as_str().unwrap()),
+        )
+        .json(&json!({"paths": ["out/hello.txt"]}))
+        .send()
+        .await
+        .unwrap();
     let urls: Value = r.json().await.unwrap();
-    let put_url = urls["data"]["urls"]["out/hello.txt"].as_str().unwrap().to_string();
-    assert_eq!(node.client.put(&put_url).body("artifact bytes").send().await.unwrap().status().as_u16(), 200);
-    assert_eq!(node.client.put(put_url.replace("sig=", "sig=0")).body("x").send().await.unwrap().status().as_u16(), 403);
-    let r = node.client.post(format!("{}create_signed", d["run_url"].as_str().unwrap()))
-        .header("Authorization", format!("Token {}", d["api_key"].as_str().unwrap()))
-        .json(&json!({"paths": ["../../etc/passwd"]})).send().await.unwrap();
+    let put_url = urls["data"]["urls"]["out/hello.txt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        node.client
+            .put(&put_url)
+            .body("artifact bytes")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        node.client
+            .put(put_url.replace("sig=", "sig=0"))
+            .body("x")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        403
+    );
+    let r = node
+        .client
+        .post(format!("{}create_signed", d["run_url"].as_str().unwrap()))
+        .header(
+            "Authorization",
+            format!("Token {}", d["api_key"].as_str().unwrap()),
+        )
+        .json(&json!({"paths": ["../../etc/passwd"]}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 400);
 
     let r = append(&node, d, 12, "done\n", Some("PASSED")).await;
@@ -104,27 +172,50 @@ async fn worker_runs_a_build_to_completion_and_state_survives_restart() {
     let r = append(&node, d, 12, "done\n", Some("PASSED")).await;
     assert_eq!(r.status().as_u16(), 200);
     let name0 = d["run"].as_str().unwrap().to_string();
-    let (_, log) = node.get_text(&format!("/projects/demo/builds/1/runs/{name0}/console.log")).await;
+    let (_, log) = node
+        .get_text(&format!("/projects/demo/builds/1/runs/{name0}/console.log"))
+        .await;
     assert_eq!(log, "hello\nworld\ndone\n");
 
     // Cancel the second run: the worker's next append is told to stop.
     let d1 = &defs[1];
     let name1 = d1["run"].as_str().unwrap().to_string();
-    let (s, _) = node.post(&format!("/projects/demo/builds/1/runs/{name1}/cancel"), json!({})).await;
+    let (s, _) = node
+        .post(
+            &format!("/projects/demo/builds/1/runs/{name1}/cancel"),
+            json!({}),
+        )
+        .await;
     assert_eq!(s, 200);
     let r = append(&node, d1, 0, "working\n", None).await;
-    assert_eq!(r.headers().get("X-JOBSERV-CANCEL").map(|v| v.to_str().unwrap()), Some("1"));
+    assert_eq!(
+        r.headers()
+            .get("X-JOBSERV-CANCEL")
+            .map(|v| v.to_str().unwrap()),
+        Some("1")
+    );
     let r = append(&node, d1, 8, "", Some("PASSED")).await;
     assert_eq!(r.status().as_u16(), 200);
-    let (_, run1) = node.get(&format!("/projects/demo/builds/1/runs/{name1}/")).await;
-    assert_eq!(run1["data"]["run"]["status"], "FAILED", "a cancelled run never passes");
+    let (_, run1) = node
+        .get(&format!("/projects/demo/builds/1/runs/{name1}/"))
+        .await;
+    assert_eq!(
+        run1["data"]["run"]["status"], "FAILED",
+        "a cancelled run never passes"
+    );
 
     // The third run: long-poll gets it at once.
     let started = std::time::Instant::now();
     let reply = check_in(&node, "w1", 1, 10).await;
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     let d2 = reply["run-defs"][0].clone();
-    assert_eq!(append(&node, &d2, 0, "", Some("FAILED")).await.status().as_u16(), 200);
+    assert_eq!(
+        append(&node, &d2, 0, "", Some("FAILED"))
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
     let (_, build) = node.get("/projects/demo/builds/1/").await;
     assert_eq!(build["data"]["build"]["status"], "FAILED");
 
@@ -134,21 +225,35 @@ async fn worker_runs_a_build_to_completion_and_state_survives_restart() {
 
     // Restart on the same data dir: everything is still there.
     node.restart().await;
-    let (_, log_after) = node.get_text(&format!("/projects/demo/builds/1/runs/{name0}/console.log")).await;
+    let (_, log_after) = node
+        .get_text(&format!("/projects/demo/builds/1/runs/{name0}/console.log"))
+        .await;
     assert_eq!(log_after, "hello\nworld\ndone\n");
-    let (_, run0) = node.get(&format!("/projects/demo/builds/1/runs/{name0}/")).await;
+    let (_, run0) = node
+        .get(&format!("/projects/demo/builds/1/runs/{name0}/"))
+        .await;
     assert_eq!(run0["data"]["run"]["status"], "PASSED");
     assert_eq!(run0["data"]["run"]["tests"][0]["name"], "unit-tests");
-    let (s, art) = node.get_text(&format!("/projects/demo/builds/1/runs/{name0}/out/hello.txt")).await;
+    let (s, art) = node
+        .get_text(&format!(
+            "/projects/demo/builds/1/runs/{name0}/out/hello.txt"
+        ))
+        .await;
     assert_eq!((s, art.as_str()), (200, "artifact bytes"));
     let (_, build) = node.get("/projects/demo/builds/1/").await;
     assert_eq!(build["data"]["build"]["status"], "FAILED");
     // Rundef for a plain user: no run key, secret values removed.
-    let (_, rundef) = node.get(&format!("/projects/demo/builds/1/runs/{name0}/.rundef.json")).await;
+    let (_, rundef) = node
+        .get(&format!(
+            "/projects/demo/builds/1/runs/{name0}/.rundef.json"
+        ))
+        .await;
     assert!(rundef["api_key"].is_null());
     assert_eq!(rundef["secrets"]["token"], "");
     // Build numbering continues after the restart.
-    let (s, body) = node.post("/projects/demo/builds/", json!({"trigger-name": "manual"})).await;
+    let (s, body) = node
+        .post("/projects/demo/builds/", json!({"trigger-name": "manual"}))
+        .await;
     assert_eq!((s, body["data"]["build_id"].as_u64()), (201, Some(2)));
     node.stop().await;
 }
@@ -163,23 +268,39 @@ async fn a_lost_worker_is_fenced_and_its_run_fails_with_a_reason() {
     register_and_enlist(&node, "w1").await;
     let reply = check_in(&node, "w1", 1, 0).await;
     let d = reply["run-defs"][0].clone();
-    assert_eq!(append(&node, &d, 0, "started\n", None).await.status().as_u16(), 200);
+    assert_eq!(
+        append(&node, &d, 0, "started\n", None)
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
     let name = d["run"].as_str().unwrap().to_string();
     // Stop checking in; the monitor releases the run after the timeout.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let (_, run) = node.get(&format!("/projects/demo/builds/1/runs/{name}/")).await;
+        let (_, run) = node
+            .get(&format!("/projects/demo/builds/1/runs/{name}/"))
+            .await;
         if run["data"]["run"]["status"] == "FAILED" {
-            assert!(run["data"]["run"]["failure_reason"].as_str().unwrap().contains("stopped checking in"));
+            assert!(run["data"]["run"]["failure_reason"]
+                .as_str()
+                .unwrap()
+                .contains("stopped checking in"));
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "run was not released: {run}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run was not released: {run}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     // The worker comes back: its key for that run is refused.
     let r = append(&node, &d, 8, "late\n", Some("PASSED")).await;
     assert_eq!(r.status().as_u16(), 403);
-    let (_, log) = node.get_text(&format!("/projects/demo/builds/1/runs/{name}/console.log")).await;
+    let (_, log) = node
+        .get_text(&format!("/projects/demo/builds/1/runs/{name}/console.log"))
+        .await;
     assert_eq!(log, "started\n");
     node.stop().await;
 }

@@ -29,7 +29,11 @@ static WRITE_VERSION: AtomicU8 = AtomicU8::new(1);
 pub fn max_readable() -> u8 {
     static MAX: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
     *MAX.get_or_init(|| {
-        std::env::var("JOBSERV_MAX_FORMAT").ok().and_then(|v| v.parse::<u8>().ok()).map(|v| v.clamp(MIN_READABLE_VERSION, FORMAT_VERSION)).unwrap_or(FORMAT_VERSION)
+        std::env::var("JOBSERV_MAX_FORMAT")
+            .ok()
+            .and_then(|v| v.parse::<u8>().ok())
+            .map(|v| v.clamp(MIN_READABLE_VERSION, FORMAT_VERSION))
+            .unwrap_or(FORMAT_VERSION)
     })
 }
 
@@ -56,7 +60,10 @@ pub enum CodecError {
 }
 
 fn varint() -> impl Options {
-    bincode::DefaultOptions::new().with_varint_encoding().with_little_endian().allow_trailing_bytes()
+    bincode::DefaultOptions::new()
+        .with_varint_encoding()
+        .with_little_endian()
+        .allow_trailing_bytes()
 }
 
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
@@ -76,7 +83,11 @@ pub fn encode_as<T: Serialize + ?Sized>(version: u8, value: &T) -> Result<Vec<u8
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
     if !(MIN_READABLE_VERSION..=max_readable()).contains(&version) {
-        return Err(CodecError::UnknownVersion { found: version, min: MIN_READABLE_VERSION, max: max_readable() });
+        return Err(CodecError::UnknownVersion {
+            found: version,
+            min: MIN_READABLE_VERSION,
+            max: max_readable(),
+        });
     }
     match version {
         1 => Ok(bincode::deserialize(body)?),
@@ -99,7 +110,12 @@ mod tests {
         }
         let v1 = encode_as(1, &value).unwrap();
         let v2 = encode_as(2, &value).unwrap();
-        assert!(v2.len() < v1.len(), "varint is smaller: {} vs {}", v2.len(), v1.len());
+        assert!(
+            v2.len() < v1.len(),
+            "varint is smaller: {} vs {}",
+            v2.len(),
+            v1.len()
+        );
     }
 
     /// Commands embed wire types from the protocol crate; bincode needs them free of serde attributes
@@ -134,7 +150,10 @@ mod tests {
     fn refuses_an_unknown_version_instead_of_misreading() {
         let mut bytes = encode_as(FORMAT_VERSION, &7u32).unwrap();
         bytes[0] = FORMAT_VERSION + 1;
-        assert!(matches!(decode::<u32>(&bytes), Err(CodecError::UnknownVersion { .. })));
+        assert!(matches!(
+            decode::<u32>(&bytes),
+            Err(CodecError::UnknownVersion { .. })
+        ));
         assert!(matches!(decode::<u32>(&[]), Err(CodecError::Empty)));
     }
 }

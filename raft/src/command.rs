@@ -12,43 +12,118 @@ use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Command {
-    CreateProject { name: String, synchronous_builds: bool, now: u64 },
-    DeleteProject { name: String },
+    CreateProject {
+        name: String,
+        synchronous_builds: bool,
+        now: u64,
+    },
+    DeleteProject {
+        name: String,
+    },
     /// Stores the hash of an API token; the token itself never enters the log.
-    AddToken { hash: String, name: String, role: Role },
-    CreateTrigger { trigger: Trigger },
-    UpdateTrigger { trigger: Trigger },
+    AddToken {
+        hash: String,
+        name: String,
+        role: Role,
+    },
+    CreateTrigger {
+        trigger: Trigger,
+    },
+    UpdateTrigger {
+        trigger: Trigger,
+    },
     CreateBuild(Box<NewBuild>),
-    RegisterWorker { name: String, key_hash: String, facts: WorkerFacts, now: u64 },
-    UpdateWorker { name: String, enlisted: Option<bool>, facts: Option<WorkerFacts> },
+    RegisterWorker {
+        name: String,
+        key_hash: String,
+        facts: WorkerFacts,
+        now: u64,
+    },
+    UpdateWorker {
+        name: String,
+        enlisted: Option<bool>,
+        facts: Option<WorkerFacts>,
+    },
     /// Hands queued runs to a worker. A run that is no longer QUEUED (another node assigned it first) is
     /// skipped, which is what makes assignment exactly-once.
-    AssignRuns { worker: String, runs: Vec<RunRef>, now: u64 },
+    AssignRuns {
+        worker: String,
+        runs: Vec<RunRef>,
+        now: u64,
+    },
     /// Appends console bytes at `offset` and/or changes the run's status, for the lease `fence`.
     UpdateRun(Box<RunUpdate>),
-    CancelRun { run: RunRef, now: u64 },
-    RerunRun { run: RunRef, now: u64 },
+    CancelRun {
+        run: RunRef,
+        now: u64,
+    },
+    RerunRun {
+        run: RunRef,
+        now: u64,
+    },
     /// Fails (or re-queues) every run a lost worker holds.
-    ReleaseWorkerRuns { worker: String, reason: String, requeue: bool, now: u64 },
-    ReportTests { run: RunRef, fence: u64, report: TestReport, now: u64 },
-    PromoteBuild { project: String, build: u64, name: String, annotation: Option<String> },
+    ReleaseWorkerRuns {
+        worker: String,
+        reason: String,
+        requeue: bool,
+        now: u64,
+    },
+    ReportTests {
+        run: RunRef,
+        fence: u64,
+        report: TestReport,
+        now: u64,
+    },
+    PromoteBuild {
+        project: String,
+        build: u64,
+        name: String,
+        annotation: Option<String>,
+    },
     /// Stores one artifact of a run in the replicated state (bounded in size by the node), so that it
     /// survives the loss of any minority of nodes and reads the same from every node.
-    PutArtifact { run: RunRef, fence: u64, path: String, bytes: Vec<u8> },
+    PutArtifact {
+        run: RunRef,
+        fence: u64,
+        path: String,
+        bytes: Vec<u8>,
+    },
     /// A no-op: used by benchmarks and health checks to measure the commit path alone.
     Noop,
     /// `CreateBuild` plus what the build must do later (`hooks`: chains, forge status, notifications)
     /// and, for a git poller, the compare-and-set of the ref that moved (refused if it already moved).
-    CreateBuildExt { build: Box<NewBuild>, hooks: Option<crate::hooks::BuildHooks>, advance: Option<crate::hooks::PollAdvance> },
+    CreateBuildExt {
+        build: Box<NewBuild>,
+        hooks: Option<crate::hooks::BuildHooks>,
+        advance: Option<crate::hooks::PollAdvance>,
+    },
     /// Adds the runs a chain starts to the same build, once: refused as a no-op if `marker` is done.
-    FireChain { project: String, build: u64, marker: String, runs: Vec<RunDef>, run_chains: BTreeMap<String, Vec<jobserv_protocol::project::TriggerRef>>, now: u64 },
+    FireChain {
+        project: String,
+        build: u64,
+        marker: String,
+        runs: Vec<RunDef>,
+        run_chains: BTreeMap<String, Vec<jobserv_protocol::project::TriggerRef>>,
+        now: u64,
+    },
     /// Records that a build's duty `marker` is done (`crate::hooks::FINAL` closes the build's hooks).
-    MarkBuild { project: String, build: u64, marker: String },
+    MarkBuild {
+        project: String,
+        build: u64,
+        marker: String,
+    },
     /// Records refs a git poller saw without starting builds (its first look, or refs that vanished).
-    PollerSeen { project: String, trigger: u64, seen: BTreeMap<String, String>, replace: bool },
+    PollerSeen {
+        project: String,
+        trigger: u64,
+        seen: BTreeMap<String, String>,
+        replace: bool,
+    },
     /// Raises the storage/wire format every node writes (see `codec`). Proposed by the leader only once
     /// every member announced that it reads `version`.
-    SetFormatVersion { version: u8 },
+    SetFormatVersion {
+        version: u8,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -83,11 +158,18 @@ pub struct RunUpdate {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum CommandResult {
     Done,
-    BuildCreated { number: u64 },
-    TriggerCreated { id: u64 },
+    BuildCreated {
+        number: u64,
+    },
+    TriggerCreated {
+        id: u64,
+    },
     /// The runs this worker now holds, each with its fencing token.
     Assigned(Vec<(RunRef, u64)>),
-    RunUpdated { log_len: u64, cancel: bool },
+    RunUpdated {
+        log_len: u64,
+        cancel: bool,
+    },
     Rejected(StateError),
 }
 
@@ -99,7 +181,11 @@ pub enum StateError {
     #[error("{0} already exists")]
     AlreadyExists(String),
     #[error("stale lease on {run}: fencing token {given} but the run is held under {current}")]
-    Fenced { run: String, given: u64, current: u64 },
+    Fenced {
+        run: String,
+        given: u64,
+        current: u64,
+    },
     #[error("offset {given} is past the end of the log ({stored} bytes stored)")]
     OffsetGap { given: u64, stored: u64 },
     #[error("{0}")]

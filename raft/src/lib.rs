@@ -32,11 +32,19 @@ pub enum OpenError {
 /// Opens (or creates) the node's store under `dir`: one sled database holding the log, the vote and the
 /// state, and the current snapshot in the file `dir.snapshot` beside it.
 pub fn open_store(dir: &Path) -> Result<(SledLogStore, SledStateMachine), OpenError> {
-    let wrap = |source| OpenError::Sled { path: dir.display().to_string(), source };
+    let wrap = |source| OpenError::Sled {
+        path: dir.display().to_string(),
+        source,
+    };
     // sled's own periodic flush stays on as a backstop; durability comes from our explicit flushes.
     // sled's defaults (1 GiB page cache, throughput mode) made a node reach ~790 MiB RSS and ~900 MiB on
     // disk after 100k small writes; a 64 MiB cache and LowSpace (more eager segment reuse) bound both.
-    let db = sled::Config::new().path(dir).cache_capacity(64 * 1024 * 1024).mode(sled::Mode::LowSpace).open().map_err(wrap)?;
+    let db = sled::Config::new()
+        .path(dir)
+        .cache_capacity(64 * 1024 * 1024)
+        .mode(sled::Mode::LowSpace)
+        .open()
+        .map_err(wrap)?;
     let log = SledLogStore::open(&db).map_err(wrap)?;
     let snapshot_file = dir.with_extension("snapshot");
     let sm = SledStateMachine::open(&db, snapshot_file).map_err(wrap)?;

@@ -38,11 +38,19 @@ pub struct FlushStats {
 }
 
 fn io_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
-    StorageError::from_io_error(ErrorSubject::Logs, verb, std::io::Error::other(e.to_string()))
+    StorageError::from_io_error(
+        ErrorSubject::Logs,
+        verb,
+        std::io::Error::other(e.to_string()),
+    )
 }
 
 fn vote_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
-    StorageError::from_io_error(ErrorSubject::Vote, verb, std::io::Error::other(e.to_string()))
+    StorageError::from_io_error(
+        ErrorSubject::Vote,
+        verb,
+        std::io::Error::other(e.to_string()),
+    )
 }
 
 impl SledLogStore {
@@ -57,34 +65,54 @@ impl SledLogStore {
             .name("raft-log-flusher".into())
             .spawn(move || group_commit_loop(flush_db, rx, flush_stats))
             .map_err(sled::Error::Io)?;
-        Ok(SledLogStore { db: db.clone(), log, meta, flusher: tx, stats })
+        Ok(SledLogStore {
+            db: db.clone(),
+            log,
+            meta,
+            flusher: tx,
+            stats,
+        })
     }
 
     pub fn stats(&self) -> Arc<FlushStats> {
         self.stats.clone()
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
+    fn read_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, StorageError> {
         match self.meta.get(key).map_err(|e| io_err(ErrorVerb::Read, e))? {
-            Some(bytes) => Ok(Some(codec::decode(&bytes).map_err(|e| io_err(ErrorVerb::Read, e))?)),
+            Some(bytes) => Ok(Some(
+                codec::decode(&bytes).map_err(|e| io_err(ErrorVerb::Read, e))?,
+            )),
             None => Ok(None),
         }
     }
 
     fn write_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
         let bytes = codec::encode(value).map_err(|e| io_err(ErrorVerb::Write, e))?;
-        self.meta.insert(key, bytes).map_err(|e| io_err(ErrorVerb::Write, e))?;
+        self.meta
+            .insert(key, bytes)
+            .map_err(|e| io_err(ErrorVerb::Write, e))?;
         Ok(())
     }
 
     async fn flush(&self) -> Result<(), StorageError> {
-        self.db.flush_async().await.map_err(|e| io_err(ErrorVerb::Write, e))?;
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| io_err(ErrorVerb::Write, e))?;
         Ok(())
     }
 }
 
 /// The group commit: one `flush` completes every append queued before it started.
-fn group_commit_loop(db: sled::Db, rx: mpsc::Receiver<LogFlushed<TypeConfig>>, stats: Arc<FlushStats>) {
+fn group_commit_loop(
+    db: sled::Db,
+    rx: mpsc::Receiver<LogFlushed<TypeConfig>>,
+    stats: Arc<FlushStats>,
+) {
     use std::sync::atomic::Ordering::Relaxed;
     while let Ok(first) = rx.recv() {
         let mut waiting = vec![first];
@@ -113,7 +141,11 @@ impl RaftLogReader<TypeConfig> for SledLogStore {
         let mut out = Vec::new();
         for item in self.log.range(start.to_be_bytes()..) {
             let (k, v) = item.map_err(|e| io_err(ErrorVerb::Read, e))?;
-            let index = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| io_err(ErrorVerb::Read, std::io::Error::other("bad log key")))?);
+            let index = u64::from_be_bytes(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| io_err(ErrorVerb::Read, std::io::Error::other("bad log key")))?,
+            );
             if !range.contains(&index) {
                 break;
             }
@@ -129,10 +161,17 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged: Option<LogId> = self.read_meta::<Option<LogId>>(LAST_PURGED)?.flatten();
         let last = match self.log.last().map_err(|e| io_err(ErrorVerb::Read, e))? {
-            Some((_, v)) => Some(codec::decode::<Entry>(&v).map_err(|e| io_err(ErrorVerb::Read, e))?.log_id),
+            Some((_, v)) => Some(
+                codec::decode::<Entry>(&v)
+                    .map_err(|e| io_err(ErrorVerb::Read, e))?
+                    .log_id,
+            ),
             None => last_purged,
         };
-        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -141,14 +180,25 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let bytes = codec::encode(vote).map_err(|e| vote_err(ErrorVerb::Write, e))?;
-        self.meta.insert(VOTE, bytes).map_err(|e| vote_err(ErrorVerb::Write, e))?;
-        self.db.flush_async().await.map_err(|e| vote_err(ErrorVerb::Write, e))?;
+        self.meta
+            .insert(VOTE, bytes)
+            .map_err(|e| vote_err(ErrorVerb::Write, e))?;
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| vote_err(ErrorVerb::Write, e))?;
         Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        match self.meta.get(VOTE).map_err(|e| vote_err(ErrorVerb::Read, e))? {
-            Some(bytes) => Ok(Some(codec::decode(&bytes).map_err(|e| vote_err(ErrorVerb::Read, e))?)),
+        match self
+            .meta
+            .get(VOTE)
+            .map_err(|e| vote_err(ErrorVerb::Read, e))?
+        {
+            Some(bytes) => Ok(Some(
+                codec::decode(&bytes).map_err(|e| vote_err(ErrorVerb::Read, e))?,
+            )),
             None => Ok(None),
         }
     }
@@ -162,7 +212,11 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
         Ok(self.read_meta::<Option<LogId>>(COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -172,19 +226,32 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
             let bytes = codec::encode(&entry).map_err(|e| io_err(ErrorVerb::Write, e))?;
             batch.insert(&entry.log_id.index.to_be_bytes(), bytes);
         }
-        self.log.apply_batch(batch).map_err(|e| io_err(ErrorVerb::Write, e))?;
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| io_err(ErrorVerb::Write, e))?;
         if let Err(mpsc::SendError(callback)) = self.flusher.send(callback) {
             // The flusher thread is gone (it only exits when every sender is dropped): flush inline.
-            let result = self.db.flush().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string()));
+            let result = self
+                .db
+                .flush()
+                .map(|_| ())
+                .map_err(|e| std::io::Error::other(e.to_string()));
             callback.log_io_completed(result);
         }
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let keys: Vec<_> = self.log.range(log_id.index.to_be_bytes()..).keys().collect::<Result<_, _>>().map_err(|e| io_err(ErrorVerb::Delete, e))?;
+        let keys: Vec<_> = self
+            .log
+            .range(log_id.index.to_be_bytes()..)
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(|e| io_err(ErrorVerb::Delete, e))?;
         for k in keys {
-            self.log.remove(k).map_err(|e| io_err(ErrorVerb::Delete, e))?;
+            self.log
+                .remove(k)
+                .map_err(|e| io_err(ErrorVerb::Delete, e))?;
         }
         self.flush().await
     }
@@ -193,9 +260,16 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
         // Record the purge point first: a crash half-way leaves extra entries, never a hole.
         self.write_meta(LAST_PURGED, &Some(log_id))?;
         self.flush().await?;
-        let keys: Vec<_> = self.log.range(..=log_id.index.to_be_bytes()).keys().collect::<Result<_, _>>().map_err(|e| io_err(ErrorVerb::Delete, e))?;
+        let keys: Vec<_> = self
+            .log
+            .range(..=log_id.index.to_be_bytes())
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(|e| io_err(ErrorVerb::Delete, e))?;
         for k in keys {
-            self.log.remove(k).map_err(|e| io_err(ErrorVerb::Delete, e))?;
+            self.log
+                .remove(k)
+                .map_err(|e| io_err(ErrorVerb::Delete, e))?;
         }
         self.flush().await
     }
@@ -204,18 +278,32 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
 /// Marks the log purged up to `upto` and removes the entries up to it (used when a snapshot is installed;
 /// idempotent, and never moves the purge mark backwards).
 pub fn purge_upto(db: &sled::Db, upto: LogId) -> Result<(), StorageError> {
-    let log = db.open_tree("raft_log").map_err(|e| io_err(ErrorVerb::Write, e))?;
-    let meta = db.open_tree("raft_meta").map_err(|e| io_err(ErrorVerb::Write, e))?;
-    let current: Option<LogId> = match meta.get(LAST_PURGED).map_err(|e| io_err(ErrorVerb::Read, e))? {
-        Some(bytes) => codec::decode::<Option<LogId>>(&bytes).map_err(|e| io_err(ErrorVerb::Read, e))?,
+    let log = db
+        .open_tree("raft_log")
+        .map_err(|e| io_err(ErrorVerb::Write, e))?;
+    let meta = db
+        .open_tree("raft_meta")
+        .map_err(|e| io_err(ErrorVerb::Write, e))?;
+    let current: Option<LogId> = match meta
+        .get(LAST_PURGED)
+        .map_err(|e| io_err(ErrorVerb::Read, e))?
+    {
+        Some(bytes) => {
+            codec::decode::<Option<LogId>>(&bytes).map_err(|e| io_err(ErrorVerb::Read, e))?
+        }
         None => None,
     };
     if current.is_some_and(|c| c.index >= upto.index) {
         return Ok(());
     }
     let bytes = codec::encode(&Some(upto)).map_err(|e| io_err(ErrorVerb::Write, e))?;
-    meta.insert(LAST_PURGED, bytes).map_err(|e| io_err(ErrorVerb::Write, e))?;
-    let keys: Vec<_> = log.range(..=upto.index.to_be_bytes()).keys().collect::<Result<_, _>>().map_err(|e| io_err(ErrorVerb::Delete, e))?;
+    meta.insert(LAST_PURGED, bytes)
+        .map_err(|e| io_err(ErrorVerb::Write, e))?;
+    let keys: Vec<_> = log
+        .range(..=upto.index.to_be_bytes())
+        .keys()
+        .collect::<Result<_, _>>()
+        .map_err(|e| io_err(ErrorVerb::Delete, e))?;
     for k in keys {
         log.remove(k).map_err(|e| io_err(ErrorVerb::Delete, e))?;
     }

@@ -120,7 +120,11 @@ pub struct Run {
 
 impl Run {
     pub fn run_ref(&self) -> RunRef {
-        RunRef { project: self.project.clone(), build: self.build, run: self.name.clone() }
+        RunRef {
+            project: self.project.clone(),
+            build: self.build,
+            run: self.name.clone(),
+        }
     }
 }
 

@@ -3,9 +3,14 @@
 //! The server side lives in the node's HTTP layer (`/raft/*`); `RpcPath` names the routes both use.
 use crate::codec;
 use crate::types::{NodeId, TypeConfig};
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -45,7 +50,12 @@ impl RaftNetworkFactory<TypeConfig> for HttpRaftNetwork {
     type Network = HttpRaftClient;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
-        HttpRaftClient { client: self.client.clone(), secret: self.secret.clone(), target, base: node.addr.trim_end_matches('/').to_string() }
+        HttpRaftClient {
+            client: self.client.clone(),
+            secret: self.secret.clone(),
+            target,
+            base: node.addr.trim_end_matches('/').to_string(),
+        }
     }
 }
 
@@ -57,7 +67,12 @@ pub struct HttpRaftClient {
 }
 
 impl HttpRaftClient {
-    async fn call<Req, Resp, E>(&self, path: RpcPath, req: &Req, option: &RPCOption) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
+    async fn call<Req, Resp, E>(
+        &self,
+        path: RpcPath,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -75,12 +90,18 @@ impl HttpRaftClient {
             .await
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let status = reply.status();
-        let bytes = reply.bytes().await.map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let bytes = reply
+            .bytes()
+            .await
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         if !status.is_success() {
             let msg = format!("{url}: HTTP {status}: {}", String::from_utf8_lossy(&bytes));
-            return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(msg))));
+            return Err(RPCError::Unreachable(Unreachable::new(
+                &std::io::Error::other(msg),
+            )));
         }
-        let result: Result<Resp, E> = codec::decode(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let result: Result<Resp, E> =
+            codec::decode(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -98,11 +119,18 @@ impl RaftNetwork<TypeConfig> for HttpRaftClient {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>> {
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
         self.call(RpcPath::InstallSnapshot, &rpc, &option).await
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         self.call(RpcPath::Vote, &rpc, &option).await
     }
 }

@@ -12,7 +12,9 @@
 use crate::codec;
 use crate::command::CommandResult;
 use crate::state::{keys, State};
-use crate::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::types::{
+    Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
@@ -45,11 +47,19 @@ struct StoredSnapshot {
 }
 
 fn sm_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
-    StorageError::from_io_error(ErrorSubject::StateMachine, verb, std::io::Error::other(e.to_string()))
+    StorageError::from_io_error(
+        ErrorSubject::StateMachine,
+        verb,
+        std::io::Error::other(e.to_string()),
+    )
 }
 
 fn snap_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
-    StorageError::from_io_error(ErrorSubject::Snapshot(None), verb, std::io::Error::other(e.to_string()))
+    StorageError::from_io_error(
+        ErrorSubject::Snapshot(None),
+        verb,
+        std::io::Error::other(e.to_string()),
+    )
 }
 
 impl SledStateMachine {
@@ -66,10 +76,17 @@ impl SledStateMachine {
 
     /// Writes from now on in the format the cluster agreed on (at start, after a snapshot, after a bump).
     pub fn adopt_agreed_format(&self) -> Result<(), StorageError> {
-        let agreed = self.state.format_version().map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let agreed = self
+            .state
+            .format_version()
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
         let now = codec::set_write_version(agreed);
         if now < agreed {
-            tracing::error!(agreed, writing = now, "the cluster writes a storage format this binary cannot read: upgrade this node");
+            tracing::error!(
+                agreed,
+                writing = now,
+                "the cluster writes a storage format this binary cannot read: upgrade this node"
+            );
         }
         Ok(())
     }
@@ -86,11 +103,17 @@ impl SledStateMachine {
 
     fn read_applied(&self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
         let tree = self.state.tree();
-        let last_applied = match tree.get(keys::LAST_APPLIED).map_err(|e| sm_err(ErrorVerb::Read, e))? {
+        let last_applied = match tree
+            .get(keys::LAST_APPLIED)
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?
+        {
             Some(b) => codec::decode(&b).map_err(|e| sm_err(ErrorVerb::Read, e))?,
             None => None,
         };
-        let membership = match tree.get(keys::MEMBERSHIP).map_err(|e| sm_err(ErrorVerb::Read, e))? {
+        let membership = match tree
+            .get(keys::MEMBERSHIP)
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?
+        {
             Some(b) => codec::decode(&b).map_err(|e| sm_err(ErrorVerb::Read, e))?,
             None => StoredMembership::default(),
         };
@@ -99,7 +122,9 @@ impl SledStateMachine {
 
     fn load_current_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
         match std::fs::read(&self.snapshot_file) {
-            Ok(b) => Ok(Some(codec::decode(&b).map_err(|e| snap_err(ErrorVerb::Read, e))?)),
+            Ok(b) => Ok(Some(
+                codec::decode(&b).map_err(|e| snap_err(ErrorVerb::Read, e))?,
+            )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(snap_err(ErrorVerb::Read, e)),
         }
@@ -111,7 +136,8 @@ impl SledStateMachine {
         let bytes = codec::encode(stored).map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let tmp = self.snapshot_file.with_extension("tmp");
         let mut f = std::fs::File::create(&tmp).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        f.write_all(&bytes).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        f.write_all(&bytes)
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         f.sync_all().map_err(|e| snap_err(ErrorVerb::Write, e))?;
         std::fs::rename(&tmp, &self.snapshot_file).map_err(|e| snap_err(ErrorVerb::Write, e))?;
         if let Some(dir) = self.snapshot_file.parent() {
@@ -120,15 +146,27 @@ impl SledStateMachine {
             }
         }
         // The state tree the snapshot was taken from, or installed into, must be durable too.
-        self.db.flush_async().await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         Ok(())
     }
 }
 
-fn meta_writes(log_id: &LogId, membership: Option<&StoredMembership>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
-    let mut out = vec![(keys::LAST_APPLIED.to_vec(), codec::encode(&Some(*log_id)).map_err(|e| sm_err(ErrorVerb::Write, e))?)];
+fn meta_writes(
+    log_id: &LogId,
+    membership: Option<&StoredMembership>,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    let mut out = vec![(
+        keys::LAST_APPLIED.to_vec(),
+        codec::encode(&Some(*log_id)).map_err(|e| sm_err(ErrorVerb::Write, e))?,
+    )];
     if let Some(m) = membership {
-        out.push((keys::MEMBERSHIP.to_vec(), codec::encode(m).map_err(|e| sm_err(ErrorVerb::Write, e))?));
+        out.push((
+            keys::MEMBERSHIP.to_vec(),
+            codec::encode(m).map_err(|e| sm_err(ErrorVerb::Write, e))?,
+        ));
     }
     Ok(out)
 }
@@ -136,22 +174,36 @@ fn meta_writes(log_id: &LogId, membership: Option<&StoredMembership>) -> Result<
 impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let _cut = self.apply_lock.read().await;
-        self.db.flush_async().await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let (last_applied, membership) = self.read_applied()?;
         let mut pairs = Vec::new();
         for item in self.state.tree().iter() {
             let (k, v) = item.map_err(|e| snap_err(ErrorVerb::Read, e))?;
             pairs.push((k.to_vec(), v.to_vec()));
         }
-        let data = codec::encode(&SnapshotPayload { pairs }).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let data =
+            codec::encode(&SnapshotPayload { pairs }).map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let snapshot_id = match last_applied {
             Some(id) => format!("{}-{}-{}", id.leader_id, id.index, crate::state::now_ms()),
             None => format!("empty-{}", crate::state::now_ms()),
         };
-        let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
-        let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        };
         self.save_current_snapshot(&stored).await?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
     }
 }
 
@@ -172,11 +224,18 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         for entry in entries {
             let log_id = entry.log_id;
             let result = match &entry.payload {
-                EntryPayload::Blank => self.state.apply(log_id.index, None, meta_writes(&log_id, None)?),
-                EntryPayload::Normal(cmd) => self.state.apply(log_id.index, Some(cmd), meta_writes(&log_id, None)?),
+                EntryPayload::Blank => {
+                    self.state
+                        .apply(log_id.index, None, meta_writes(&log_id, None)?)
+                }
+                EntryPayload::Normal(cmd) => {
+                    self.state
+                        .apply(log_id.index, Some(cmd), meta_writes(&log_id, None)?)
+                }
                 EntryPayload::Membership(m) => {
                     let stored = StoredMembership::new(Some(log_id), m.clone());
-                    self.state.apply(log_id.index, None, meta_writes(&log_id, Some(&stored))?)
+                    self.state
+                        .apply(log_id.index, None, meta_writes(&log_id, Some(&stored))?)
                 }
             };
             results.push(result.map_err(|e| sm_err(ErrorVerb::Write, e))?);
@@ -196,10 +255,15 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
         let _write = self.apply_lock.write().await;
         let data = snapshot.into_inner();
-        let payload: SnapshotPayload = codec::decode(&data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        let payload: SnapshotPayload =
+            codec::decode(&data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
         let tree = self.state.tree();
         tree.clear().map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let mut batch = sled::Batch::default();
@@ -210,14 +274,23 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         for (k, v) in meta_writes_opt(meta)? {
             batch.insert(k, v);
         }
-        tree.apply_batch(batch).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        self.save_current_snapshot(&StoredSnapshot { meta: meta.clone(), data }).await?;
+        tree.apply_batch(batch)
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        self.save_current_snapshot(&StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        })
+        .await?;
         // openraft purges the log up to the snapshot in a separate step after this returns. A crash in
         // between would leave a log that starts after a hole with no purge mark — which openraft cannot
         // open again. So record the purge here, in the same database, before returning.
         if let Some(last) = meta.last_log_id {
-            crate::log_store::purge_upto(&self.db, last).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            self.db.flush_async().await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            crate::log_store::purge_upto(&self.db, last)
+                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            self.db
+                .flush_async()
+                .await
+                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         }
         self.adopt_agreed_format()?;
         if let Some(id) = meta.last_log_id {
@@ -227,13 +300,22 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        Ok(self.load_current_snapshot()?.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+        Ok(self.load_current_snapshot()?.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
     }
 }
 
 fn meta_writes_opt(meta: &SnapshotMeta) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
     Ok(vec![
-        (keys::LAST_APPLIED.to_vec(), codec::encode(&meta.last_log_id).map_err(|e| snap_err(ErrorVerb::Write, e))?),
-        (keys::MEMBERSHIP.to_vec(), codec::encode(&meta.last_membership).map_err(|e| snap_err(ErrorVerb::Write, e))?),
+        (
+            keys::LAST_APPLIED.to_vec(),
+            codec::encode(&meta.last_log_id).map_err(|e| snap_err(ErrorVerb::Write, e))?,
+        ),
+        (
+            keys::MEMBERSHIP.to_vec(),
+            codec::encode(&meta.last_membership).map_err(|e| snap_err(ErrorVerb::Write, e))?,
+        ),
     ])
 }

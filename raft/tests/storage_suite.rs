@@ -7,10 +7,22 @@ use openraft::StorageError;
 struct SledBuilder;
 
 impl StoreBuilder<TypeConfig, SledLogStore, SledStateMachine, tempfile::TempDir> for SledBuilder {
-    async fn build(&self) -> Result<(tempfile::TempDir, SledLogStore, SledStateMachine), StorageError<u64>> {
-        let dir = tempfile::tempdir().map_err(|e| StorageError::from_io_error(openraft::ErrorSubject::Store, openraft::ErrorVerb::Write, e))?;
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, SledLogStore, SledStateMachine), StorageError<u64>> {
+        let dir = tempfile::tempdir().map_err(|e| {
+            StorageError::from_io_error(
+                openraft::ErrorSubject::Store,
+                openraft::ErrorVerb::Write,
+                e,
+            )
+        })?;
         let (log, sm) = open_store(dir.path()).map_err(|e| {
-            StorageError::from_io_error(openraft::ErrorSubject::Store, openraft::ErrorVerb::Write, std::io::Error::other(e.to_string()))
+            StorageError::from_io_error(
+                openraft::ErrorSubject::Store,
+                openraft::ErrorVerb::Write,
+                std::io::Error::other(e.to_string()),
+            )
         })?;
         Ok((dir, log, sm))
     }

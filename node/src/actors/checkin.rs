@@ -39,7 +39,9 @@ pub fn synchronous_gate(cluster: &Cluster, queued: &[Run]) -> Result<SyncGate, A
         if gate.contains_key(&run.project) {
             continue;
         }
-        let Some(project) = cluster.state.project(&run.project)? else { continue };
+        let Some(project) = cluster.state.project(&run.project)? else {
+            continue;
+        };
         if !project.synchronous_builds {
             continue;
         }
@@ -67,11 +69,19 @@ impl Handler<AssignWork> for CheckInActor {
         let work = async move {
             let queued = cluster.state.queued_runs(1000)?;
             let gate = synchronous_gate(&cluster, &queued)?;
-            let picked: Vec<RunRef> = scheduler::pick_runs(&queued, &msg.worker, msg.slots as usize, &gate).into_iter().map(|r| r.run_ref()).collect();
+            let picked: Vec<RunRef> =
+                scheduler::pick_runs(&queued, &msg.worker, msg.slots as usize, &gate)
+                    .into_iter()
+                    .map(|r| r.run_ref())
+                    .collect();
             if picked.is_empty() {
                 return Ok(Vec::new());
             }
-            let cmd = Command::AssignRuns { worker: msg.worker.name.clone(), runs: picked, now: jobserv_raft::state::now_ms() };
+            let cmd = Command::AssignRuns {
+                worker: msg.worker.name.clone(),
+                runs: picked,
+                now: jobserv_raft::state::now_ms(),
+            };
             match cluster.propose(cmd).await? {
                 CommandResult::Assigned(assigned) => {
                     for (run, _) in &assigned {
@@ -79,7 +89,9 @@ impl Handler<AssignWork> for CheckInActor {
                     }
                     Ok(assigned)
                 }
-                other => Err(ApiError::Internal(format!("unexpected reply to AssignRuns: {other:?}"))),
+                other => Err(ApiError::Internal(format!(
+                    "unexpected reply to AssignRuns: {other:?}"
+                ))),
             }
         };
         AtomicResponse::new(Box::pin(work.into_actor(self)))

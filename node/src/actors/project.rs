@@ -54,7 +54,12 @@ impl Handler<CreatePolledBuild> for ProjectActor {
     type Result = AtomicResponse<Self, Result<u64, ApiError>>;
 
     fn handle(&mut self, msg: CreatePolledBuild, _ctx: &mut Context<Self>) -> Self::Result {
-        let work = create_build(self.cluster.clone(), self.project.clone(), msg.build, Some(msg.advance));
+        let work = create_build(
+            self.cluster.clone(),
+            self.project.clone(),
+            msg.build,
+            Some(msg.advance),
+        );
         AtomicResponse::new(Box::pin(work.into_actor(self)))
     }
 }
@@ -69,7 +74,10 @@ async fn create_build(
         return Err(ApiError::NotFound(format!("project {project}")));
     }
     let prepared = prepare_build(&msg.definition, &msg.trigger_name)?;
-    let trigger_type = msg.trigger_type.clone().unwrap_or_else(|| prepared.trigger_type.clone());
+    let trigger_type = msg
+        .trigger_type
+        .clone()
+        .unwrap_or_else(|| prepared.trigger_type.clone());
     // Secrets: those of the project's triggers of this type, overridden by the request's own.
     let mut secrets = BTreeMap::new();
     let mut priority = 0;
@@ -94,17 +102,27 @@ async fn create_build(
         now: jobserv_raft::state::now_ms(),
     };
     // Chains, forge statuses and notifications the build will owe (see `actors::build`).
-    let hooks = crate::actors::build::hooks_for(prepared.definition(), &msg.trigger_name, &new_build.params);
+    let hooks = crate::actors::build::hooks_for(
+        prepared.definition(),
+        &msg.trigger_name,
+        &new_build.params,
+    );
     let command = match (hooks, advance) {
         (None, None) => Command::CreateBuild(Box::new(new_build)),
-        (hooks, advance) => Command::CreateBuildExt { build: Box::new(new_build), hooks, advance },
+        (hooks, advance) => Command::CreateBuildExt {
+            build: Box::new(new_build),
+            hooks,
+            advance,
+        },
     };
     match cluster.propose(command).await? {
         CommandResult::BuildCreated { number } => {
             tracing::info!(project = %project, build = number, "build created");
             Ok(number)
         }
-        other => Err(ApiError::Internal(format!("unexpected reply to CreateBuild: {other:?}"))),
+        other => Err(ApiError::Internal(format!(
+            "unexpected reply to CreateBuild: {other:?}"
+        ))),
     }
 }
 
@@ -117,7 +135,11 @@ pub struct ProjectActors {
 
 impl ProjectActors {
     pub fn new(arbiter: actix::ArbiterHandle, cluster: Arc<Cluster>) -> Self {
-        ProjectActors { arbiter, cluster, actors: Mutex::new(HashMap::new()) }
+        ProjectActors {
+            arbiter,
+            cluster,
+            actors: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn get(&self, project: &str) -> Addr<ProjectActor> {
@@ -128,7 +150,10 @@ impl ProjectActors {
         if let Some(addr) = actors.get(project).filter(|a| a.connected()) {
             return addr.clone();
         }
-        let actor = ProjectActor { project: project.to_string(), cluster: self.cluster.clone() };
+        let actor = ProjectActor {
+            project: project.to_string(),
+            cluster: self.cluster.clone(),
+        };
         let addr = ProjectActor::start_in_arbiter(&self.arbiter, move |_| actor);
         actors.insert(project.to_string(), addr.clone());
         addr

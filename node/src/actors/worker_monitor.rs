@@ -20,8 +20,19 @@ pub struct WorkerMonitor {
 }
 
 impl WorkerMonitor {
-    pub fn new(cluster: Arc<Cluster>, presence: Arc<Presence>, timeout: Duration, requeue: bool) -> Self {
-        WorkerMonitor { cluster, presence, timeout, requeue, leader_since: None }
+    pub fn new(
+        cluster: Arc<Cluster>,
+        presence: Arc<Presence>,
+        timeout: Duration,
+        requeue: bool,
+    ) -> Self {
+        WorkerMonitor {
+            cluster,
+            presence,
+            timeout,
+            requeue,
+            leader_since: None,
+        }
     }
 
     /// Whether this node should look for lost workers now (it leads, and has led for a full timeout).
@@ -38,16 +49,25 @@ impl WorkerMonitor {
 /// node's, from gossip). A run handed out within `timeout` is itself proof of a recent check-in (assignment
 /// happens during one, on whichever node): gossip may not have carried that check-in here yet.
 async fn lost_workers(cluster: &Cluster, presence: &Presence, timeout: Duration) -> Vec<String> {
-    let Ok(workers) = cluster.state.workers() else { return Vec::new() };
+    let Ok(workers) = cluster.state.workers() else {
+        return Vec::new();
+    };
     let seen_elsewhere = cluster.gossip.worker_last_seen().await;
     let now = jobserv_raft::state::now_ms();
     workers
         .into_iter()
         .filter(|w| presence.silent_for(&w.name) >= timeout)
-        .filter(|w| seen_elsewhere.get(&w.name).is_none_or(|&t| now.saturating_sub(t) >= timeout.as_millis() as u64))
+        .filter(|w| {
+            seen_elsewhere
+                .get(&w.name)
+                .is_none_or(|&t| now.saturating_sub(t) >= timeout.as_millis() as u64)
+        })
         .filter(|w| {
             let runs = cluster.state.worker_runs(&w.name).unwrap_or_default();
-            !runs.is_empty() && runs.iter().all(|r| now.saturating_sub(r.started.unwrap_or(0)) >= timeout.as_millis() as u64)
+            !runs.is_empty()
+                && runs.iter().all(|r| {
+                    now.saturating_sub(r.started.unwrap_or(0)) >= timeout.as_millis() as u64
+                })
         })
         .map(|w| w.name)
         .collect()
@@ -67,9 +87,17 @@ impl Actor for WorkerMonitor {
             let requeue = monitor.requeue;
             let release = async move {
                 for worker in lost_workers(&cluster, &presence, timeout).await {
-                    let reason = format!("worker {worker} stopped checking in (no check-in for {}s)", timeout.as_secs());
+                    let reason = format!(
+                        "worker {worker} stopped checking in (no check-in for {}s)",
+                        timeout.as_secs()
+                    );
                     tracing::warn!(worker = %worker, "{reason}; releasing its runs");
-                    let cmd = Command::ReleaseWorkerRuns { worker: worker.clone(), reason, requeue, now: jobserv_raft::state::now_ms() };
+                    let cmd = Command::ReleaseWorkerRuns {
+                        worker: worker.clone(),
+                        reason,
+                        requeue,
+                        now: jobserv_raft::state::now_ms(),
+                    };
                     if let Err(e) = cluster.propose(cmd).await {
                         tracing::warn!(worker = %worker, "could not release runs: {e}");
                     }

@@ -16,15 +16,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/projects/{p}/builds/", web::get().to(list))
         .route("/projects/{p}/builds/", web::post().to(create))
         .route("/projects/{p}/builds/{n}/", web::get().to(get))
-        .route("/projects/{p}/builds/{n}/project.yml", web::get().to(definition))
+        .route(
+            "/projects/{p}/builds/{n}/project.yml",
+            web::get().to(definition),
+        )
         .route("/projects/{p}/builds/{n}/promote", web::post().to(promote))
         .route("/projects/{p}/promoted-builds/", web::get().to(promoted))
-        .route("/projects/{p}/promoted-builds/{name}/", web::get().to(promoted_one))
+        .route(
+            "/projects/{p}/promoted-builds/{name}/",
+            web::get().to(promoted_one),
+        )
         .route("/projects/{p}/history/{run}/", web::get().to(history));
 }
 
 pub fn build_url(base: &str, project: &str, number: u64) -> String {
-    format!("{}/projects/{project}/builds/{number}/", base.trim_end_matches('/'))
+    format!(
+        "{}/projects/{project}/builds/{number}/",
+        base.trim_end_matches('/')
+    )
 }
 
 fn build_json(app: &App, b: &Build, with_runs: bool) -> Result<serde_json::Value, ApiError> {
@@ -45,7 +54,12 @@ fn build_json(app: &App, b: &Build, with_runs: bool) -> Result<serde_json::Value
         "annotation": b.promoted.as_ref().and_then(|p| p.annotation.clone()),
     });
     if with_runs {
-        let runs: Result<Vec<_>, ApiError> = app.state().runs_of_build(&b.project, b.number)?.iter().map(|r| run_json(app, r, false)).collect();
+        let runs: Result<Vec<_>, ApiError> = app
+            .state()
+            .runs_of_build(&b.project, b.number)?
+            .iter()
+            .map(|r| run_json(app, r, false))
+            .collect();
         j["runs"] = json!(runs?);
     }
     Ok(j)
@@ -59,7 +73,11 @@ fn resolve_build(app: &App, project: &str, n: &str) -> Result<Build, ApiError> {
     let build = if n == "latest" {
         app.state().latest_build(project)?
     } else {
-        let number: u64 = n.parse().map_err(|_| ApiError::BadRequest(format!("build number {n:?} is neither a number nor \"latest\"")))?;
+        let number: u64 = n.parse().map_err(|_| {
+            ApiError::BadRequest(format!(
+                "build number {n:?} is neither a number nor \"latest\""
+            ))
+        })?;
         app.state().build(project, number)?
     };
     build.ok_or_else(|| ApiError::NotFound(format!("build {project}/{n}")))
@@ -75,17 +93,33 @@ struct Page {
     before: Option<u64>,
 }
 
-async fn list(req: HttpRequest, app: web::Data<App>, path: web::Path<String>, page: web::Query<Page>) -> ApiResult {
+async fn list(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<String>,
+    page: web::Query<Page>,
+) -> ApiResult {
     require_user(&req, app.state())?;
     let project = path.into_inner();
-    app.state().project(&project)?.ok_or_else(|| ApiError::NotFound(format!("project {project}")))?;
+    app.state()
+        .project(&project)?
+        .ok_or_else(|| ApiError::NotFound(format!("project {project}")))?;
     let limit = page.limit.unwrap_or(25);
     if limit == 0 || limit > 1000 {
         return Err(ApiError::BadRequest("limit: must be 1 to 1000".into()));
     }
     let result = app.state().builds_page(&project, page.before, limit)?;
-    let builds: Result<Vec<_>, ApiError> = result.builds.iter().map(|b| build_json(&app, b, false)).collect();
-    let next = result.next_before.map(|n| format!("{}/projects/{project}/builds/?limit={limit}&before={n}", app.cluster.advertise_url));
+    let builds: Result<Vec<_>, ApiError> = result
+        .builds
+        .iter()
+        .map(|b| build_json(&app, b, false))
+        .collect();
+    let next = result.next_before.map(|n| {
+        format!(
+            "{}/projects/{project}/builds/?limit={limit}&before={n}",
+            app.cluster.advertise_url
+        )
+    });
     Ok(success(json!({ "builds": builds?, "next": next })))
 }
 
@@ -107,11 +141,18 @@ struct NewBuildBody {
     queue_priority: Option<i32>,
 }
 
-async fn create(req: HttpRequest, app: web::Data<App>, path: web::Path<String>, body: web::Bytes) -> ApiResult {
+async fn create(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> ApiResult {
     require_user(&req, app.state())?;
     let project = path.into_inner();
     let b: NewBuildBody = parse_json(&body)?;
-    app.state().project(&project)?.ok_or_else(|| ApiError::NotFound(format!("project {project}")))?;
+    app.state()
+        .project(&project)?
+        .ok_or_else(|| ApiError::NotFound(format!("project {project}")))?;
     // Without a definition, the project's latest build's definition is used again.
     let definition = match b.project_definition {
         Some(d) => d,
@@ -119,7 +160,10 @@ async fn create(req: HttpRequest, app: web::Data<App>, path: web::Path<String>, 
             .state()
             .latest_build(&project)?
             .map(|b| b.definition)
-            .ok_or(ApiError::BadRequest("project-definition: required (the project has no earlier build to take it from)".into()))?,
+            .ok_or(ApiError::BadRequest(
+                "project-definition: required (the project has no earlier build to take it from)"
+                    .into(),
+            ))?,
     };
     let msg = CreateBuild {
         trigger_name: b.trigger_name,
@@ -130,23 +174,38 @@ async fn create(req: HttpRequest, app: web::Data<App>, path: web::Path<String>, 
         trigger_type: b.trigger_type,
         queue_priority: b.queue_priority,
     };
-    let number = app.projects.get(&project).send(msg).await.map_err(|e| ApiError::Internal(format!("project actor: {e}")))??;
+    let number = app
+        .projects
+        .get(&project)
+        .send(msg)
+        .await
+        .map_err(|e| ApiError::Internal(format!("project actor: {e}")))??;
     let url = build_url(&app.cluster.advertise_url, &project, number);
     Ok(created(json!({ "url": url, "build_id": number })))
 }
 
-async fn get(req: HttpRequest, app: web::Data<App>, path: web::Path<(String, String)>) -> ApiResult {
+async fn get(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<(String, String)>,
+) -> ApiResult {
     require_user(&req, app.state())?;
     let (project, n) = path.into_inner();
     let build = resolve_build(&app, &project, &n)?;
     Ok(success(json!({ "build": build_json(&app, &build, true)? })))
 }
 
-async fn definition(req: HttpRequest, app: web::Data<App>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn definition(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     require_user(&req, app.state())?;
     let (project, n) = path.into_inner();
     let build = resolve_build(&app, &project, &n)?;
-    Ok(HttpResponse::Ok().content_type("application/yaml").body(build.definition))
+    Ok(HttpResponse::Ok()
+        .content_type("application/yaml")
+        .body(build.definition))
 }
 
 #[derive(Deserialize)]
@@ -156,26 +215,48 @@ struct PromoteBody {
     annotation: Option<String>,
 }
 
-async fn promote(req: HttpRequest, app: web::Data<App>, path: web::Path<(String, String)>, body: web::Bytes) -> ApiResult {
+async fn promote(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> ApiResult {
     require_admin(&req, app.state())?;
     let (project, n) = path.into_inner();
     let b: PromoteBody = parse_json(&body)?;
-    jobserv_raft::state::validate_name("promotion", &b.name).map_err(|e| ApiError::BadRequest(format!("name: {e}")))?;
+    jobserv_raft::state::validate_name("promotion", &b.name)
+        .map_err(|e| ApiError::BadRequest(format!("name: {e}")))?;
     let build = resolve_build(&app, &project, &n)?;
-    let cmd = Command::PromoteBuild { project: project.clone(), build: build.number, name: b.name, annotation: b.annotation };
+    let cmd = Command::PromoteBuild {
+        project: project.clone(),
+        build: build.number,
+        name: b.name,
+        annotation: b.annotation,
+    };
     app.cluster.propose(cmd).await?;
     let build = resolve_build(&app, &project, &build.number.to_string())?;
-    Ok(success(json!({ "build": build_json(&app, &build, false)? })))
+    Ok(success(
+        json!({ "build": build_json(&app, &build, false)? }),
+    ))
 }
 
 async fn promoted(req: HttpRequest, app: web::Data<App>, path: web::Path<String>) -> ApiResult {
     require_user(&req, app.state())?;
     let project = path.into_inner();
-    let builds: Result<Vec<_>, ApiError> = app.state().promoted_builds(&project)?.iter().map(|b| build_json(&app, b, false)).collect();
+    let builds: Result<Vec<_>, ApiError> = app
+        .state()
+        .promoted_builds(&project)?
+        .iter()
+        .map(|b| build_json(&app, b, false))
+        .collect();
     Ok(success(json!({ "builds": builds? })))
 }
 
-async fn promoted_one(req: HttpRequest, app: web::Data<App>, path: web::Path<(String, String)>) -> ApiResult {
+async fn promoted_one(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<(String, String)>,
+) -> ApiResult {
     require_user(&req, app.state())?;
     let (project, name) = path.into_inner();
     let build = app
@@ -187,9 +268,18 @@ async fn promoted_one(req: HttpRequest, app: web::Data<App>, path: web::Path<(St
     Ok(success(json!({ "build": build_json(&app, &build, true)? })))
 }
 
-async fn history(req: HttpRequest, app: web::Data<App>, path: web::Path<(String, String)>) -> ApiResult {
+async fn history(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<(String, String)>,
+) -> ApiResult {
     require_user(&req, app.state())?;
     let (project, run) = path.into_inner();
-    let runs: Result<Vec<_>, ApiError> = app.state().run_history(&project, &run, 100)?.iter().map(|r| run_json(&app, r, false)).collect();
+    let runs: Result<Vec<_>, ApiError> = app
+        .state()
+        .run_history(&project, &run, 100)?
+        .iter()
+        .map(|r| run_json(&app, r, false))
+        .collect();
     Ok(success(json!({ "runs": runs? })))
 }

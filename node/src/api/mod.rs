@@ -27,6 +27,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// Parses a JSON body with a message that names the field at fault.
-pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, crate::error::ApiError> {
-    serde_json::from_slice(body).map_err(|e| crate::error::ApiError::BadRequest(format!("invalid JSON body: {e}")))
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+) -> Result<T, crate::error::ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| crate::error::ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }

@@ -18,7 +18,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/projects/{p}/", web::delete().to(delete))
         .route("/projects/{p}/triggers/", web::get().to(list_triggers))
         .route("/projects/{p}/triggers/", web::post().to(create_trigger))
-        .route("/projects/{p}/triggers/{id}/", web::patch().to(update_trigger))
+        .route(
+            "/projects/{p}/triggers/{id}/",
+            web::patch().to(update_trigger),
+        )
         .route("/project-triggers/", web::get().to(triggers_of_type));
 }
 
@@ -47,7 +50,12 @@ fn trigger_json(t: &Trigger) -> serde_json::Value {
 async fn list(req: HttpRequest, app: web::Data<App>) -> ApiResult {
     require_user(&req, app.state())?;
     let base = &app.cluster.advertise_url;
-    let projects: Vec<_> = app.state().projects()?.iter().map(|p| project_json(base, p)).collect();
+    let projects: Vec<_> = app
+        .state()
+        .projects()?
+        .iter()
+        .map(|p| project_json(base, p))
+        .collect();
     Ok(success(json!({ "projects": projects })))
 }
 
@@ -63,7 +71,11 @@ async fn create(req: HttpRequest, app: web::Data<App>, body: web::Bytes) -> ApiR
     require_admin(&req, app.state())?;
     let new: NewProject = parse_json(&body)?;
     validate_name("project", &new.name).map_err(|e| ApiError::BadRequest(format!("name: {e}")))?;
-    let cmd = Command::CreateProject { name: new.name.clone(), synchronous_builds: new.synchronous_builds, now: jobserv_raft::state::now_ms() };
+    let cmd = Command::CreateProject {
+        name: new.name.clone(),
+        synchronous_builds: new.synchronous_builds,
+        now: jobserv_raft::state::now_ms(),
+    };
     app.cluster.propose(cmd).await?;
     // Reads are local: a write forwarded from a follower is committed before this node has applied it.
     let deadline = std::time::Instant::now() + crate::cluster::COMMIT_TIMEOUT;
@@ -73,33 +85,57 @@ async fn create(req: HttpRequest, app: web::Data<App>, body: web::Bytes) -> ApiR
             break project;
         }
         if std::time::Instant::now() > deadline {
-            return Err(ApiError::Internal("project committed but not applied on this node in time".into()));
+            return Err(ApiError::Internal(
+                "project committed but not applied on this node in time".into(),
+            ));
         }
-        app.cluster.wait_applied(seen, std::time::Duration::from_millis(200)).await;
+        app.cluster
+            .wait_applied(seen, std::time::Duration::from_millis(200))
+            .await;
     };
-    Ok(created(json!({ "project": project_json(&app.cluster.advertise_url, &project) })))
+    Ok(created(
+        json!({ "project": project_json(&app.cluster.advertise_url, &project) }),
+    ))
 }
 
 async fn get(req: HttpRequest, app: web::Data<App>, path: web::Path<String>) -> ApiResult {
     require_user(&req, app.state())?;
     let name = path.into_inner();
-    let project = app.state().project(&name)?.ok_or_else(|| ApiError::NotFound(format!("project {name}")))?;
-    Ok(success(json!({ "project": project_json(&app.cluster.advertise_url, &project) })))
+    let project = app
+        .state()
+        .project(&name)?
+        .ok_or_else(|| ApiError::NotFound(format!("project {name}")))?;
+    Ok(success(
+        json!({ "project": project_json(&app.cluster.advertise_url, &project) }),
+    ))
 }
 
 async fn delete(req: HttpRequest, app: web::Data<App>, path: web::Path<String>) -> ApiResult {
     require_admin(&req, app.state())?;
     let name = path.into_inner();
-    app.cluster.propose(Command::DeleteProject { name: name.clone() }).await?;
+    app.cluster
+        .propose(Command::DeleteProject { name: name.clone() })
+        .await?;
     app.projects.forget(&name);
     Ok(success(json!({})))
 }
 
-async fn list_triggers(req: HttpRequest, app: web::Data<App>, path: web::Path<String>) -> ApiResult {
+async fn list_triggers(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<String>,
+) -> ApiResult {
     require_admin(&req, app.state())?;
     let name = path.into_inner();
-    app.state().project(&name)?.ok_or_else(|| ApiError::NotFound(format!("project {name}")))?;
-    let triggers: Vec<_> = app.state().triggers(&name)?.iter().map(trigger_json).collect();
+    app.state()
+        .project(&name)?
+        .ok_or_else(|| ApiError::NotFound(format!("project {name}")))?;
+    let triggers: Vec<_> = app
+        .state()
+        .triggers(&name)?
+        .iter()
+        .map(trigger_json)
+        .collect();
     Ok(success(json!({ "triggers": triggers })))
 }
 
@@ -123,13 +159,24 @@ struct SecretBody {
     value: String,
 }
 
-const TRIGGER_TYPES: [&str; 7] = ["git_poller", "github_pr", "gitlab_mr", "simple", "lava", "lava_pr", "lava_mr"];
+const TRIGGER_TYPES: [&str; 7] = [
+    "git_poller",
+    "github_pr",
+    "gitlab_mr",
+    "simple",
+    "lava",
+    "lava_pr",
+    "lava_mr",
+];
 
 fn check_trigger_type(t: &str) -> Result<(), ApiError> {
     if TRIGGER_TYPES.contains(&t) {
         Ok(())
     } else {
-        Err(ApiError::BadRequest(format!("type: unknown trigger type {t:?}; expected one of {}", TRIGGER_TYPES.join(", "))))
+        Err(ApiError::BadRequest(format!(
+            "type: unknown trigger type {t:?}; expected one of {}",
+            TRIGGER_TYPES.join(", ")
+        )))
     }
 }
 
@@ -137,18 +184,27 @@ fn secrets_map(secrets: Vec<SecretBody>) -> Result<BTreeMap<String, String>, Api
     let mut out = BTreeMap::new();
     for (i, s) in secrets.into_iter().enumerate() {
         if s.name.is_empty() || s.name.contains('/') {
-            return Err(ApiError::BadRequest(format!("secrets/{i}/name: must be non-empty without '/'")));
+            return Err(ApiError::BadRequest(format!(
+                "secrets/{i}/name: must be non-empty without '/'"
+            )));
         }
         out.insert(s.name, s.value);
     }
     Ok(out)
 }
 
-async fn create_trigger(req: HttpRequest, app: web::Data<App>, path: web::Path<String>, body: web::Bytes) -> ApiResult {
+async fn create_trigger(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> ApiResult {
     require_admin(&req, app.state())?;
     let project = path.into_inner();
     let b: TriggerBody = parse_json(&body)?;
-    let trigger_type = b.trigger_type.ok_or(ApiError::BadRequest("type: required".into()))?;
+    let trigger_type = b
+        .trigger_type
+        .ok_or(ApiError::BadRequest("type: required".into()))?;
     check_trigger_type(&trigger_type)?;
     let trigger = Trigger {
         id: 0,
@@ -160,17 +216,29 @@ async fn create_trigger(req: HttpRequest, app: web::Data<App>, path: web::Path<S
         secrets: secrets_map(b.secrets)?,
         queue_priority: b.queue_priority.unwrap_or(0),
     };
-    match app.cluster.propose(Command::CreateTrigger { trigger }).await? {
+    match app
+        .cluster
+        .propose(Command::CreateTrigger { trigger })
+        .await?
+    {
         jobserv_raft::CommandResult::TriggerCreated { id } => Ok(created(json!({ "id": id }))),
         other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
     }
 }
 
-async fn update_trigger(req: HttpRequest, app: web::Data<App>, path: web::Path<(String, u64)>, body: web::Bytes) -> ApiResult {
+async fn update_trigger(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<(String, u64)>,
+    body: web::Bytes,
+) -> ApiResult {
     require_admin(&req, app.state())?;
     let (project, id) = path.into_inner();
     let b: TriggerBody = parse_json(&body)?;
-    let mut trigger = app.state().trigger(&project, id)?.ok_or_else(|| ApiError::NotFound(format!("trigger {id} of project {project}")))?;
+    let mut trigger = app
+        .state()
+        .trigger(&project, id)?
+        .ok_or_else(|| ApiError::NotFound(format!("trigger {id} of project {project}")))?;
     if let Some(t) = b.trigger_type {
         check_trigger_type(&t)?;
         trigger.trigger_type = t;
@@ -181,18 +249,33 @@ async fn update_trigger(req: HttpRequest, app: web::Data<App>, path: web::Path<(
     trigger.queue_priority = b.queue_priority.unwrap_or(trigger.queue_priority);
     // Secrets given in a PATCH are added or replaced; the others stay.
     trigger.secrets.extend(secrets_map(b.secrets)?);
-    app.cluster.propose(Command::UpdateTrigger { trigger: trigger.clone() }).await?;
+    app.cluster
+        .propose(Command::UpdateTrigger {
+            trigger: trigger.clone(),
+        })
+        .await?;
     Ok(success(json!({ "trigger": trigger_json(&trigger) })))
 }
 
-async fn triggers_of_type(req: HttpRequest, app: web::Data<App>, query: web::Query<BTreeMap<String, String>>) -> ApiResult {
+async fn triggers_of_type(
+    req: HttpRequest,
+    app: web::Data<App>,
+    query: web::Query<BTreeMap<String, String>>,
+) -> ApiResult {
     require_admin(&req, app.state())?;
-    let t = query.get("type").ok_or(ApiError::BadRequest("type: query parameter required".into()))?;
+    let t = query.get("type").ok_or(ApiError::BadRequest(
+        "type: query parameter required".into(),
+    ))?;
     check_trigger_type(t)?;
-    let triggers: Vec<_> = app.state().triggers_of_type(t)?.iter().map(|tr| {
-        let mut j = trigger_json(tr);
-        j["project"] = json!(tr.project);
-        j
-    }).collect();
+    let triggers: Vec<_> = app
+        .state()
+        .triggers_of_type(t)?
+        .iter()
+        .map(|tr| {
+            let mut j = trigger_json(tr);
+            j["project"] = json!(tr.project);
+            j
+        })
+        .collect();
     Ok(success(json!({ "triggers": triggers })))
 }

@@ -22,9 +22,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 fn check_secret(req: &HttpRequest, app: &App) -> Result<(), ApiError> {
-    let given = req.headers().get(CLUSTER_SECRET_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let given = req
+        .headers()
+        .get(CLUSTER_SECRET_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if !constant_time_eq(given, &app.config.cluster_secret) {
-        return Err(ApiError::Unauthorized("node-to-node call without the cluster secret".into()));
+        return Err(ApiError::Unauthorized(
+            "node-to-node call without the cluster secret".into(),
+        ));
     }
     Ok(())
 }
@@ -35,29 +41,47 @@ fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 
 fn reply<T: serde::Serialize>(value: &T) -> Result<HttpResponse, ApiError> {
     let bytes = codec::encode(value).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(HttpResponse::Ok().content_type("application/octet-stream").body(bytes))
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .body(bytes))
 }
 
-async fn append(req: HttpRequest, app: web::Data<App>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn append(
+    req: HttpRequest,
+    app: web::Data<App>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     check_secret(&req, &app)?;
     let rpc = decode(&body)?;
     reply(&app.cluster.raft.append_entries(rpc).await)
 }
 
-async fn vote(req: HttpRequest, app: web::Data<App>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn vote(
+    req: HttpRequest,
+    app: web::Data<App>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     check_secret(&req, &app)?;
     let rpc = decode(&body)?;
     reply(&app.cluster.raft.vote(rpc).await)
 }
 
-async fn snapshot(req: HttpRequest, app: web::Data<App>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn snapshot(
+    req: HttpRequest,
+    app: web::Data<App>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     check_secret(&req, &app)?;
     let rpc = decode(&body)?;
     reply(&app.cluster.raft.install_snapshot(rpc).await)
 }
 
 /// A write forwarded by a follower. Proposed here only (no further forwarding, so no loops).
-async fn propose(req: HttpRequest, app: web::Data<App>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn propose(
+    req: HttpRequest,
+    app: web::Data<App>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     check_secret(&req, &app)?;
     let cmd: Command = decode(&body)?;
     reply(&app.cluster.propose_local(cmd, COMMIT_TIMEOUT).await)
@@ -65,10 +89,18 @@ async fn propose(req: HttpRequest, app: web::Data<App>, body: web::Bytes) -> Res
 
 /// A membership change forwarded by another node (or asked by a joining node). Replies
 /// `Result<(), String>`.
-async fn membership(req: HttpRequest, app: web::Data<App>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn membership(
+    req: HttpRequest,
+    app: web::Data<App>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     check_secret(&req, &app)?;
     let change: crate::cluster::MembershipChange = decode(&body)?;
-    let result: Result<(), String> = app.cluster.change_membership(change).await.map_err(|e| e.to_string());
+    let result: Result<(), String> = app
+        .cluster
+        .change_membership(change)
+        .await
+        .map_err(|e| e.to_string());
     reply(&result)
 }
 
@@ -76,6 +108,11 @@ async fn membership(req: HttpRequest, app: web::Data<App>, body: web::Bytes) -> 
 /// node never initialises a second cluster beside the running one).
 async fn status(req: HttpRequest, app: web::Data<App>) -> Result<HttpResponse, ApiError> {
     check_secret(&req, &app)?;
-    let initialized = app.cluster.raft.is_initialized().await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    let initialized = app
+        .cluster
+        .raft
+        .is_initialized()
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     reply(&initialized)
 }

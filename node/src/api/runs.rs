@@ -3,10 +3,15 @@
 use super::builds::resolve;
 use super::parse_json;
 use crate::app::App;
-use crate::auth::{artifact_signature, constant_time_eq, require_admin, require_user, run_key, verify_run_key};
+use crate::auth::{
+    artifact_signature, constant_time_eq, require_admin, require_user, run_key, verify_run_key,
+};
 use crate::error::{success, ApiError, ApiResult};
 use actix_web::{web, HttpRequest, HttpResponse};
-use jobserv_protocol::api::{CreateSignedReply, CreateSignedRequest, TestReport, HEADER_CANCEL, HEADER_OFFSET, HEADER_RUN_METADATA, HEADER_RUN_STATUS};
+use jobserv_protocol::api::{
+    CreateSignedReply, CreateSignedRequest, TestReport, HEADER_CANCEL, HEADER_OFFSET,
+    HEADER_RUN_METADATA, HEADER_RUN_STATUS,
+};
 use jobserv_protocol::{RunDef, RunStatus};
 use jobserv_raft::command::RunUpdate;
 use jobserv_raft::model::{Run, RunRef};
@@ -28,10 +33,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .route(&format!("{RUN}/console.log"), web::get().to(console))
         .route(&format!("{RUN}/.rundef.json"), web::get().to(rundef))
-        .route(&format!("{RUN}/.simulate.sh"), web::get().to(simulate_script))
+        .route(
+            &format!("{RUN}/.simulate.sh"),
+            web::get().to(simulate_script),
+        )
         .route(&format!("{RUN}/rerun"), web::post().to(rerun))
         .route(&format!("{RUN}/cancel"), web::post().to(cancel))
-        .route(&format!("{RUN}/create_signed"), web::post().to(create_signed))
+        .route(
+            &format!("{RUN}/create_signed"),
+            web::post().to(create_signed),
+        )
         .service(
             web::resource(format!("{RUN}/artifacts/{{path:.*}}"))
                 .app_data(web::PayloadConfig::new(super::MAX_CHUNK_BODY))
@@ -45,12 +56,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 fn run_ref(path: (String, String, String)) -> Result<RunRef, ApiError> {
     let (project, n, run) = path;
-    let build = n.parse().map_err(|_| ApiError::BadRequest(format!("build number {n:?} is not a number")))?;
-    Ok(RunRef { project, build, run })
+    let build = n
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("build number {n:?} is not a number")))?;
+    Ok(RunRef {
+        project,
+        build,
+        run,
+    })
 }
 
 fn load_run(app: &App, r: &RunRef) -> Result<Run, ApiError> {
-    app.state().run(r)?.ok_or_else(|| ApiError::NotFound(format!("run {r}")))
+    app.state()
+        .run(r)?
+        .ok_or_else(|| ApiError::NotFound(format!("run {r}")))
 }
 
 /// Why a queued run waits, from the replicated workers and this node's view of who is online.
@@ -62,7 +81,11 @@ pub fn queue_reason(app: &App, run: &Run) -> Result<jobserv_raft::model::QueueRe
         .into_iter()
         .map(|w| {
             let online = app.presence.is_online(&w.name, timeout);
-            let free = app.presence.get(&w.name).map(|h| h.available_runners).unwrap_or(0);
+            let free = app
+                .presence
+                .get(&w.name)
+                .map(|h| h.available_runners)
+                .unwrap_or(0);
             (w, online, free)
         })
         .collect();
@@ -71,7 +94,12 @@ pub fn queue_reason(app: &App, run: &Run) -> Result<jobserv_raft::model::QueueRe
 }
 
 pub fn run_json(app: &App, run: &Run, detailed: bool) -> Result<serde_json::Value, ApiError> {
-    let url = App::run_url(&app.cluster.advertise_url, &run.project, run.build, &run.name);
+    let url = App::run_url(
+        &app.cluster.advertise_url,
+        &run.project,
+        run.build,
+        &run.name,
+    );
     let mut j = json!({
         "name": run.name,
         "status": run.status,
@@ -91,23 +119,46 @@ pub fn run_json(app: &App, run: &Run, detailed: bool) -> Result<serde_json::Valu
     }
     if detailed {
         let r = run.run_ref();
-        let tests: Vec<_> = app.state().tests(&r)?.iter().map(|t| json!({"name": t.name, "status": t.status, "results": t.results.len()})).collect();
+        let tests: Vec<_> = app
+            .state()
+            .tests(&r)?
+            .iter()
+            .map(|t| json!({"name": t.name, "status": t.status, "results": t.results.len()}))
+            .collect();
         j["tests"] = json!(tests);
-        let artifacts: Vec<_> = app.state().artifacts(&r)?.into_iter().map(|(p, size)| json!({"path": p, "size": size, "url": format!("{url}{p}")})).collect();
+        let artifacts: Vec<_> = app
+            .state()
+            .artifacts(&r)?
+            .into_iter()
+            .map(|(p, size)| json!({"path": p, "size": size, "url": format!("{url}{p}")}))
+            .collect();
         j["artifacts"] = json!(artifacts);
     }
     Ok(j)
 }
 
-async fn list(req: HttpRequest, app: web::Data<App>, path: web::Path<(String, String)>) -> ApiResult {
+async fn list(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<(String, String)>,
+) -> ApiResult {
     require_user(&req, app.state())?;
     let (project, n) = path.into_inner();
     let build = resolve(&app, &project, &n)?;
-    let runs: Result<Vec<_>, ApiError> = app.state().runs_of_build(&project, build.number)?.iter().map(|r| run_json(&app, r, false)).collect();
+    let runs: Result<Vec<_>, ApiError> = app
+        .state()
+        .runs_of_build(&project, build.number)?
+        .iter()
+        .map(|r| run_json(&app, r, false))
+        .collect();
     Ok(success(json!({ "runs": runs? })))
 }
 
-async fn get(req: HttpRequest, app: web::Data<App>, path: web::Path<(String, String, String)>) -> ApiResult {
+async fn get(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<(String, String, String)>,
+) -> ApiResult {
     require_user(&req, app.state())?;
     let r = run_ref(path.into_inner())?;
     let run = load_run(&app, &r)?;
@@ -120,15 +171,25 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
 
 /// The worker's append/status call. The chunk is acknowledged only once committed; `X-OFFSET` makes a
 /// retry (possibly through another node) idempotent.
-async fn update(req: HttpRequest, app: web::Data<App>, path: web::Path<(String, String, String)>, body: web::Bytes) -> ApiResult {
+async fn update(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<(String, String, String)>,
+    body: web::Bytes,
+) -> ApiResult {
     let r = run_ref(path.into_inner())?;
     let fence = verify_run_key(&req, &app.config.cluster_secret, &r)?;
     let status = match header(&req, HEADER_RUN_STATUS) {
-        Some(s) => Some(s.parse::<RunStatus>().map_err(|e| ApiError::BadRequest(format!("{HEADER_RUN_STATUS}: {e}")))?),
+        Some(s) => Some(
+            s.parse::<RunStatus>()
+                .map_err(|e| ApiError::BadRequest(format!("{HEADER_RUN_STATUS}: {e}")))?,
+        ),
         None => None,
     };
     let offset = match header(&req, HEADER_OFFSET) {
-        Some(o) => o.trim().parse::<u64>().map_err(|_| ApiError::BadRequest(format!("{HEADER_OFFSET}: {o:?} is not a byte offset")))?,
+        Some(o) => o.trim().parse::<u64>().map_err(|_| {
+            ApiError::BadRequest(format!("{HEADER_OFFSET}: {o:?} is not a byte offset"))
+        })?,
         // JobServ's own worker sends no offset: append at the end.
         None => load_run(&app, &r)?.log_len,
     };
@@ -142,7 +203,11 @@ async fn update(req: HttpRequest, app: web::Data<App>, path: web::Path<(String, 
         failure_reason: header(&req, "X-RUN-FAILURE-REASON").map(str::to_string),
         now: jobserv_raft::state::now_ms(),
     };
-    match app.cluster.propose(Command::UpdateRun(Box::new(update))).await? {
+    match app
+        .cluster
+        .propose(Command::UpdateRun(Box::new(update)))
+        .await?
+    {
         CommandResult::RunUpdated { log_len, cancel } => {
             if let Some(s) = status {
                 tracing::info!(project = %r.project, build = r.build, run = %r.run, status = %s, "run status");
@@ -152,7 +217,8 @@ async fn update(req: HttpRequest, app: web::Data<App>, path: web::Path<(String, 
             if cancel {
                 reply.insert_header((HEADER_CANCEL, "1"));
             }
-            Ok(reply.json(json!({"status": "success", "data": {"offset": log_len, "cancel": cancel}})))
+            Ok(reply
+                .json(json!({"status": "success", "data": {"offset": log_len, "cancel": cancel}})))
         }
         other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
     }
@@ -164,54 +230,86 @@ struct ConsoleQuery {
     follow: Option<String>,
 }
 
-async fn console(req: HttpRequest, app: web::Data<App>, path: web::Path<(String, String, String)>, q: web::Query<ConsoleQuery>) -> ApiResult {
+async fn console(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<(String, String, String)>,
+    q: web::Query<ConsoleQuery>,
+) -> ApiResult {
     require_user(&req, app.state())?;
     let r = run_ref(path.into_inner())?;
     let run = load_run(&app, &r)?;
     let offset = match header(&req, HEADER_OFFSET) {
-        Some(o) => o.trim().parse::<u64>().map_err(|_| ApiError::BadRequest(format!("{HEADER_OFFSET}: {o:?} is not a byte offset")))?,
+        Some(o) => o.trim().parse::<u64>().map_err(|_| {
+            ApiError::BadRequest(format!("{HEADER_OFFSET}: {o:?} is not a byte offset"))
+        })?,
         None => q.offset.unwrap_or(0),
     };
-    let follow = q.follow.as_deref().is_some_and(|f| f != "0" && f != "false");
+    let follow = q
+        .follow
+        .as_deref()
+        .is_some_and(|f| f != "0" && f != "false");
     if follow {
         return Ok(live_tail(app.into_inner(), r, offset));
     }
     if run.status == RunStatus::Queued && run.log_len == 0 {
         let reason = queue_reason(&app, &run)?;
-        let text = format!("# Waiting for worker with tag: {} ({})\n", run.host_tag, reason.as_str());
-        return Ok(HttpResponse::Ok().insert_header((HEADER_RUN_STATUS, run.status.as_str())).insert_header((HEADER_OFFSET, "0")).content_type("text/plain").body(text));
+        let text = format!(
+            "# Waiting for worker with tag: {} ({})\n",
+            run.host_tag,
+            reason.as_str()
+        );
+        return Ok(HttpResponse::Ok()
+            .insert_header((HEADER_RUN_STATUS, run.status.as_str()))
+            .insert_header((HEADER_OFFSET, "0"))
+            .content_type("text/plain")
+            .body(text));
     }
-    let slice = app.state().console(&r, offset, usize::MAX)?.ok_or_else(|| ApiError::NotFound(format!("run {r}")))?;
+    let slice = app
+        .state()
+        .console(&r, offset, usize::MAX)?
+        .ok_or_else(|| ApiError::NotFound(format!("run {r}")))?;
     Ok(HttpResponse::Ok()
         .insert_header((HEADER_RUN_STATUS, slice.status.as_str()))
-        .insert_header((HEADER_OFFSET, (offset + slice.bytes.len() as u64).to_string()))
+        .insert_header((
+            HEADER_OFFSET,
+            (offset + slice.bytes.len() as u64).to_string(),
+        ))
         .content_type("text/plain; charset=utf-8")
         .body(slice.bytes))
 }
 
 /// A streaming response that follows the log until the run completes.
 fn live_tail(app: std::sync::Arc<App>, r: RunRef, offset: u64) -> HttpResponse {
-    let stream = futures::stream::unfold((app, r, offset, false), |(app, r, offset, done)| async move {
-        if done {
-            return None;
-        }
-        loop {
-            let seen = app.cluster.applied_index();
-            let slice = match app.state().console(&r, offset, 1 << 20) {
-                Ok(Some(s)) => s,
-                _ => return None,
-            };
-            if !slice.bytes.is_empty() {
-                let next = offset + slice.bytes.len() as u64;
-                return Some((Ok::<_, actix_web::Error>(web::Bytes::from(slice.bytes)), (app, r, next, false)));
-            }
-            if slice.status.is_complete() {
+    let stream = futures::stream::unfold(
+        (app, r, offset, false),
+        |(app, r, offset, done)| async move {
+            if done {
                 return None;
             }
-            app.cluster.wait_applied(seen, Duration::from_secs(5)).await;
-        }
-    });
-    HttpResponse::Ok().content_type("text/plain; charset=utf-8").streaming(stream)
+            loop {
+                let seen = app.cluster.applied_index();
+                let slice = match app.state().console(&r, offset, 1 << 20) {
+                    Ok(Some(s)) => s,
+                    _ => return None,
+                };
+                if !slice.bytes.is_empty() {
+                    let next = offset + slice.bytes.len() as u64;
+                    return Some((
+                        Ok::<_, actix_web::Error>(web::Bytes::from(slice.bytes)),
+                        (app, r, next, false),
+                    ));
+                }
+                if slice.status.is_complete() {
+                    return None;
+                }
+                app.cluster.wait_applied(seen, Duration::from_secs(5)).await;
+            }
+        },
+    );
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .streaming(stream)
 }
 
 /// The run definition a worker gets for `run` under lease `fence`, with this node's URLs.
@@ -219,7 +317,12 @@ pub fn rundef_for(app: &App, run: &Run, fence: Option<u64>) -> Result<RunDef, Ap
     let mut def = run.definition.clone();
     let base = app.cluster.advertise_url.trim_end_matches('/').to_string();
     def.run_url = App::run_url(&base, &run.project, run.build, &run.name);
-    def.run_urls = app.cluster.node_urls().iter().map(|u| App::run_url(u, &run.project, run.build, &run.name)).collect();
+    def.run_urls = app
+        .cluster
+        .node_urls()
+        .iter()
+        .map(|u| App::run_url(u, &run.project, run.build, &run.name))
+        .collect();
     def.frontend_url = format!("{base}/projects/{}/builds/{}/", run.project, run.build);
     def.runner_url = format!("{base}/runner");
     if let Some(fence) = fence {
@@ -231,7 +334,11 @@ pub fn rundef_for(app: &App, run: &Run, fence: Option<u64>) -> Result<RunDef, Ap
     Ok(def)
 }
 
-async fn rundef(req: HttpRequest, app: web::Data<App>, path: web::Path<(String, String, String)>) -> ApiResult {
+async fn rundef(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<(String, String, String)>,
+) -> ApiResult {
     let r = run_ref(path.into_inner())?;
     let run = load_run(&app, &r)?;
     // The holder of the current run key sees everything; anybody else a copy without key and secrets.
@@ -239,7 +346,12 @@ async fn rundef(req: HttpRequest, app: web::Data<App>, path: web::Path<(String, 
         Ok(fence) if fence == run.fence => rundef_for(&app, &run, Some(fence))?,
         _ => {
             require_user(&req, app.state())?;
-            rundef_for(&app, &run, None)?.redacted_with_names(&app.state().build(&r.project, r.build)?.map(|b| b.secrets).unwrap_or_default())
+            rundef_for(&app, &run, None)?.redacted_with_names(
+                &app.state()
+                    .build(&r.project, r.build)?
+                    .map(|b| b.secrets)
+                    .unwrap_or_default(),
+            )
         }
     };
     Ok(HttpResponse::Ok().json(def))
@@ -251,17 +363,29 @@ trait RedactWithNames {
 
 impl RedactWithNames for RunDef {
     /// Keeps the secret names (values emptied) so the simulator's user knows which files to provide.
-    fn redacted_with_names(mut self, secrets: &std::collections::BTreeMap<String, String>) -> RunDef {
+    fn redacted_with_names(
+        mut self,
+        secrets: &std::collections::BTreeMap<String, String>,
+    ) -> RunDef {
         self.secrets = secrets.keys().map(|k| (k.clone(), String::new())).collect();
         self.redacted()
     }
 }
 
-async fn simulate_script(req: HttpRequest, app: web::Data<App>, path: web::Path<(String, String, String)>) -> Result<HttpResponse, ApiError> {
+async fn simulate_script(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<(String, String, String)>,
+) -> Result<HttpResponse, ApiError> {
     require_user(&req, app.state())?;
     let r = run_ref(path.into_inner())?;
     let run = load_run(&app, &r)?;
-    let url = App::run_url(&app.cluster.advertise_url, &run.project, run.build, &run.name);
+    let url = App::run_url(
+        &app.cluster.advertise_url,
+        &run.project,
+        run.build,
+        &run.name,
+    );
     let script = format!(
         "#!/bin/sh -e\n\
          # Recreates run {r} on this machine with the JobServ simulator.\n\
@@ -274,31 +398,62 @@ async fn simulate_script(req: HttpRequest, app: web::Data<App>, path: web::Path<
          exec jobserv-worker simulate \"$RUNDEF\" --workspace \"$WORKSPACE\"\n",
         run_name = run.name
     );
-    Ok(HttpResponse::Ok().content_type("text/x-shellscript").body(script))
+    Ok(HttpResponse::Ok()
+        .content_type("text/x-shellscript")
+        .body(script))
 }
 
-async fn rerun(req: HttpRequest, app: web::Data<App>, path: web::Path<(String, String, String)>) -> ApiResult {
+async fn rerun(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<(String, String, String)>,
+) -> ApiResult {
     require_admin(&req, app.state())?;
     let r = run_ref(path.into_inner())?;
-    app.cluster.propose(Command::RerunRun { run: r.clone(), now: jobserv_raft::state::now_ms() }).await?;
-    Ok(success(json!({ "run": run_json(&app, &load_run(&app, &r)?, false)? })))
+    app.cluster
+        .propose(Command::RerunRun {
+            run: r.clone(),
+            now: jobserv_raft::state::now_ms(),
+        })
+        .await?;
+    Ok(success(
+        json!({ "run": run_json(&app, &load_run(&app, &r)?, false)? }),
+    ))
 }
 
-async fn cancel(req: HttpRequest, app: web::Data<App>, path: web::Path<(String, String, String)>) -> ApiResult {
+async fn cancel(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<(String, String, String)>,
+) -> ApiResult {
     require_user(&req, app.state())?;
     let r = run_ref(path.into_inner())?;
-    app.cluster.propose(Command::CancelRun { run: r.clone(), now: jobserv_raft::state::now_ms() }).await?;
-    Ok(success(json!({ "run": run_json(&app, &load_run(&app, &r)?, false)? })))
+    app.cluster
+        .propose(Command::CancelRun {
+            run: r.clone(),
+            now: jobserv_raft::state::now_ms(),
+        })
+        .await?;
+    Ok(success(
+        json!({ "run": run_json(&app, &load_run(&app, &r)?, false)? }),
+    ))
 }
 
 const SIGNED_URL_LIFETIME_MS: u64 = 3600 * 1000;
 
-async fn create_signed(req: HttpRequest, app: web::Data<App>, path: web::Path<(String, String, String)>, body: web::Bytes) -> ApiResult {
+async fn create_signed(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<(String, String, String)>,
+    body: web::Bytes,
+) -> ApiResult {
     let r = run_ref(path.into_inner())?;
     let fence = verify_run_key(&req, &app.config.cluster_secret, &r)?;
     let request: CreateSignedRequest = parse_json(&body)?;
     if request.paths.len() > 10_000 {
-        return Err(ApiError::BadRequest("paths: at most 10000 per request".into()));
+        return Err(ApiError::BadRequest(
+            "paths: at most 10000 per request".into(),
+        ));
     }
     let expires = jobserv_raft::state::now_ms() + SIGNED_URL_LIFETIME_MS;
     let base = App::run_url(&app.cluster.advertise_url, &r.project, r.build, &r.run);
@@ -306,8 +461,17 @@ async fn create_signed(req: HttpRequest, app: web::Data<App>, path: web::Path<(S
     for (i, p) in request.paths.iter().enumerate() {
         validate_artifact_path(p).map_err(|e| ApiError::BadRequest(format!("paths/{i}: {e}")))?;
         let sig = artifact_signature(&app.config.cluster_secret, &r, fence, p, expires);
-        let encoded: Vec<String> = p.split('/').map(|s| urlencoding::encode(s).into_owned()).collect();
-        urls.insert(p.clone(), format!("{base}artifacts/{}?fence={fence}&expires={expires}&sig={sig}", encoded.join("/")));
+        let encoded: Vec<String> = p
+            .split('/')
+            .map(|s| urlencoding::encode(s).into_owned())
+            .collect();
+        urls.insert(
+            p.clone(),
+            format!(
+                "{base}artifacts/{}?fence={fence}&expires={expires}&sig={sig}",
+                encoded.join("/")
+            ),
+        );
     }
     Ok(success(CreateSignedReply { urls }))
 }
@@ -319,11 +483,22 @@ struct Signed {
     sig: String,
 }
 
-async fn put_artifact(app: web::Data<App>, path: web::Path<(String, String, String, String)>, q: web::Query<Signed>, body: web::Bytes) -> ApiResult {
+async fn put_artifact(
+    app: web::Data<App>,
+    path: web::Path<(String, String, String, String)>,
+    q: web::Query<Signed>,
+    body: web::Bytes,
+) -> ApiResult {
     let (p, n, run, artifact) = path.into_inner();
     let r = run_ref((p, n, run))?;
     validate_artifact_path(&artifact).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let expected = artifact_signature(&app.config.cluster_secret, &r, q.fence, &artifact, q.expires);
+    let expected = artifact_signature(
+        &app.config.cluster_secret,
+        &r,
+        q.fence,
+        &artifact,
+        q.expires,
+    );
     if !constant_time_eq(&q.sig, &expected) {
         return Err(ApiError::Forbidden("bad artifact signature".into()));
     }
@@ -331,9 +506,20 @@ async fn put_artifact(app: web::Data<App>, path: web::Path<(String, String, Stri
         return Err(ApiError::Forbidden("artifact upload URL expired".into()));
     }
     if body.len() > app.config.max_artifact_bytes {
-        return Err(ApiError::PayloadTooLarge(format!("artifact {artifact} is {} bytes; the limit is {}", body.len(), app.config.max_artifact_bytes)));
+        return Err(ApiError::PayloadTooLarge(format!(
+            "artifact {artifact} is {} bytes; the limit is {}",
+            body.len(),
+            app.config.max_artifact_bytes
+        )));
     }
-    app.cluster.propose(Command::PutArtifact { run: r, fence: q.fence, path: artifact, bytes: body.to_vec() }).await?;
+    app.cluster
+        .propose(Command::PutArtifact {
+            run: r,
+            fence: q.fence,
+            path: artifact,
+            bytes: body.to_vec(),
+        })
+        .await?;
     Ok(success(json!({})))
 }
 
@@ -348,34 +534,66 @@ fn content_type(path: &str) -> &'static str {
     }
 }
 
-async fn get_artifact(req: HttpRequest, app: web::Data<App>, path: web::Path<(String, String, String, String)>) -> Result<HttpResponse, ApiError> {
+async fn get_artifact(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<(String, String, String, String)>,
+) -> Result<HttpResponse, ApiError> {
     require_user(&req, app.state())?;
     let (p, n, run, artifact) = path.into_inner();
     let r = run_ref((p, n, run))?;
     validate_artifact_path(&artifact).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let bytes = app.state().artifact(&r, &artifact)?.ok_or_else(|| ApiError::NotFound(format!("artifact {artifact} of run {r}")))?;
-    Ok(HttpResponse::Ok().content_type(content_type(&artifact)).body(bytes))
+    let bytes = app
+        .state()
+        .artifact(&r, &artifact)?
+        .ok_or_else(|| ApiError::NotFound(format!("artifact {artifact} of run {r}")))?;
+    Ok(HttpResponse::Ok()
+        .content_type(content_type(&artifact))
+        .body(bytes))
 }
 
-async fn list_tests(req: HttpRequest, app: web::Data<App>, path: web::Path<(String, String, String)>) -> ApiResult {
+async fn list_tests(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<(String, String, String)>,
+) -> ApiResult {
     require_user(&req, app.state())?;
     let r = run_ref(path.into_inner())?;
     load_run(&app, &r)?;
     Ok(success(json!({ "tests": app.state().tests(&r)? })))
 }
 
-async fn get_test(req: HttpRequest, app: web::Data<App>, path: web::Path<(String, String, String, String)>) -> ApiResult {
+async fn get_test(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<(String, String, String, String)>,
+) -> ApiResult {
     require_user(&req, app.state())?;
     let (p, n, run, t) = path.into_inner();
     let r = run_ref((p, n, run))?;
-    let test = app.state().test(&r, &t)?.ok_or_else(|| ApiError::NotFound(format!("test {t} of run {r}")))?;
+    let test = app
+        .state()
+        .test(&r, &t)?
+        .ok_or_else(|| ApiError::NotFound(format!("test {t} of run {r}")))?;
     Ok(success(json!({ "test": test })))
 }
 
-async fn report_tests(req: HttpRequest, app: web::Data<App>, path: web::Path<(String, String, String)>, body: web::Bytes) -> ApiResult {
+async fn report_tests(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<(String, String, String)>,
+    body: web::Bytes,
+) -> ApiResult {
     let r = run_ref(path.into_inner())?;
     let fence = verify_run_key(&req, &app.config.cluster_secret, &r)?;
     let report: TestReport = parse_json(&body)?;
-    app.cluster.propose(Command::ReportTests { run: r, fence, report, now: jobserv_raft::state::now_ms() }).await?;
+    app.cluster
+        .propose(Command::ReportTests {
+            run: r,
+            fence,
+            report,
+            now: jobserv_raft::state::now_ms(),
+        })
+        .await?;
     Ok(success(json!({})))
 }

@@ -26,7 +26,11 @@ async fn health_runs(app: web::Data<App>) -> ApiResult {
     for run in app.state().queued_runs(100_000)? {
         *queued.entry(run.host_tag.clone()).or_default() += 1;
         let reason = super::runs::queue_reason(&app, &run)?;
-        *reasons.entry(run.host_tag.clone()).or_default().entry(reason.as_str()).or_default() += 1;
+        *reasons
+            .entry(run.host_tag.clone())
+            .or_default()
+            .entry(reason.as_str())
+            .or_default() += 1;
     }
     let mut running: BTreeMap<String, u64> = BTreeMap::new();
     for worker in app.state().workers()? {
@@ -34,7 +38,12 @@ async fn health_runs(app: web::Data<App>) -> ApiResult {
             *running.entry(run.host_tag.clone()).or_default() += 1;
         }
     }
-    let counts: BTreeMap<&str, u64> = app.state().run_counts()?.into_iter().map(|(s, n)| (s.as_str(), n)).collect();
+    let counts: BTreeMap<&str, u64> = app
+        .state()
+        .run_counts()?
+        .into_iter()
+        .map(|(s, n)| (s.as_str(), n))
+        .collect();
     Ok(success(json!({
         RunStatus::Queued.as_str(): queued,
         RunStatus::Running.as_str(): running,
@@ -44,12 +53,16 @@ async fn health_runs(app: web::Data<App>) -> ApiResult {
 }
 
 async fn version() -> ApiResult {
-    Ok(success(json!({ "version": env!("CARGO_PKG_VERSION"), "api": jobserv_protocol::api::API_VERSION, "rundef": jobserv_protocol::rundef::RUNDEF_VERSION, "storage": jobserv_raft::codec::write_version(), "storage_readable": jobserv_raft::codec::max_readable() })))
+    Ok(success(
+        json!({ "version": env!("CARGO_PKG_VERSION"), "api": jobserv_protocol::api::API_VERSION, "rundef": jobserv_protocol::rundef::RUNDEF_VERSION, "storage": jobserv_raft::codec::write_version(), "storage_readable": jobserv_raft::codec::max_readable() }),
+    ))
 }
 
 async fn metrics(app: web::Data<App>) -> HttpResponse {
     let text = app.cluster.metrics.render(&app.cluster, &app.log_stats);
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text)
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(text)
 }
 
 async fn cluster(req: HttpRequest, app: web::Data<App>) -> ApiResult {
@@ -106,14 +119,21 @@ async fn add_node(req: HttpRequest, app: web::Data<App>, body: web::Bytes) -> Ap
     if !n.url.starts_with("https://") {
         return Err(ApiError::BadRequest("url: must be an https:// URL".into()));
     }
-    app.cluster.change_membership(crate::cluster::MembershipChange::AddNode { id: n.id, url: n.url }).await?;
+    app.cluster
+        .change_membership(crate::cluster::MembershipChange::AddNode {
+            id: n.id,
+            url: n.url,
+        })
+        .await?;
     Ok(success(json!({"added": n.id})))
 }
 
 async fn remove_node(req: HttpRequest, app: web::Data<App>, path: web::Path<u64>) -> ApiResult {
     require_admin(&req, app.state())?;
     let id = path.into_inner();
-    app.cluster.change_membership(crate::cluster::MembershipChange::RemoveNode { id }).await?;
+    app.cluster
+        .change_membership(crate::cluster::MembershipChange::RemoveNode { id })
+        .await?;
     Ok(success(json!({"removed": id})))
 }
 
@@ -121,12 +141,21 @@ async fn remove_node(req: HttpRequest, app: web::Data<App>, path: web::Path<u64>
 async fn worker_binary(app: web::Data<App>) -> Result<HttpResponse, ApiError> {
     let path = match &app.config.worker_binary {
         Some(p) => p.clone(),
-        None => std::env::current_exe().map_err(|e| ApiError::Internal(e.to_string()))?.with_file_name("jobserv-worker"),
+        None => std::env::current_exe()
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .with_file_name("jobserv-worker"),
     };
-    let bytes = std::fs::read(&path).map_err(|_| ApiError::NotFound(format!("worker binary {}", path.display())))?;
+    let bytes = std::fs::read(&path)
+        .map_err(|_| ApiError::NotFound(format!("worker binary {}", path.display())))?;
     Ok(HttpResponse::Ok()
         .content_type("application/octet-stream")
-        .insert_header(("X-JOBSERV-WORKER-VERSION", app.config.worker_version.clone().unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string())))
+        .insert_header((
+            "X-JOBSERV-WORKER-VERSION",
+            app.config
+                .worker_version
+                .clone()
+                .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),
+        ))
         .body(bytes))
 }
 
@@ -138,26 +167,52 @@ struct SnapshotQuery {
 
 /// Builds a snapshot now; with `?purge=true` the log up to it is purged at once (so a lagging or wiped
 /// node can only catch up from the snapshot). For operators, the footprint benchmark and S9.
-async fn snapshot(req: HttpRequest, app: web::Data<App>, q: web::Query<SnapshotQuery>) -> ApiResult {
+async fn snapshot(
+    req: HttpRequest,
+    app: web::Data<App>,
+    q: web::Query<SnapshotQuery>,
+) -> ApiResult {
     require_admin(&req, app.state())?;
-    app.cluster.raft.trigger().snapshot().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    app.cluster
+        .raft
+        .trigger()
+        .snapshot()
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let target = app.cluster.applied_index();
     loop {
         let m = app.cluster.raft.metrics().borrow().clone();
         if let Some(snap) = m.snapshot.filter(|s| s.index >= target) {
             if q.purge.unwrap_or(false) {
-                app.cluster.raft.trigger().purge_log(snap.index).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+                app.cluster
+                    .raft
+                    .trigger()
+                    .purge_log(snap.index)
+                    .await
+                    .map_err(|e| ApiError::Unavailable(e.to_string()))?;
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-                while app.cluster.raft.metrics().borrow().purged.is_none_or(|p| p.index < snap.index) && std::time::Instant::now() < deadline {
+                while app
+                    .cluster
+                    .raft
+                    .metrics()
+                    .borrow()
+                    .purged
+                    .is_none_or(|p| p.index < snap.index)
+                    && std::time::Instant::now() < deadline
+                {
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 }
             }
             let m = app.cluster.raft.metrics().borrow().clone();
-            return Ok(success(json!({"snapshot_index": m.snapshot.map(|s| s.index), "purged": m.purged.map(|p| p.index)})));
+            return Ok(success(
+                json!({"snapshot_index": m.snapshot.map(|s| s.index), "purged": m.purged.map(|p| p.index)}),
+            ));
         }
         if std::time::Instant::now() > deadline {
-            return Err(ApiError::Unavailable("snapshot not built within 60s".into()));
+            return Err(ApiError::Unavailable(
+                "snapshot not built within 60s".into(),
+            ));
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }

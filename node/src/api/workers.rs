@@ -43,16 +43,28 @@ async fn register(app: web::Data<App>, path: web::Path<String>, body: web::Bytes
     let name = path.into_inner();
     let reg: WorkerRegistration = parse_json(&body)?;
     if reg.api_key.len() < 32 {
-        return Err(ApiError::BadRequest("api_key: must be a random string of at least 32 characters".into()));
+        return Err(ApiError::BadRequest(
+            "api_key: must be a random string of at least 32 characters".into(),
+        ));
     }
     if reg.concurrent_runs == 0 || reg.concurrent_runs > 1024 {
-        return Err(ApiError::BadRequest("concurrent_runs: must be 1 to 1024".into()));
+        return Err(ApiError::BadRequest(
+            "concurrent_runs: must be 1 to 1024".into(),
+        ));
     }
-    jobserv_raft::state::validate_name("worker", &name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let cmd = Command::RegisterWorker { name: name.clone(), key_hash: hash_token(&reg.api_key), facts: facts_of(&reg), now: jobserv_raft::state::now_ms() };
+    jobserv_raft::state::validate_name("worker", &name)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let cmd = Command::RegisterWorker {
+        name: name.clone(),
+        key_hash: hash_token(&reg.api_key),
+        facts: facts_of(&reg),
+        now: jobserv_raft::state::now_ms(),
+    };
     app.cluster.propose(cmd).await?;
     tracing::info!(worker = %name, "worker registered");
-    Ok(created(json!({ "name": name, "enlisted": app.state().worker(&name)?.map(|w| w.enlisted).unwrap_or(false) })))
+    Ok(created(
+        json!({ "name": name, "enlisted": app.state().worker(&name)?.map(|w| w.enlisted).unwrap_or(false) }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -70,15 +82,26 @@ struct WorkerPatch {
 }
 
 /// Admins may enlist or delist; the worker itself may update its facts.
-async fn update(req: HttpRequest, app: web::Data<App>, path: web::Path<String>, body: web::Bytes) -> ApiResult {
+async fn update(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> ApiResult {
     let name = path.into_inner();
     let patch: WorkerPatch = parse_json(&body)?;
-    let is_admin = bearer(&req).and_then(|t| app.state().token(&hash_token(t)).ok().flatten()).is_some_and(|t| t.role == Role::Admin);
+    let is_admin = bearer(&req)
+        .and_then(|t| app.state().token(&hash_token(t)).ok().flatten())
+        .is_some_and(|t| t.role == Role::Admin);
     let worker = if is_admin {
-        app.state().worker(&name)?.ok_or_else(|| ApiError::NotFound(format!("worker {name}")))?
+        app.state()
+            .worker(&name)?
+            .ok_or_else(|| ApiError::NotFound(format!("worker {name}")))?
     } else {
         if patch.enlisted.is_some() {
-            return Err(ApiError::Forbidden("enlisted: only an admin may enlist or delist a worker".into()));
+            return Err(ApiError::Forbidden(
+                "enlisted: only an admin may enlist or delist a worker".into(),
+            ));
         }
         require_worker(&req, app.state(), &name)?
     };
@@ -93,10 +116,21 @@ async fn update(req: HttpRequest, app: web::Data<App>, path: web::Path<String>, 
     facts.version = patch.version.unwrap_or(facts.version);
     let facts = (facts != worker.facts).then_some(facts);
     if facts.is_some() || patch.enlisted.is_some() {
-        app.cluster.propose(Command::UpdateWorker { name: name.clone(), enlisted: patch.enlisted, facts }).await?;
+        app.cluster
+            .propose(Command::UpdateWorker {
+                name: name.clone(),
+                enlisted: patch.enlisted,
+                facts,
+            })
+            .await?;
     }
-    let worker = app.state().worker(&name)?.ok_or_else(|| ApiError::NotFound(format!("worker {name}")))?;
-    Ok(success(json!({ "worker": {"name": worker.name, "enlisted": worker.enlisted, "host_tags": worker.facts.host_tags} })))
+    let worker = app
+        .state()
+        .worker(&name)?
+        .ok_or_else(|| ApiError::NotFound(format!("worker {name}")))?;
+    Ok(success(
+        json!({ "worker": {"name": worker.name, "enlisted": worker.enlisted, "host_tags": worker.facts.host_tags} }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -108,7 +142,12 @@ struct CheckInQuery {
     wait: Option<f64>,
 }
 
-async fn check_in(req: HttpRequest, app: web::Data<App>, path: web::Path<String>, q: web::Query<CheckInQuery>) -> ApiResult {
+async fn check_in(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<String>,
+    q: web::Query<CheckInQuery>,
+) -> ApiResult {
     let name = path.into_inner();
     let worker = require_worker(&req, app.state(), &name)?;
     let span = tracing::debug_span!("check_in", worker = %name);
@@ -125,14 +164,18 @@ async fn check_in(req: HttpRequest, app: web::Data<App>, path: web::Path<String>
 
     let mut assigned = Vec::new();
     if worker.enlisted && available > 0 {
-        let wait = Duration::from_secs_f64(q.wait.unwrap_or(0.0).clamp(0.0, MAX_WAIT.as_secs_f64()));
+        let wait =
+            Duration::from_secs_f64(q.wait.unwrap_or(0.0).clamp(0.0, MAX_WAIT.as_secs_f64()));
         let deadline = Instant::now() + wait;
         loop {
             // Take the applied index before looking, so a run queued meanwhile wakes us.
             let seen = app.cluster.applied_index();
             assigned = app
                 .checkin
-                .send(AssignWork { worker: worker.clone(), slots: available })
+                .send(AssignWork {
+                    worker: worker.clone(),
+                    slots: available,
+                })
                 .await
                 .map_err(|e| ApiError::Internal(format!("check-in actor: {e}")))??;
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -141,9 +184,20 @@ async fn check_in(req: HttpRequest, app: web::Data<App>, path: web::Path<String>
             }
             app.cluster.wait_applied(seen, remaining).await;
         }
-        app.presence.seen(&name, health(available.saturating_sub(assigned.len() as u32)));
+        app.presence.seen(
+            &name,
+            health(available.saturating_sub(assigned.len() as u32)),
+        );
     }
-    app.cluster.metrics.checkins.with_label_values(&[if assigned.is_empty() { "idle" } else { "assigned" }]).inc();
+    app.cluster
+        .metrics
+        .checkins
+        .with_label_values(&[if assigned.is_empty() {
+            "idle"
+        } else {
+            "assigned"
+        }])
+        .inc();
 
     let mut run_defs = Vec::new();
     for (run_ref, fence) in &assigned {
@@ -151,14 +205,23 @@ async fn check_in(req: HttpRequest, app: web::Data<App>, path: web::Path<String>
             run_defs.push(rundef_for(&app, &run, Some(*fence))?);
         }
     }
-    let active_runs = app.state().worker_runs(&name)?.iter().map(|r| r.run_ref().to_string()).collect();
+    let active_runs = app
+        .state()
+        .worker_runs(&name)?
+        .iter()
+        .map(|r| r.run_ref().to_string())
+        .collect();
     let reply = CheckInReply {
         name: name.clone(),
         enlisted: worker.enlisted,
         run_defs,
         active_runs,
         nodes: app.cluster.node_urls(),
-        version: app.config.worker_version.clone().unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),
+        version: app
+            .config
+            .worker_version
+            .clone()
+            .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),
     };
     Ok(success(json!({ "worker": reply })))
 }
@@ -192,7 +255,12 @@ async fn list(req: HttpRequest, app: web::Data<App>) -> ApiResult {
 }
 
 /// Worker events (e.g. "image pulled", "disk low"): logged, not replicated.
-async fn events(req: HttpRequest, app: web::Data<App>, path: web::Path<String>, body: web::Bytes) -> ApiResult {
+async fn events(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> ApiResult {
     let name = path.into_inner();
     require_worker(&req, app.state(), &name)?;
     let event: serde_json::Value = parse_json(&body)?;

@@ -4,7 +4,10 @@ use jobserv_node::config::NodeConfig;
 use std::path::{Path, PathBuf};
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 pub fn node_config(dir: &Path, port: u16) -> NodeConfig {
@@ -40,14 +43,26 @@ impl TestNode {
         std::fs::create_dir_all(&config.data_dir).expect("data dir");
         let config_path = config.data_dir.with_extension("toml");
         std::fs::write(&config_path, config.to_toml()).expect("config file");
-        let client = jobserv_node::tls::client(&config.ca_cert, std::time::Duration::from_secs(60)).expect("client");
-        let mut node = TestNode { child: None, url: config.advertise_url.clone(), token: config.admin_token.clone().unwrap_or_default(), client, config, config_path };
+        let client = jobserv_node::tls::client(&config.ca_cert, std::time::Duration::from_secs(60))
+            .expect("client");
+        let mut node = TestNode {
+            child: None,
+            url: config.advertise_url.clone(),
+            token: config.admin_token.clone().unwrap_or_default(),
+            client,
+            config,
+            config_path,
+        };
         node.spawn().await;
         node
     }
 
     async fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.config.data_dir.with_extension("log")).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.config.data_dir.with_extension("log"))
+            .expect("log file");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_jobserv-node"))
             .args(["run", "--config"])
             .arg(&self.config_path)
@@ -63,12 +78,23 @@ impl TestNode {
     pub async fn wait_ready(&self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
-            if let Ok(r) = self.client.get(self.u("/projects/")).header("Authorization", format!("Token {}", self.token)).send().await {
+            if let Ok(r) = self
+                .client
+                .get(self.u("/projects/"))
+                .header("Authorization", format!("Token {}", self.token))
+                .send()
+                .await
+            {
                 if r.status().is_success() {
                     return;
                 }
             }
-            assert!(std::time::Instant::now() < deadline, "node at {} not ready; see {}", self.url, self.config.data_dir.with_extension("log").display());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node at {} not ready; see {}",
+                self.url,
+                self.config.data_dir.with_extension("log").display()
+            );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
@@ -88,7 +114,9 @@ impl TestNode {
     /// SIGTERM and wait for a graceful exit.
     pub fn terminate(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
             let _ = child.wait();
         }
     }
@@ -120,24 +148,50 @@ impl TestNode {
     }
 
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let r = self.client.get(self.u(path)).header("Authorization", format!("Token {}", self.token)).send().await.expect("GET");
+        let r = self
+            .client
+            .get(self.u(path))
+            .header("Authorization", format!("Token {}", self.token))
+            .send()
+            .await
+            .expect("GET");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
     pub async fn get_text(&self, path: &str) -> (u16, String) {
-        let r = self.client.get(self.u(path)).header("Authorization", format!("Token {}", self.token)).send().await.expect("GET");
+        let r = self
+            .client
+            .get(self.u(path))
+            .header("Authorization", format!("Token {}", self.token))
+            .send()
+            .await
+            .expect("GET");
         (r.status().as_u16(), r.text().await.unwrap_or_default())
     }
 
     pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-        let r = self.client.post(self.u(path)).header("Authorization", format!("Token {}", self.token)).json(&body).send().await.expect("POST");
+        let r = self
+            .client
+            .post(self.u(path))
+            .header("Authorization", format!("Token {}", self.token))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
     pub async fn patch(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-        let r = self.client.patch(self.u(path)).header("Authorization", format!("Token {}", self.token)).json(&body).send().await.expect("PATCH");
+        let r = self
+            .client
+            .patch(self.u(path))
+            .header("Authorization", format!("Token {}", self.token))
+            .json(&body)
+            .send()
+            .await
+            .expect("PATCH");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }

@@ -11,7 +11,12 @@ type Outcome = Result<CommandResult, StateError>;
 
 impl State {
     /// Applies `command` (if any) and the `meta` writes (last applied log id, membership) as one atomic batch.
-    pub fn apply(&self, log_index: u64, command: Option<&Command>, meta: Vec<(Vec<u8>, Vec<u8>)>) -> StateResult<CommandResult> {
+    pub fn apply(
+        &self,
+        log_index: u64,
+        command: Option<&Command>,
+        meta: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> StateResult<CommandResult> {
         let mut txn = Txn::new(&self.tree);
         let outcome = match command {
             Some(cmd) => apply_command(&mut txn, log_index, cmd)?,
@@ -35,42 +40,71 @@ impl State {
 
 fn apply_command(txn: &mut Txn, log_index: u64, cmd: &Command) -> StateResult<Outcome> {
     match cmd {
-        Command::CreateProject { name, synchronous_builds, now } => {
+        Command::CreateProject {
+            name,
+            synchronous_builds,
+            now,
+        } => {
             if let Err(e) = validate_name("project", name) {
                 return Ok(Err(e));
             }
             if txn.get_raw(&keys::project(name))?.is_some() {
                 return Ok(Err(StateError::AlreadyExists(format!("project {name}"))));
             }
-            let project = Project { name: name.clone(), synchronous_builds: *synchronous_builds, next_build: 1, created: *now };
+            let project = Project {
+                name: name.clone(),
+                synchronous_builds: *synchronous_builds,
+                next_build: 1,
+                created: *now,
+            };
             txn.put(keys::project(name), &project)?;
             Ok(Ok(CommandResult::Done))
         }
         Command::DeleteProject { name } => delete_project(txn, name),
         Command::AddToken { hash, name, role } => {
-            txn.put(keys::token(hash), &ApiToken { name: name.clone(), role: *role })?;
+            txn.put(
+                keys::token(hash),
+                &ApiToken {
+                    name: name.clone(),
+                    role: *role,
+                },
+            )?;
             Ok(Ok(CommandResult::Done))
         }
         Command::CreateTrigger { trigger } => {
             if txn.get_raw(&keys::project(&trigger.project))?.is_none() {
-                return Ok(Err(StateError::NotFound(format!("project {}", trigger.project))));
+                return Ok(Err(StateError::NotFound(format!(
+                    "project {}",
+                    trigger.project
+                ))));
             }
             let id = txn.get::<u64>(keys::NEXT_TRIGGER_ID)?.unwrap_or(1);
             txn.put(keys::NEXT_TRIGGER_ID.to_vec(), &(id + 1))?;
-            let stored = Trigger { id, ..trigger.clone() };
+            let stored = Trigger {
+                id,
+                ..trigger.clone()
+            };
             txn.put(keys::trigger(&trigger.project, id), &stored)?;
             Ok(Ok(CommandResult::TriggerCreated { id }))
         }
         Command::UpdateTrigger { trigger } => {
             let key = keys::trigger(&trigger.project, trigger.id);
             if txn.get_raw(&key)?.is_none() {
-                return Ok(Err(StateError::NotFound(format!("trigger {} of project {}", trigger.id, trigger.project))));
+                return Ok(Err(StateError::NotFound(format!(
+                    "trigger {} of project {}",
+                    trigger.id, trigger.project
+                ))));
             }
             txn.put(key, trigger)?;
             Ok(Ok(CommandResult::Done))
         }
         Command::CreateBuild(new_build) => create_build(txn, log_index, new_build),
-        Command::RegisterWorker { name, key_hash, facts, now } => {
+        Command::RegisterWorker {
+            name,
+            key_hash,
+            facts,
+            now,
+        } => {
             if let Err(e) = validate_name("worker", name) {
                 return Ok(Err(e));
             }
@@ -81,15 +115,29 @@ fn apply_command(txn: &mut Txn, log_index: u64, cmd: &Command) -> StateResult<Ou
                     existing.facts = facts.clone();
                     txn.put(key, &existing)?;
                 }
-                Some(_) => return Ok(Err(StateError::AlreadyExists(format!("worker {name} (with another key)")))),
+                Some(_) => {
+                    return Ok(Err(StateError::AlreadyExists(format!(
+                        "worker {name} (with another key)"
+                    ))))
+                }
                 None => {
-                    let worker = Worker { name: name.clone(), key_hash: key_hash.clone(), facts: facts.clone(), enlisted: false, created: *now };
+                    let worker = Worker {
+                        name: name.clone(),
+                        key_hash: key_hash.clone(),
+                        facts: facts.clone(),
+                        enlisted: false,
+                        created: *now,
+                    };
                     txn.put(key, &worker)?;
                 }
             }
             Ok(Ok(CommandResult::Done))
         }
-        Command::UpdateWorker { name, enlisted, facts } => {
+        Command::UpdateWorker {
+            name,
+            enlisted,
+            facts,
+        } => {
             let key = keys::worker(name);
             let Some(mut worker) = txn.get::<Worker>(&key)? else {
                 return Ok(Err(StateError::NotFound(format!("worker {name}"))));
@@ -103,12 +151,24 @@ fn apply_command(txn: &mut Txn, log_index: u64, cmd: &Command) -> StateResult<Ou
             txn.put(key, &worker)?;
             Ok(Ok(CommandResult::Done))
         }
-        Command::AssignRuns { worker, runs, now } => assign_runs(txn, log_index, worker, runs, *now),
+        Command::AssignRuns { worker, runs, now } => {
+            assign_runs(txn, log_index, worker, runs, *now)
+        }
         Command::UpdateRun(update) => update_run(txn, update),
         Command::CancelRun { run, now } => cancel_run(txn, run, *now),
         Command::RerunRun { run, now } => rerun_run(txn, log_index, run, *now),
-        Command::ReleaseWorkerRuns { worker, reason, requeue, now } => release_worker_runs(txn, log_index, worker, reason, *requeue, *now),
-        Command::ReportTests { run, fence, report, now } => {
+        Command::ReleaseWorkerRuns {
+            worker,
+            reason,
+            requeue,
+            now,
+        } => release_worker_runs(txn, log_index, worker, reason, *requeue, *now),
+        Command::ReportTests {
+            run,
+            fence,
+            report,
+            now,
+        } => {
             let Some(stored) = txn.get::<Run>(&keys::run(run))? else {
                 return Ok(Err(StateError::NotFound(format!("run {run}"))));
             };
@@ -118,24 +178,47 @@ fn apply_command(txn: &mut Txn, log_index: u64, cmd: &Command) -> StateResult<Ou
             if let Err(e) = validate_name("test", &report.name) {
                 return Ok(Err(e));
             }
-            let test = Test { name: report.name.clone(), status: report.status, results: report.results.clone(), created: *now };
+            let test = Test {
+                name: report.name.clone(),
+                status: report.status,
+                results: report.results.clone(),
+                created: *now,
+            };
             txn.put(keys::test(run, &report.name), &test)?;
             Ok(Ok(CommandResult::Done))
         }
-        Command::PromoteBuild { project, build, name, annotation } => {
+        Command::PromoteBuild {
+            project,
+            build,
+            name,
+            annotation,
+        } => {
             let key = keys::build(project, *build);
             let Some(mut stored) = txn.get::<Build>(&key)? else {
-                return Ok(Err(StateError::NotFound(format!("build {project}/{build}"))));
+                return Ok(Err(StateError::NotFound(format!(
+                    "build {project}/{build}"
+                ))));
             };
             if !matches!(stored.status, RunStatus::Passed | RunStatus::Promoted) {
-                return Ok(Err(StateError::Invalid(format!("build {project}/{build} is {}; only a PASSED build can be promoted", stored.status))));
+                return Ok(Err(StateError::Invalid(format!(
+                    "build {project}/{build} is {}; only a PASSED build can be promoted",
+                    stored.status
+                ))));
             }
             stored.status = RunStatus::Promoted;
-            stored.promoted = Some(crate::model::Promotion { name: name.clone(), annotation: annotation.clone() });
+            stored.promoted = Some(crate::model::Promotion {
+                name: name.clone(),
+                annotation: annotation.clone(),
+            });
             txn.put(key, &stored)?;
             Ok(Ok(CommandResult::Done))
         }
-        Command::PutArtifact { run, fence, path, bytes } => {
+        Command::PutArtifact {
+            run,
+            fence,
+            path,
+            bytes,
+        } => {
             let Some(stored) = txn.get::<Run>(&keys::run(run))? else {
                 return Ok(Err(StateError::NotFound(format!("run {run}"))));
             };
@@ -156,12 +239,34 @@ fn apply_command(txn: &mut Txn, log_index: u64, cmd: &Command) -> StateResult<Ou
             }
             Ok(Ok(CommandResult::Done))
         }
-        Command::CreateBuildExt { build, hooks, advance } => super::hooks::create_build_ext(txn, log_index, build, hooks.as_ref(), advance.as_ref()),
-        Command::FireChain { project, build, marker, runs, run_chains, now } => {
-            super::hooks::fire_chain(txn, log_index, project, *build, marker, runs, run_chains, *now)
+        Command::CreateBuildExt {
+            build,
+            hooks,
+            advance,
+        } => {
+            super::hooks::create_build_ext(txn, log_index, build, hooks.as_ref(), advance.as_ref())
         }
-        Command::MarkBuild { project, build, marker } => super::hooks::mark_build(txn, project, *build, marker),
-        Command::PollerSeen { project, trigger, seen, replace } => super::hooks::poller_seen(txn, project, *trigger, seen, *replace),
+        Command::FireChain {
+            project,
+            build,
+            marker,
+            runs,
+            run_chains,
+            now,
+        } => super::hooks::fire_chain(
+            txn, log_index, project, *build, marker, runs, run_chains, *now,
+        ),
+        Command::MarkBuild {
+            project,
+            build,
+            marker,
+        } => super::hooks::mark_build(txn, project, *build, marker),
+        Command::PollerSeen {
+            project,
+            trigger,
+            seen,
+            replace,
+        } => super::hooks::poller_seen(txn, project, *trigger, seen, *replace),
     }
 }
 
@@ -217,7 +322,10 @@ pub(super) fn create_build(txn: &mut Txn, log_index: u64, nb: &NewBuild) -> Stat
         return Ok(Err(StateError::NotFound(format!("project {}", nb.project))));
     };
     if nb.runs.is_empty() {
-        return Ok(Err(StateError::Invalid(format!("trigger {} creates no runs", nb.trigger_name))));
+        return Ok(Err(StateError::Invalid(format!(
+            "trigger {} creates no runs",
+            nb.trigger_name
+        ))));
     }
     let mut names = std::collections::BTreeSet::new();
     for def in &nb.runs {
@@ -225,7 +333,10 @@ pub(super) fn create_build(txn: &mut Txn, log_index: u64, nb: &NewBuild) -> Stat
             return Ok(Err(e));
         }
         if !names.insert(def.run.clone()) {
-            return Ok(Err(StateError::Invalid(format!("run name {} appears twice in the build", def.run))));
+            return Ok(Err(StateError::Invalid(format!(
+                "run name {} appears twice in the build",
+                def.run
+            ))));
         }
     }
     let number = project.next_build;
@@ -257,7 +368,10 @@ pub(super) fn create_build(txn: &mut Txn, log_index: u64, nb: &NewBuild) -> Stat
             failure_reason: None,
             metadata: None,
         };
-        txn.put(keys::queue_entry(run.queue_priority, queue_seq), &run.run_ref())?;
+        txn.put(
+            keys::queue_entry(run.queue_priority, queue_seq),
+            &run.run_ref(),
+        )?;
         put_run(txn, None, &run)?;
     }
     let build = Build {
@@ -280,16 +394,26 @@ pub(super) fn create_build(txn: &mut Txn, log_index: u64, nb: &NewBuild) -> Stat
     Ok(Ok(CommandResult::BuildCreated { number }))
 }
 
-fn assign_runs(txn: &mut Txn, log_index: u64, worker_name: &str, runs: &[RunRef], now: u64) -> StateResult<Outcome> {
+fn assign_runs(
+    txn: &mut Txn,
+    log_index: u64,
+    worker_name: &str,
+    runs: &[RunRef],
+    now: u64,
+) -> StateResult<Outcome> {
     let Some(worker) = txn.get::<Worker>(&keys::worker(worker_name))? else {
         return Ok(Err(StateError::NotFound(format!("worker {worker_name}"))));
     };
     if !worker.enlisted {
-        return Ok(Err(StateError::Invalid(format!("worker {worker_name} is not enlisted"))));
+        return Ok(Err(StateError::Invalid(format!(
+            "worker {worker_name} is not enlisted"
+        ))));
     }
     let mut assigned = Vec::new();
     for run_ref in runs {
-        let Some(mut run) = txn.get::<Run>(&keys::run(run_ref))? else { continue };
+        let Some(mut run) = txn.get::<Run>(&keys::run(run_ref))? else {
+            continue;
+        };
         if run.status != RunStatus::Queued {
             continue; // another check-in got it first: exactly-once assignment
         }
@@ -308,7 +432,11 @@ fn assign_runs(txn: &mut Txn, log_index: u64, worker_name: &str, runs: &[RunRef]
 
 fn check_fence(run: &Run, fence: u64) -> Result<(), StateError> {
     if run.worker.is_none() || run.fence != fence {
-        return Err(StateError::Fenced { run: run.run_ref().to_string(), given: fence, current: run.fence });
+        return Err(StateError::Fenced {
+            run: run.run_ref().to_string(),
+            given: fence,
+            current: run.fence,
+        });
     }
     Ok(())
 }
@@ -323,33 +451,51 @@ fn update_run(txn: &mut Txn, up: &RunUpdate) -> StateResult<Outcome> {
     }
     let end = up.offset + up.console.len() as u64;
     if up.offset > run.log_len {
-        return Ok(Err(StateError::OffsetGap { given: up.offset, stored: run.log_len }));
+        return Ok(Err(StateError::OffsetGap {
+            given: up.offset,
+            stored: run.log_len,
+        }));
     }
     if run.status.is_complete() {
         // A retry of the last chunk (its acknowledgement was lost) must succeed; anything new must not.
         let same_status = up.status.is_none_or(|s| s == run.status || run.cancelled);
         if end <= run.log_len && same_status {
-            return Ok(Ok(CommandResult::RunUpdated { log_len: run.log_len, cancel: run.cancelled }));
+            return Ok(Ok(CommandResult::RunUpdated {
+                log_len: run.log_len,
+                cancel: run.cancelled,
+            }));
         }
-        return Ok(Err(StateError::Invalid(format!("run {} is already {}", up.run, run.status))));
+        return Ok(Err(StateError::Invalid(format!(
+            "run {} is already {}",
+            up.run, run.status
+        ))));
     }
     let old_status = run.status;
     if end > run.log_len {
         // Only the part past what is stored is new: a retry through another node never duplicates bytes.
         let skip = (run.log_len - up.offset) as usize;
-        txn.put_raw(keys::console_chunk(&up.run, run.log_len), up.console[skip..].to_vec());
+        txn.put_raw(
+            keys::console_chunk(&up.run, run.log_len),
+            up.console[skip..].to_vec(),
+        );
         run.log_len = end;
     }
     if let Some(metadata) = &up.metadata {
         run.metadata = Some(metadata.clone());
     }
     if let Some(mut status) = up.status {
-        if matches!(status, RunStatus::Queued | RunStatus::Cancelling | RunStatus::Promoted) {
-            return Ok(Err(StateError::Invalid(format!("a worker may not set a run to {status}"))));
+        if matches!(
+            status,
+            RunStatus::Queued | RunStatus::Cancelling | RunStatus::Promoted
+        ) {
+            return Ok(Err(StateError::Invalid(format!(
+                "a worker may not set a run to {status}"
+            ))));
         }
         if run.cancelled && status.is_complete() {
             status = RunStatus::Failed; // a cancelled run never passes
-            run.failure_reason.get_or_insert_with(|| "cancelled".to_string());
+            run.failure_reason
+                .get_or_insert_with(|| "cancelled".to_string());
         }
         if run.cancelled && !status.is_complete() {
             status = RunStatus::Cancelling;
@@ -368,7 +514,10 @@ fn update_run(txn: &mut Txn, up: &RunUpdate) -> StateResult<Outcome> {
     if run.status != old_status {
         refresh_build_status(txn, &run.project, run.build, up.now)?;
     }
-    Ok(Ok(CommandResult::RunUpdated { log_len: run.log_len, cancel: run.cancelled }))
+    Ok(Ok(CommandResult::RunUpdated {
+        log_len: run.log_len,
+        cancel: run.cancelled,
+    }))
 }
 
 /// Bookkeeping when a run reaches PASSED or FAILED: it leaves its worker.
@@ -396,7 +545,11 @@ fn cancel_run(txn: &mut Txn, run_ref: &RunRef, now: u64) -> StateResult<Outcome>
             run.status = RunStatus::Cancelling;
             run.cancelled = true;
         }
-        done => return Ok(Err(StateError::Invalid(format!("run {run_ref} is already {done}")))),
+        done => {
+            return Ok(Err(StateError::Invalid(format!(
+                "run {run_ref} is already {done}"
+            ))))
+        }
     }
     put_run(txn, Some(old), &run)?;
     refresh_build_status(txn, &run.project, run.build, now)?;
@@ -408,7 +561,10 @@ fn rerun_run(txn: &mut Txn, log_index: u64, run_ref: &RunRef, now: u64) -> State
         return Ok(Err(StateError::NotFound(format!("run {run_ref}"))));
     };
     if !run.status.is_complete() {
-        return Ok(Err(StateError::Invalid(format!("run {run_ref} is {}; only a completed run can be rerun", run.status))));
+        return Ok(Err(StateError::Invalid(format!(
+            "run {run_ref} is {}; only a completed run can be rerun",
+            run.status
+        ))));
     }
     let old = run.status;
     txn.remove_prefix(&keys::console_of(run_ref))?;
@@ -424,7 +580,10 @@ fn rerun_run(txn: &mut Txn, log_index: u64, run_ref: &RunRef, now: u64) -> State
     run.failure_reason = None;
     run.metadata = None;
     run.queue_seq = log_index << 16;
-    txn.put(keys::queue_entry(run.queue_priority, run.queue_seq), run_ref)?;
+    txn.put(
+        keys::queue_entry(run.queue_priority, run.queue_seq),
+        run_ref,
+    )?;
     put_run(txn, Some(old), &run)?;
     let build_key = keys::build(&run.project, run.build);
     if let Some(mut build) = txn.get::<Build>(&build_key)? {
@@ -436,15 +595,33 @@ fn rerun_run(txn: &mut Txn, log_index: u64, run_ref: &RunRef, now: u64) -> State
     Ok(Ok(CommandResult::Done))
 }
 
-fn release_worker_runs(txn: &mut Txn, log_index: u64, worker: &str, reason: &str, requeue: bool, now: u64) -> StateResult<Outcome> {
+fn release_worker_runs(
+    txn: &mut Txn,
+    log_index: u64,
+    worker: &str,
+    reason: &str,
+    requeue: bool,
+    now: u64,
+) -> StateResult<Outcome> {
     for (key, _) in txn.scan_prefix(&keys::worker_runs_of(worker))? {
         txn.remove(key.clone());
         let rest = String::from_utf8_lossy(&key[keys::worker_runs_of(worker).len()..]).to_string();
         let mut parts = rest.splitn(3, '/');
-        let (Some(project), Some(build), Some(name)) = (parts.next(), parts.next(), parts.next()) else { continue };
-        let Ok(build) = build.parse::<u64>() else { continue };
-        let run_ref = RunRef { project: project.into(), build, run: name.into() };
-        let Some(mut run) = txn.get::<Run>(&keys::run(&run_ref))? else { continue };
+        let (Some(project), Some(build), Some(name)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let Ok(build) = build.parse::<u64>() else {
+            continue;
+        };
+        let run_ref = RunRef {
+            project: project.into(),
+            build,
+            run: name.into(),
+        };
+        let Some(mut run) = txn.get::<Run>(&keys::run(&run_ref))? else {
+            continue;
+        };
         if run.status.is_complete() {
             continue;
         }
@@ -456,7 +633,10 @@ fn release_worker_runs(txn: &mut Txn, log_index: u64, worker: &str, reason: &str
             run.status = RunStatus::Queued;
             run.started = None;
             run.queue_seq = log_index << 16;
-            txn.put(keys::queue_entry(run.queue_priority, run.queue_seq), &run_ref)?;
+            txn.put(
+                keys::queue_entry(run.queue_priority, run.queue_seq),
+                &run_ref,
+            )?;
         } else {
             run.status = RunStatus::Failed;
             run.failure_reason = Some(reason.to_string());
@@ -470,9 +650,16 @@ fn release_worker_runs(txn: &mut Txn, log_index: u64, worker: &str, reason: &str
 
 /// A build's status is derived from its runs: PASSED when all passed, FAILED when all completed and one
 /// failed, RUNNING once any run left the queue, QUEUED before.
-pub(super) fn refresh_build_status(txn: &mut Txn, project: &str, number: u64, now: u64) -> StateResult<()> {
+pub(super) fn refresh_build_status(
+    txn: &mut Txn,
+    project: &str,
+    number: u64,
+    now: u64,
+) -> StateResult<()> {
     let key = keys::build(project, number);
-    let Some(mut build) = txn.get::<Build>(&key)? else { return Ok(()) };
+    let Some(mut build) = txn.get::<Build>(&key)? else {
+        return Ok(());
+    };
     if build.status == RunStatus::Promoted {
         return Ok(());
     }
@@ -507,13 +694,23 @@ pub(super) fn refresh_build_status(txn: &mut Txn, project: &str, number: u64, no
 /// Artifact paths are relative, `/`-separated, without `..`, empty or absolute parts.
 pub fn validate_artifact_path(path: &str) -> Result<(), StateError> {
     if path.is_empty() || path.len() > 1024 {
-        return Err(StateError::Invalid("artifact path must be 1 to 1024 characters".into()));
+        return Err(StateError::Invalid(
+            "artifact path must be 1 to 1024 characters".into(),
+        ));
     }
-    if path.starts_with('/') || path.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
-        return Err(StateError::Invalid(format!("artifact path {path:?} must be relative without empty, . or .. parts")));
+    if path.starts_with('/')
+        || path
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return Err(StateError::Invalid(format!(
+            "artifact path {path:?} must be relative without empty, . or .. parts"
+        )));
     }
     if path.chars().any(|c| c.is_control()) {
-        return Err(StateError::Invalid(format!("artifact path {path:?} contains a control character")));
+        return Err(StateError::Invalid(format!(
+            "artifact path {path:?} contains a control character"
+        )));
     }
     Ok(())
 }

@@ -43,12 +43,19 @@ impl State {
 pub fn validate_name(kind: &str, name: &str) -> Result<(), StateError> {
     const MAX: usize = 128;
     if name.is_empty() || name.len() > MAX {
-        return Err(StateError::Invalid(format!("{kind} name must be 1 to {MAX} characters")));
+        return Err(StateError::Invalid(format!(
+            "{kind} name must be 1 to {MAX} characters"
+        )));
     }
     if name == "." || name == ".." {
-        return Err(StateError::Invalid(format!("{kind} name may not be {name:?}")));
+        return Err(StateError::Invalid(format!(
+            "{kind} name may not be {name:?}"
+        )));
     }
-    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "-_.+:@".contains(*c))) {
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-_.+:@".contains(*c)))
+    {
         return Err(StateError::Invalid(format!(
             "{kind} name {name:?} contains {bad:?}; allowed are letters, digits and - _ . + : @"
         )));

@@ -55,7 +55,10 @@ impl State {
     /// Triggers of every project with the given type (for pollers and webhooks).
     pub fn triggers_of_type(&self, trigger_type: &str) -> StateResult<Vec<Trigger>> {
         let all: Vec<Trigger> = self.values_under(b"t/")?;
-        Ok(all.into_iter().filter(|t| t.trigger_type == trigger_type).collect())
+        Ok(all
+            .into_iter()
+            .filter(|t| t.trigger_type == trigger_type)
+            .collect())
     }
 
     pub fn build(&self, project: &str, number: u64) -> StateResult<Option<Build>> {
@@ -72,7 +75,12 @@ impl State {
 
     /// Builds newest first, `limit` per page, starting below `before` (exclusive) when given. Walks the
     /// index backwards, so a page costs `limit` reads however many builds the project has.
-    pub fn builds_page(&self, project: &str, before: Option<u64>, limit: usize) -> StateResult<BuildPage> {
+    pub fn builds_page(
+        &self,
+        project: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> StateResult<BuildPage> {
         let prefix = keys::builds_of(project);
         let end = match before {
             Some(n) => keys::build(project, n),
@@ -89,12 +97,19 @@ impl State {
         } else {
             None
         };
-        Ok(BuildPage { builds, next_before })
+        Ok(BuildPage {
+            builds,
+            next_before,
+        })
     }
 
     pub fn promoted_builds(&self, project: &str) -> StateResult<Vec<Build>> {
         let all: Vec<Build> = self.values_under(&keys::builds_of(project))?;
-        Ok(all.into_iter().rev().filter(|b| b.promoted.is_some()).collect())
+        Ok(all
+            .into_iter()
+            .rev()
+            .filter(|b| b.promoted.is_some())
+            .collect())
     }
 
     pub fn runs_of_build(&self, project: &str, number: u64) -> StateResult<Vec<Run>> {
@@ -106,12 +121,21 @@ impl State {
     }
 
     /// A run's history across builds, newest first (bounded by `limit`).
-    pub fn run_history(&self, project: &str, run_name: &str, limit: usize) -> StateResult<Vec<Run>> {
+    pub fn run_history(
+        &self,
+        project: &str,
+        run_name: &str,
+        limit: usize,
+    ) -> StateResult<Vec<Run>> {
         let prefix = keys::builds_of(project);
         let mut out = Vec::new();
         for item in self.tree.scan_prefix(&prefix).rev() {
             let build: Build = codec::decode(&item?.1)?;
-            if let Some(run) = self.run(&RunRef { project: project.into(), build: build.number, run: run_name.into() })? {
+            if let Some(run) = self.run(&RunRef {
+                project: project.into(),
+                build: build.number,
+                run: run_name.into(),
+            })? {
                 out.push(run);
                 if out.len() >= limit {
                     break;
@@ -122,17 +146,31 @@ impl State {
     }
 
     /// Console bytes from `offset` on (at most `max` bytes), with the run's status.
-    pub fn console(&self, run_ref: &RunRef, offset: u64, max: usize) -> StateResult<Option<ConsoleSlice>> {
-        let Some(run) = self.run(run_ref)? else { return Ok(None) };
+    pub fn console(
+        &self,
+        run_ref: &RunRef,
+        offset: u64,
+        max: usize,
+    ) -> StateResult<Option<ConsoleSlice>> {
+        let Some(run) = self.run(run_ref)? else {
+            return Ok(None);
+        };
         let mut bytes = Vec::new();
         let prefix = keys::console_of(run_ref);
         // Start from the chunk that contains `offset`: the last chunk key <= offset.
         let start_key = keys::console_chunk(run_ref, offset);
-        let first = self.tree.range(prefix.clone()..=start_key.clone()).next_back().transpose()?;
+        let first = self
+            .tree
+            .range(prefix.clone()..=start_key.clone())
+            .next_back()
+            .transpose()?;
         let start_from = first.map(|(k, _)| k.to_vec()).unwrap_or(start_key);
         for item in self.tree.range(start_from..keys::prefix_end(&prefix)) {
             let (k, v) = item?;
-            let chunk_offset: u64 = std::str::from_utf8(&k[prefix.len()..]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+            let chunk_offset: u64 = std::str::from_utf8(&k[prefix.len()..])
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
             let chunk_end = chunk_offset + v.len() as u64;
             if chunk_end <= offset {
                 continue;
@@ -144,7 +182,11 @@ impl State {
                 break;
             }
         }
-        Ok(Some(ConsoleSlice { bytes, log_len: run.log_len, status: run.status }))
+        Ok(Some(ConsoleSlice {
+            bytes,
+            log_len: run.log_len,
+            status: run.status,
+        }))
     }
 
     pub fn tests(&self, run: &RunRef) -> StateResult<Vec<Test>> {
@@ -171,9 +213,19 @@ impl State {
             let (k, _) = item?;
             let rest = String::from_utf8_lossy(&k[prefix.len()..]).to_string();
             let mut parts = rest.splitn(3, '/');
-            let (Some(project), Some(build), Some(name)) = (parts.next(), parts.next(), parts.next()) else { continue };
-            let Ok(build) = build.parse::<u64>() else { continue };
-            if let Some(run) = self.run(&RunRef { project: project.into(), build, run: name.into() })? {
+            let (Some(project), Some(build), Some(name)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let Ok(build) = build.parse::<u64>() else {
+                continue;
+            };
+            if let Some(run) = self.run(&RunRef {
+                project: project.into(),
+                build,
+                run: name.into(),
+            })? {
                 out.push(run);
             }
         }
@@ -197,7 +249,10 @@ impl State {
     }
 
     pub fn artifact(&self, run: &RunRef, path: &str) -> StateResult<Option<Vec<u8>>> {
-        Ok(self.tree.get(keys::artifact(run, path))?.map(|v| v.to_vec()))
+        Ok(self
+            .tree
+            .get(keys::artifact(run, path))?
+            .map(|v| v.to_vec()))
     }
 
     /// Artifact paths of a run with their sizes.
@@ -206,7 +261,10 @@ impl State {
         let mut out = Vec::new();
         for item in self.tree.scan_prefix(&prefix) {
             let (k, v) = item?;
-            out.push((String::from_utf8_lossy(&k[prefix.len()..]).to_string(), v.len() as u64));
+            out.push((
+                String::from_utf8_lossy(&k[prefix.len()..]).to_string(),
+                v.len() as u64,
+            ));
         }
         Ok(out)
     }
@@ -224,7 +282,11 @@ impl State {
     pub fn run_counts(&self) -> StateResult<Vec<(RunStatus, u64)>> {
         let mut out = Vec::new();
         for status in RunStatus::ALL {
-            out.push((status, self.get::<u64>(&keys::run_status_count(status))?.unwrap_or(0)));
+            out.push((
+                status,
+                self.get::<u64>(&keys::run_status_count(status))?
+                    .unwrap_or(0),
+            ));
         }
         Ok(out)
     }

@@ -13,7 +13,10 @@ pub struct Txn<'a> {
 
 impl<'a> Txn<'a> {
     pub fn new(tree: &'a sled::Tree) -> Self {
-        Txn { tree, writes: BTreeMap::new() }
+        Txn {
+            tree,
+            writes: BTreeMap::new(),
+        }
     }
 
     pub fn get_raw(&self, key: &[u8]) -> StateResult<Option<Vec<u8>>> {

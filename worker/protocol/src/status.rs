@@ -29,7 +29,10 @@ impl RunStatus {
 
     /// A terminal state never changes again (except by an explicit rerun).
     pub fn is_complete(self) -> bool {
-        matches!(self, RunStatus::Passed | RunStatus::Failed | RunStatus::Promoted)
+        matches!(
+            self,
+            RunStatus::Passed | RunStatus::Failed | RunStatus::Promoted
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -68,7 +71,10 @@ mod tests {
     fn status_round_trips_through_its_wire_name() {
         for st in RunStatus::ALL {
             assert_eq!(st.as_str().parse::<RunStatus>().unwrap(), st);
-            assert_eq!(serde_json::to_string(&st).unwrap(), format!("\"{}\"", st.as_str()));
+            assert_eq!(
+                serde_json::to_string(&st).unwrap(),
+                format!("\"{}\"", st.as_str())
+            );
         }
         assert!("BOGUS".parse::<RunStatus>().is_err());
     }
