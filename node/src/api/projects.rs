@@ -77,22 +77,10 @@ async fn create(req: HttpRequest, app: web::Data<App>, body: web::Bytes) -> ApiR
         now: jobserv_raft::state::now_ms(),
     };
     app.cluster.propose(cmd).await?;
-    // Reads are local: a write forwarded from a follower is committed before this node has applied it.
-    let deadline = std::time::Instant::now() + crate::cluster::COMMIT_TIMEOUT;
-    let project = loop {
-        let seen = app.cluster.applied_index();
-        if let Some(project) = app.state().project(&new.name)? {
-            break project;
-        }
-        if std::time::Instant::now() > deadline {
-            return Err(ApiError::Internal(
-                "project committed but not applied on this node in time".into(),
-            ));
-        }
-        app.cluster
-            .wait_applied(seen, std::time::Duration::from_millis(200))
-            .await;
-    };
+    // `propose` returns once this node applied the write too, so the local read sees it.
+    let project = app.state().project(&new.name)?.ok_or_else(|| {
+        ApiError::Internal("project committed but not applied on this node".into())
+    })?;
     Ok(created(
         json!({ "project": project_json(&app.cluster.advertise_url, &project) }),
     ))
