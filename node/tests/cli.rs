@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-const WORKER_KEY: &str = "worker-key-0123456789abcdef0123456789abcdef";
 /// Upper bound for a followed command to finish once its build or run has completed.
 const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -291,7 +290,7 @@ async fn projects_builds_and_workers_through_the_cli() {
         out.trim(),
         "NAME  ENLISTED  ONLINE  FREE  LOAD  HOST-TAGS  DISTRO  VERSION"
     );
-    register_worker(&node, "w1").await;
+    register_worker(&node, "w1", 3).await;
     assert!(ok(cli_for(&node), &["worker", "enlist", "w1"]).contains("enlisted worker w1"));
     let out = ok(cli_for(&node), &["worker", "list"]);
     assert!(
@@ -372,7 +371,7 @@ async fn following_a_build_and_its_log_ends_with_the_build_result() {
     let node = TestNode::start(dir.path()).await;
     let definition = write_project(dir.path());
     ok(cli_for(&node), &["project", "create", "demo"]);
-    register_worker(&node, "w1").await;
+    register_worker(&node, "w1", 3).await;
     ok(cli_for(&node), &["worker", "enlist", "w1"]);
 
     // Build 1: every run passes; each change is shown as it happens.
@@ -466,19 +465,6 @@ async fn following_a_build_and_its_log_ends_with_the_build_result() {
 }
 
 // ---- the worker side, spoken directly ----
-
-async fn register_worker(node: &TestNode, name: &str) {
-    let reg = json!({"api_key": WORKER_KEY, "distro": "debian", "mem_total": 1u64 << 30, "cpu_total": 2, "cpu_type": "x86_64",
-                     "concurrent_runs": 3, "host_tags": ["amd64"]});
-    let r = node
-        .client
-        .post(node.u(&format!("/workers/{name}/")))
-        .json(&reg)
-        .send()
-        .await
-        .expect("register");
-    assert_eq!(r.status().as_u16(), 201);
-}
 
 /// Checks in as `w1` until `n` run definitions were handed out.
 async fn take_runs(node: &TestNode, n: usize) -> Vec<Value> {

@@ -5,25 +5,6 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
-const WORKER_KEY: &str = "worker-key-0123456789abcdef0123456789abcdef";
-
-async fn register_and_enlist(node: &TestNode, name: &str) {
-    let reg = json!({"api_key": WORKER_KEY, "distro": "debian", "mem_total": 1u64 << 30, "cpu_total": 2, "cpu_type": "x86_64",
-                     "concurrent_runs": 2, "host_tags": ["amd64"]});
-    let r = node
-        .client
-        .post(node.u(&format!("/workers/{name}/")))
-        .json(&reg)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
-    let (s, body) = node
-        .patch(&format!("/workers/{name}/"), json!({"enlisted": true}))
-        .await;
-    assert_eq!(s, 200, "{body}");
-}
-
 async fn check_in(node: &TestNode, name: &str, slots: u32, wait: u32) -> Value {
     let r = node
         .client
@@ -80,7 +61,7 @@ async fn worker_runs_a_build_to_completion_and_state_survives_restart() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 404);
-    register_and_enlist(&node, "w1").await;
+    register_and_enlist_worker(&node, "w1", 2).await;
     let bad = node
         .client
         .get(node.u("/workers/w1/?available_runners=1"))
@@ -265,7 +246,7 @@ async fn a_lost_worker_is_fenced_and_its_run_fails_with_a_reason() {
     config.worker_timeout_secs = 2;
     let mut node = TestNode::start_with(config).await;
     setup(&node).await;
-    register_and_enlist(&node, "w1").await;
+    register_and_enlist_worker(&node, "w1", 2).await;
     let reply = check_in(&node, "w1", 1, 0).await;
     let d = reply["run-defs"][0].clone();
     assert_eq!(

@@ -229,3 +229,32 @@ pub fn tempdir() -> tempfile::TempDir {
 pub fn data_dir(t: &tempfile::TempDir) -> PathBuf {
     t.path().to_path_buf()
 }
+
+/// The key every hand-spoken test worker registers with.
+pub const WORKER_KEY: &str = "worker-key-0123456789abcdef0123456789abcdef";
+
+/// Registers worker `name` (tag `amd64`) over the real protocol; not yet enlisted.
+pub async fn register_worker(node: &TestNode, name: &str, concurrent_runs: u32) {
+    let reg = serde_json::json!({"api_key": WORKER_KEY, "distro": "debian", "mem_total": 1u64 << 30, "cpu_total": 2,
+                                 "cpu_type": "x86_64", "concurrent_runs": concurrent_runs, "host_tags": ["amd64"]});
+    let r = node
+        .client
+        .post(node.u(&format!("/workers/{name}/")))
+        .json(&reg)
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(r.status().as_u16(), 201);
+}
+
+/// Registers worker `name` and enlists it with the admin token.
+pub async fn register_and_enlist_worker(node: &TestNode, name: &str, concurrent_runs: u32) {
+    register_worker(node, name, concurrent_runs).await;
+    let (s, body) = node
+        .patch(
+            &format!("/workers/{name}/"),
+            serde_json::json!({"enlisted": true}),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+}

@@ -6,23 +6,10 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub const WORKER_KEY: &str = "worker-key-0123456789abcdef0123456789abcdef";
+pub use super::common::WORKER_KEY;
 
 pub async fn register_and_enlist(node: &TestNode, name: &str) {
-    let reg = json!({"api_key": WORKER_KEY, "distro": "debian", "mem_total": 1u64 << 30, "cpu_total": 2, "cpu_type": "x86_64",
-                     "concurrent_runs": 8, "host_tags": ["amd64"]});
-    let r = node
-        .client
-        .post(node.u(&format!("/workers/{name}/")))
-        .json(&reg)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
-    let (s, body) = node
-        .patch(&format!("/workers/{name}/"), json!({"enlisted": true}))
-        .await;
-    assert_eq!(s, 200, "{body}");
+    super::common::register_and_enlist_worker(node, name, 8).await;
 }
 
 /// Checks in with `slots` free slots, long-polling up to `wait` seconds; returns the run definitions.
