@@ -1,9 +1,9 @@
 //! One-node benchmark (fsync on): committed writes per second and p50/p99 commit latency through the API
 //! (console appends, each one Raft entry made durable before it is acknowledged), the same for build
 //! creation, and the node's memory and disk after many writes and after compaction.
-use crate::harness::{call, dir_size_mb, single_node};
+use crate::harness::{call, dir_size_mb, hold_runs, single_node};
 use crate::stats::{ms, percentile};
-use anyhow::{ensure, Context};
+use anyhow::ensure;
 use reqwest::Method;
 use serde_json::json;
 use std::path::Path;
@@ -47,65 +47,17 @@ pub async fn run(dir: &Path, bin_dir: &Path, opts: &BenchOptions) -> anyhow::Res
     let url = node.url().to_string();
     let client = node.client.clone();
 
-    let (s, b) = call(
-        &client,
-        Method::POST,
-        &format!("{url}/projects/"),
+    let runs = hold_runs(
+        &node,
         &token,
-        Some(json!({"name": "bench"})),
-    )
-    .await?;
-    ensure!(s == 201, "{s} {b}");
-    let (s, b) = call(
-        &client,
-        Method::POST,
-        &format!("{url}/projects/bench/builds/"),
-        &token,
-        Some(json!({"trigger-name": "t", "project-definition": project_yaml(opts.clients)})),
-    )
-    .await?;
-    ensure!(s == 201, "{s} {b}");
-    let reg = json!({"api_key": WORKER_KEY, "distro": "x", "mem_total": 1, "cpu_total": 1, "cpu_type": "x", "concurrent_runs": opts.clients, "host_tags": ["bench"]});
-    client
-        .post(format!("{url}/workers/bench/"))
-        .json(&reg)
-        .send()
-        .await?;
-    call(
-        &client,
-        Method::PATCH,
-        &format!("{url}/workers/bench/"),
-        &token,
-        Some(json!({"enlisted": true})),
-    )
-    .await?;
-    let (_, b) = call(
-        &client,
-        Method::GET,
-        &format!("{url}/workers/bench/?available_runners={}", opts.clients),
+        "bench",
+        &project_yaml(opts.clients),
+        "bench",
         WORKER_KEY,
-        None,
+        "bench",
+        opts.clients,
     )
     .await?;
-    let defs = b["data"]["worker"]["run-defs"]
-        .as_array()
-        .context("run-defs")?
-        .clone();
-    ensure!(
-        defs.len() == opts.clients,
-        "expected {} runs, got {}",
-        opts.clients,
-        defs.len()
-    );
-    let runs: Vec<(String, String)> = defs
-        .iter()
-        .filter_map(|d| {
-            Some((
-                d["run_url"].as_str()?.to_string(),
-                d["api_key"].as_str()?.to_string(),
-            ))
-        })
-        .collect();
 
     // 1. Console appends: one Raft write each, `clients` concurrent writers.
     let deadline = Instant::now() + Duration::from_secs(opts.seconds);

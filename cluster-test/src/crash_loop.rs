@@ -3,7 +3,7 @@
 //! over. After every restart: the store reopens, every acknowledged byte is there exactly once (the log
 //! is a prefix of what was sent, at least as long as what was acknowledged), and every acknowledged build
 //! exists with gapless numbers.
-use crate::harness::{call, single_node};
+use crate::harness::{call, hold_runs, single_node};
 use anyhow::{bail, ensure, Context};
 use rand::{Rng, SeedableRng};
 use reqwest::Method;
@@ -44,62 +44,18 @@ pub async fn run(
     let client = node.client.clone();
 
     // One run held by a worker: the target of the console appends.
-    let (s, b) = call(
-        &client,
-        Method::POST,
-        &format!("{url}/projects/"),
+    let (run_url, run_key) = hold_runs(
+        &node,
         &token,
-        Some(json!({"name": "crash"})),
-    )
-    .await?;
-    ensure!(s == 201, "create project: {s} {b}");
-    let (s, b) = call(
-        &client,
-        Method::POST,
-        &format!("{url}/projects/crash/builds/"),
-        &token,
-        Some(json!({"trigger-name": "t", "project-definition": PROJECT_YAML})),
-    )
-    .await?;
-    ensure!(s == 201, "create build: {s} {b}");
-    let reg = json!({"api_key": WORKER_KEY, "distro": "x", "mem_total": 1, "cpu_total": 1, "cpu_type": "x", "concurrent_runs": 1, "host_tags": ["crash"]});
-    let r = client
-        .post(format!("{url}/workers/crasher/"))
-        .json(&reg)
-        .send()
-        .await?;
-    ensure!(
-        r.status().as_u16() == 201,
-        "register worker: {}",
-        r.status()
-    );
-    let (s, b) = call(
-        &client,
-        Method::PATCH,
-        &format!("{url}/workers/crasher/"),
-        &token,
-        Some(json!({"enlisted": true})),
-    )
-    .await?;
-    ensure!(s == 200, "enlist: {s} {b}");
-    let (s, b) = call(
-        &client,
-        Method::GET,
-        &format!("{url}/workers/crasher/?available_runners=1"),
+        "crash",
+        PROJECT_YAML,
+        "crasher",
         WORKER_KEY,
-        None,
+        "crash",
+        1,
     )
-    .await?;
-    ensure!(s == 200, "check in: {s} {b}");
-    let rundef = b["data"]["worker"]["run-defs"][0].clone();
-    let run_url = rundef["run_url"]
-        .as_str()
-        .context("no run assigned")?
-        .to_string();
-    let run_key = rundef["api_key"]
-        .as_str()
-        .context("no run key")?
-        .to_string();
+    .await?
+    .remove(0);
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let ledger = Arc::new(Mutex::new(Ledger {

@@ -81,6 +81,88 @@ pub async fn single_node(dir: &Path, bin_dir: &Path) -> anyhow::Result<(NodeProc
     Ok((node, token))
 }
 
+/// A build of `definition` (trigger `t`) in a new `project`, its runs held by worker `worker` (registered
+/// with `worker_key` for `slots` runs, enlisted, checked in once): the `(run_url, run key)` of each run,
+/// for driving the console protocol by hand. Expects exactly `slots` runs to be handed out.
+pub async fn hold_runs(
+    node: &NodeProcess,
+    token: &str,
+    project: &str,
+    definition: &str,
+    worker: &str,
+    worker_key: &str,
+    host_tag: &str,
+    slots: usize,
+) -> anyhow::Result<Vec<(String, String)>> {
+    use serde_json::json;
+    let (url, client) = (node.url(), &node.client);
+    let (s, b) = call(
+        client,
+        reqwest::Method::POST,
+        &format!("{url}/projects/"),
+        token,
+        Some(json!({"name": project})),
+    )
+    .await?;
+    anyhow::ensure!(s == 201, "create project {project}: {s} {b}");
+    let body = json!({"trigger-name": "t", "project-definition": definition});
+    let (s, b) = call(
+        client,
+        reqwest::Method::POST,
+        &format!("{url}/projects/{project}/builds/"),
+        token,
+        Some(body),
+    )
+    .await?;
+    anyhow::ensure!(s == 201, "create build: {s} {b}");
+    let reg = json!({"api_key": worker_key, "distro": "x", "mem_total": 1, "cpu_total": 1, "cpu_type": "x", "concurrent_runs": slots, "host_tags": [host_tag]});
+    let r = client
+        .post(format!("{url}/workers/{worker}/"))
+        .json(&reg)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        r.status().as_u16() == 201,
+        "register worker {worker}: {}",
+        r.status()
+    );
+    let (s, b) = call(
+        client,
+        reqwest::Method::PATCH,
+        &format!("{url}/workers/{worker}/"),
+        token,
+        Some(json!({"enlisted": true})),
+    )
+    .await?;
+    anyhow::ensure!(s == 200, "enlist {worker}: {s} {b}");
+    let (s, b) = call(
+        client,
+        reqwest::Method::GET,
+        &format!("{url}/workers/{worker}/?available_runners={slots}"),
+        worker_key,
+        None,
+    )
+    .await?;
+    anyhow::ensure!(s == 200, "check in: {s} {b}");
+    let runs: Vec<(String, String)> = b["data"]["worker"]["run-defs"]
+        .as_array()
+        .context("run-defs")?
+        .iter()
+        .filter_map(|d| {
+            Some((
+                d["run_url"].as_str()?.to_string(),
+                d["api_key"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    anyhow::ensure!(
+        runs.len() == slots,
+        "expected {slots} runs, got {}",
+        runs.len()
+    );
+    Ok(runs)
+}
+
 pub struct NodeProcess {
     pub config: NodeConfig,
     pub config_path: PathBuf,
