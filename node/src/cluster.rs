@@ -24,6 +24,8 @@ pub struct Cluster {
     pub client: reqwest::Client,
     pub metrics: Arc<Metrics>,
     pub gossip: Arc<crate::gossip::Gossip>,
+    /// Linearizable reads (read index from the leader, then this node's apply).
+    pub reads: crate::reads::Reads,
 }
 
 /// A membership change, proposed on the leader (forwarded there by any node).

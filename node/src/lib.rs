@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod node;
 pub mod notify;
 pub mod presence;
+pub mod reads;
 pub mod scheduler;
 pub mod tls;
 pub mod triggers;

@@ -2,7 +2,8 @@
 //! replicated state (queue depth and age by host tag, runs by state) are computed when `/metrics` is
 //! scraped, from indexes and counters the state machine maintains, so the hot paths pay nothing for them.
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -10,6 +11,12 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub commit_seconds: Histogram,
     pub checkins: IntCounterVec,
+    /// Read-index rounds run by this node (`leader`: heartbeat rounds; `follower`: RPCs to the leader).
+    pub read_rounds: IntCounterVec,
+    /// Time a read waited to be linearizable (read index obtained and applied here), by path.
+    pub read_seconds: HistogramVec,
+    /// Reads answered 503 because no read index could be obtained or applied in time.
+    pub read_failures: IntCounter,
     queue_depth: IntGaugeVec,
     queue_oldest_seconds: IntGaugeVec,
     runs: IntGaugeVec,
@@ -40,6 +47,28 @@ impl Metrics {
             Opts::new("jobserv_checkins_total", "Worker check-ins by outcome"),
             &["outcome"],
         )?;
+        let read_rounds = IntCounterVec::new(
+            Opts::new(
+                "jobserv_read_index_rounds_total",
+                "Read-index rounds (one serves every read queued before it started)",
+            ),
+            &["path"],
+        )?;
+        let read_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "jobserv_read_linearize_seconds",
+                "Time a read waited for its read index and this node's apply (path: leader, follower, stale)",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                10.0,
+            ]),
+            &["path"],
+        )?;
+        let read_failures = IntCounter::new(
+            "jobserv_read_failures_total",
+            "Reads answered 503: not linearizable within the read timeout",
+        )?;
         let queue_depth = IntGaugeVec::new(
             Opts::new("jobserv_queue_depth", "Queued runs by host tag"),
             &["host_tag"],
@@ -59,6 +88,9 @@ impl Metrics {
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(commit_seconds.clone()))?;
         registry.register(Box::new(checkins.clone()))?;
+        registry.register(Box::new(read_rounds.clone()))?;
+        registry.register(Box::new(read_seconds.clone()))?;
+        registry.register(Box::new(read_failures.clone()))?;
         registry.register(Box::new(queue_depth.clone()))?;
         registry.register(Box::new(queue_oldest_seconds.clone()))?;
         registry.register(Box::new(runs.clone()))?;
@@ -68,6 +100,9 @@ impl Metrics {
             http_requests,
             commit_seconds,
             checkins,
+            read_rounds,
+            read_seconds,
+            read_failures,
             queue_depth,
             queue_oldest_seconds,
             runs,

@@ -50,6 +50,8 @@ pub struct RunningNode {
     pub cluster: Arc<Cluster>,
     pub server: ServerHandle,
     server_task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Set when openraft's core stopped on a fatal error: the node stops serving and `wait` fails.
+    fatal: Arc<OnceLock<String>>,
 }
 
 impl RunningNode {
@@ -60,6 +62,11 @@ impl RunningNode {
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
         let _ = self.cluster.raft.shutdown().await;
+        if let Some(reason) = self.fatal.get() {
+            return Err(std::io::Error::other(format!(
+                "raft core stopped ({reason}); exiting so that the supervisor restarts this node"
+            )));
+        }
         result
     }
 
@@ -131,8 +138,17 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         .await
         .map_err(|e| StartError::Other(e.to_string()))?,
     );
+    let reads = crate::reads::Reads::start(
+        config.id,
+        raft.clone(),
+        state_machine.subscribe_applied(),
+        client.clone(),
+        config.cluster_secret.clone(),
+        metrics.clone(),
+    );
     let cluster = Arc::new(Cluster {
         id: config.id,
+        reads,
         raft,
         state,
         state_machine,
@@ -184,6 +200,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             .app_data(server_app.clone())
             .app_data(web::PayloadConfig::new(crate::api::MAX_JSON_BODY))
             .wrap(ErrorHandlers::new().default_handler(jsend_error_body))
+            // Innermost: every read a user or worker makes is linearizable (`reads.rs`) unless it asks
+            // for `?stale=1`; the barrier runs before the handler reads anything.
+            .wrap(actix_web::middleware::from_fn(
+                crate::reads::linearize_reads,
+            ))
             .wrap_fn(move |req, srv| {
                 let method = req.method().to_string();
                 let span = tracing::debug_span!("http", %method, path = %req.path());
@@ -238,12 +259,40 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             tokio::spawn(async move { install_admin_token(&cluster, &token).await });
         }
     }
+    let fatal = Arc::new(OnceLock::new());
+    spawn_raft_watchdog(cluster.clone(), handle.clone(), fatal.clone());
     tracing::info!(node = config.id, url = %cluster.advertise_url, "node serving");
     Ok(RunningNode {
         cluster,
         server: handle,
         server_task,
+        fatal,
     })
+}
+
+/// A node whose Raft core has quit (a storage error, a violated invariant) must not go on answering as if
+/// healthy: `/health` fails at once with the reason, and the server stops so the process exits non-zero
+/// and its supervisor restarts it (a restart re-opens and re-checks the store).
+fn spawn_raft_watchdog(cluster: Arc<Cluster>, server: ServerHandle, fatal: Arc<OnceLock<String>>) {
+    tokio::spawn(async move {
+        let mut metrics = cluster.raft.metrics();
+        loop {
+            let state = metrics.borrow_and_update().running_state.clone();
+            if let Err(e) = state {
+                let reason = e.to_string();
+                tracing::error!(node = cluster.id, %reason, "raft core stopped; stopping the node");
+                let _ = fatal.set(reason);
+                // A moment for monitoring to see the failing /health, then stop.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                server.stop(false).await;
+                return;
+            }
+            if metrics.changed().await.is_err() {
+                // The core is gone without a fatal error recorded (shutdown): nothing to watch.
+                return;
+            }
+        }
+    });
 }
 
 /// Errors that actix produces itself (payload too large, bad path parameters…) get a jsend body too.

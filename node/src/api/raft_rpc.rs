@@ -17,6 +17,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/snapshot", web::post().to(snapshot))
             .route("/propose", web::post().to(propose))
             .route("/membership", web::post().to(membership))
+            .route("/read-index", web::post().to(read_index))
             .route("/status", web::get().to(status)),
     );
 }
@@ -102,6 +103,13 @@ async fn membership(
         .await
         .map_err(|e| e.to_string());
     reply(&result)
+}
+
+/// A follower's linearizable read asks the leader for a read index (batched with every other read that
+/// arrived before the next leadership-confirming round; see `reads.rs`).
+async fn read_index(req: HttpRequest, app: web::Data<App>) -> Result<HttpResponse, ApiError> {
+    check_secret(&req, &app)?;
+    reply(&app.cluster.reads.read_index_as_leader().await)
 }
 
 /// Whether this node belongs to an initialised cluster (asked before bootstrapping, so that a wiped

@@ -8,7 +8,8 @@ use serde_json::json;
 use std::collections::BTreeMap;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health/runs/", web::get().to(health_runs))
+    cfg.route("/health", web::get().to(health))
+        .route("/health/runs/", web::get().to(health_runs))
         .route("/version", web::get().to(version))
         .route("/metrics", web::get().to(metrics))
         .route("/cluster/", web::get().to(cluster))
@@ -17,6 +18,25 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/cluster/nodes/{id}/", web::delete().to(remove_node))
         .route("/worker", web::get().to(worker_binary))
         .route("/runner", web::get().to(worker_binary));
+}
+
+/// Liveness of this node's Raft core (never waits for a quorum; public). 503 with the reason once the
+/// core has quit — the node then stops serving (see `node::spawn_raft_watchdog`).
+async fn health(app: web::Data<App>) -> HttpResponse {
+    let m = app.cluster.raft.metrics().borrow().clone();
+    match &m.running_state {
+        Err(fatal) => HttpResponse::ServiceUnavailable().json(json!({
+            "status": "error",
+            "message": format!("raft core stopped: {fatal}"),
+        })),
+        Ok(()) => success(json!({
+            "raft": "running",
+            "node": app.cluster.id,
+            "state": format!("{:?}", m.state),
+            "leader": m.current_leader,
+            "last_applied": m.last_applied.map(|l| l.index),
+        })),
+    }
 }
 
 /// Queued and running runs by host tag, and why the queued ones wait. Public, like JobServ's.
