@@ -13,6 +13,7 @@
 //! | `trigger.rs` | `trigger_to_running_p50_ms` (a real Docker worker) |
 //! | `lost_worker.rs` | `lost_worker_detect_s` (a real Docker worker SIGKILLed) |
 //! | `failover.rs` | `failover_p50_ms`, `failover_max_ms` |
+//! | `reads.rs` | `read_p99_ms_leader`, `read_p99_ms_follower`, `reads_per_s` (linearizable reads) |
 //! | `history.rs` | `builds_10k_list_p99_ms`, `snapshot_install_s_100k_runs` |
 //!
 //! Simulated workers (`sim.rs`) are tokio tasks speaking the real worker protocol over HTTPS through a few
@@ -27,6 +28,7 @@ pub mod failover;
 pub mod history;
 pub mod logs;
 pub mod lost_worker;
+pub mod reads;
 pub mod sim;
 pub mod trigger;
 
@@ -38,9 +40,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The keys of the JSON object, in the order they are printed.
-pub const KEYS: [&str; 15] = [
+pub const KEYS: [&str; 18] = [
     "commit_writes_per_s",
     "commit_p99_ms",
+    "read_p99_ms_leader",
+    "read_p99_ms_follower",
+    "reads_per_s",
     "checkins_per_s_1000_workers",
     "checkin_p99_ms_1000_workers",
     "dispatch_runs_per_s",
@@ -82,6 +87,9 @@ pub struct Plan {
     pub history_builds: usize,
     pub runs_per_build: usize,
     pub list_samples: usize,
+    pub read_samples: usize,
+    pub read_clients: usize,
+    pub read_seconds: u64,
 }
 
 impl Plan {
@@ -109,6 +117,9 @@ impl Plan {
             history_builds: if quick { 1_000 } else { 10_000 },
             runs_per_build: 10,
             list_samples: if quick { 100 } else { 300 },
+            read_samples: if quick { 200 } else { 1000 },
+            read_clients: 64,
+            read_seconds: if quick { 3 } else { 10 },
         }
     }
 
@@ -117,7 +128,7 @@ impl Plan {
         let full = Plan::new(false);
         self.quick.then(|| {
             format!(
-                "--quick: workers {:?} (full {:?}), {} s per level (full {}), {} dispatch runs (full {}), {} builds / {} runs of history (full {} / {}), {} failover kills (full {}), worker timeout {} s (full {} s, the node default), {} trigger samples (full {}), commit {} s and log {} s windows (full {} / {}), {} KiB log chunks (full {})",
+                "--quick: workers {:?} (full {:?}), {} s per level (full {}), {} dispatch runs (full {}), {} builds / {} runs of history (full {} / {}), {} failover kills (full {}), worker timeout {} s (full {} s, the node default), {} trigger samples (full {}), commit {} s and log {} s windows (full {} / {}), {} KiB log chunks (full {}), {} sequential reads per path and a {} s read window (full {} / {})",
                 self.scale_levels,
                 full.scale_levels,
                 self.scale_seconds,
@@ -139,7 +150,11 @@ impl Plan {
                 full.commit_seconds,
                 full.log_seconds,
                 self.log_chunk / 1024,
-                full.log_chunk / 1024
+                full.log_chunk / 1024,
+                self.read_samples,
+                self.read_seconds,
+                full.read_samples,
+                full.read_seconds
             )
         })
     }
@@ -400,6 +415,9 @@ pub async fn run(dir: &Path, bin_dir: &Path, opts: &BenchOptions) -> anyhow::Res
             .await
             .context("commit")?,
     );
+
+    say("linearizable reads: leader, follower, 64 clients");
+    figures.extend(reads::run(&cluster, &plan).await.context("reads")?);
 
     say("check-in scaling");
     let (scale_figures, scaling) = checkin::run(&cluster, &fleet, &plan, &say)

@@ -1,6 +1,7 @@
 //! The HTTPS API of `shared/spec/api.md`, served by every node. One file per resource; every handler
 //! reads the local applied state and changes state only through `Cluster::propose` (or an actor that does).
-//! Reads are local (they see everything this node has applied); the API says so in ARCHITECTURE.md.
+//! By the time a handler reads, the `reads::linearize_reads` middleware has made that read linearizable
+//! (this node applied the leader's read index), unless the caller asked for `?stale=1`.
 use actix_web::web;
 
 mod builds;

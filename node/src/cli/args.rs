@@ -238,7 +238,12 @@ pub enum WorkerCmd {
 #[derive(Debug, Subcommand)]
 pub enum ClusterCmd {
     /// Leader, term, and each node's Raft role and gossip state.
-    Status,
+    Status {
+        /// The answering node's own view at once, even without a quorum (`?stale=1`); by default the
+        /// read is linearizable and a node cut off from the majority answers 503.
+        #[arg(long)]
+        stale: bool,
+    },
 }
 
 /// `NAME=VALUE`; the value may be empty or contain `=`, the name may not be empty.

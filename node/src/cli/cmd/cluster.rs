@@ -8,8 +8,13 @@ use std::io::Write;
 
 pub async fn run(ctx: &Ctx, cmd: ClusterCmd, out: &mut dyn Write) -> Result<Outcome, CliError> {
     match cmd {
-        ClusterCmd::Status => {
-            let data = ctx.client.get("/cluster/").await?;
+        ClusterCmd::Status { stale } => {
+            let path = if stale {
+                "/cluster/?stale=1"
+            } else {
+                "/cluster/"
+            };
+            let data = ctx.client.get(path).await?;
             ctx.emit(out, &data, render_status)
         }
     }
