@@ -3,7 +3,6 @@
 //! another node when the node it streams to is SIGKILLed (measured as: kill → the run's acknowledged log
 //! grows again, seen from a survivor).
 use crate::chaos::time_to_write;
-use crate::harness::call;
 use crate::local_cluster::{ClusterOptions, LocalCluster};
 use crate::stats::{ms, percentile};
 use anyhow::{bail, ensure, Context};
@@ -103,57 +102,52 @@ async fn wait_bytes(
     Ok(())
 }
 
-/// The node receiving the worker's console appends: the one whose request counter for the run grows.
+/// The node receiving the worker's console appends: the one whose counter of run updates grows (sampled
+/// every 100 ms until one grows, up to 30 s; the worker posts at least every second while its script
+/// prints). `/metrics` is each node's own figures (never linearized).
 async fn streaming_node(cluster: &LocalCluster, run: &str) -> anyhow::Result<u64> {
-    let count = |text: &str| -> u64 {
-        text.lines()
-            .filter(|l| {
-                l.starts_with("jobserv_http_requests_total")
-                    && l.contains("method=\"POST\"")
-                    && l.contains("route=\"/projects/{p}/builds/{n}/runs/{r}/\"")
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
-    };
-    let mut before = Vec::new();
-    for node in &cluster.nodes {
-        let r = cluster
-            .client
-            .get(format!("{}/metrics", node.url()))
-            .send()
-            .await?
-            .text()
-            .await?;
-        before.push((node.config.id, count(&r)));
+    async fn updates(cluster: &LocalCluster) -> anyhow::Result<Vec<(u64, u64)>> {
+        let mut counts = Vec::new();
+        for node in cluster.nodes.iter().filter(|n| n.child.is_some()) {
+            let text = cluster
+                .client
+                .get(format!("{}/metrics", node.url()))
+                .send()
+                .await?
+                .text()
+                .await?;
+            let n = text
+                .lines()
+                .filter(|l| {
+                    l.starts_with("jobserv_http_requests_total")
+                        && l.contains("method=\"POST\"")
+                        && l.contains("route=\"/projects/{p}/builds/{n}/runs/{r}/\"")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum();
+            counts.push((node.config.id, n));
+        }
+        Ok(counts)
     }
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    for (id, b) in before {
-        let url = cluster
-            .nodes
+    let before = updates(cluster).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = updates(cluster).await?;
+        let busiest = now
             .iter()
-            .find(|n| n.config.id == id)
-            .map(|n| n.url().to_string())
-            .unwrap_or_default();
-        let (_, _) = call(
-            &cluster.client,
-            Method::GET,
-            &format!("{url}/version"),
-            &cluster.token,
-            None,
-        )
-        .await?;
-        let r = cluster
-            .client
-            .get(format!("{url}/metrics"))
-            .send()
-            .await?
-            .text()
-            .await?;
-        if count(&r) > b {
+            .filter_map(|(id, n)| {
+                let b = before.iter().find(|(i, _)| i == id).map_or(0, |(_, b)| *b);
+                (*n > b).then_some((n - b, *id))
+            })
+            .max();
+        if let Some((_, id)) = busiest {
             return Ok(id);
         }
+        if Instant::now() > deadline {
+            bail!("{run}: no node received a console append within 30 s (counters {before:?} -> {now:?})");
+        }
     }
-    bail!("{run}: no node is receiving console appends")
 }
 
 impl FailoverReport {

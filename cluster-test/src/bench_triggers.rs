@@ -72,6 +72,47 @@ fn sign(key: &str, body: &[u8]) -> String {
     jobserv_node::notify::webhook::sign(key, body)
 }
 
+/// The node's own Raft figures (`GET /cluster/?stale=1`: its local view, answered at once).
+async fn own_view(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let (s, b) = call(
+        client,
+        Method::GET,
+        &format!("{url}/cluster/?stale=1"),
+        token,
+        None,
+    )
+    .await?;
+    ensure!(s == 200, "/cluster/: {s} {b}");
+    Ok(b["data"].clone())
+}
+
+/// Waits until `cond` holds on the node's own view, or fails saying `what` after `timeout`.
+async fn wait_own_view(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    what: &str,
+    timeout: Duration,
+    cond: impl Fn(&serde_json::Value) -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let view = own_view(client, url, token).await?;
+        if cond(&view) {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{what}: not within {timeout:?} (/cluster/: {view})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn build_count(client: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<usize> {
     let (s, b) = call(
         client,
@@ -127,6 +168,18 @@ pub async fn run(
     node.wait_ready(Duration::from_secs(60)).await?;
     let node_url = node.url().to_string();
     let client = node.client.clone();
+    // The leader raises the storage format (1 to the newest this binary reads) a few seconds after start
+    // (one Raft entry): let that happen first, so that the only entry after the triggers below is the
+    // poller's first look. (`storage_format_written` is what is written *now*: 1 until the raise.)
+    wait_own_view(
+        &client,
+        &node_url,
+        &token,
+        "storage format raised",
+        Duration::from_secs(60),
+        |v| v["storage_format"] == v["storage_format_readable"],
+    )
+    .await?;
     let (s, b) = call(
         &client,
         Method::POST,
@@ -151,8 +204,21 @@ pub async fn run(
         ensure!(s == 201, "{s} {b}");
     }
 
-    // (a) Poller: let its first look record the refs, then push and wait for each build.
-    tokio::time::sleep(Duration::from_secs(opts.poll_interval_secs + 3)).await;
+    // (a) Poller: wait for its first look (it records the refs and builds nothing), then push and wait for
+    // each build. The first look is one Raft entry (`PollerSeen`), and on this node with no worker and no
+    // build it is the only entry after the triggers: the node's applied index moving past them is it.
+    let after_triggers = own_view(&client, &node_url, &token).await?["last_applied"]
+        .as_u64()
+        .context("last_applied")?;
+    wait_own_view(
+        &client,
+        &node_url,
+        &token,
+        "the git poller's first look (its PollerSeen entry)",
+        Duration::from_secs(opts.poll_interval_secs * 3 + 30),
+        |v| v["last_applied"].as_u64().unwrap_or(0) > after_triggers,
+    )
+    .await?;
     let mut poll_delays = Vec::new();
     for _ in 0..opts.poll_samples {
         // A push lands at a random phase of the poll cycle, as real pushes do.

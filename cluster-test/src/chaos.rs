@@ -8,8 +8,13 @@
 //!   once, in order;
 //! - build numbers are gapless and unique;
 //! - no run was executed twice: every container appends its run id to a shared file, one line per run.
+//!
+//! Alongside S3, S4, S5 and the soak, a [`Recorder`](crate::recorder::Recorder) writes and reads through every node and records each
+//! operation; its history must be linearizable (`crate::history`), so a node serving a stale read fails the
+//! scenario. [`stale_reads_are_caught`](crate::recorder::stale_reads_are_caught) shows the checker can fail.
 use crate::harness::call;
 use crate::local_cluster::{ClusterOptions, LocalCluster};
+use crate::recorder::{with_history, Recorder};
 use crate::stats::ms;
 use anyhow::{bail, ensure, Context};
 use rand::{Rng, SeedableRng};
@@ -81,11 +86,17 @@ pub struct Verdict {
     pub runs: usize,
     pub log_lines: usize,
     pub lost_worker_runs: usize,
+    /// The recorded client history, when the scenario recorded one (it was linearizable).
+    pub history: Option<crate::history::Summary>,
 }
 
 impl std::fmt::Display for Verdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} builds gapless, {} runs with their true result ({} failed as lost-worker), {} log lines each exactly once, one execution per run", self.builds, self.runs, self.lost_worker_runs, self.log_lines)
+        write!(f, "{} builds gapless, {} runs with their true result ({} failed as lost-worker), {} log lines each exactly once, one execution per run", self.builds, self.runs, self.lost_worker_runs, self.log_lines)?;
+        if let Some(h) = &self.history {
+            write!(f, ", {h}")?;
+        }
+        Ok(())
     }
 }
 
@@ -314,7 +325,11 @@ fn workload(dir: &Path, runs: usize) -> anyhow::Result<Workload> {
     })
 }
 
-async fn start(dir: &Path, bin_dir: &Path, opts: ClusterOptions) -> anyhow::Result<LocalCluster> {
+pub(crate) async fn start(
+    dir: &Path,
+    bin_dir: &Path,
+    opts: ClusterOptions,
+) -> anyhow::Result<LocalCluster> {
     LocalCluster::up(&dir.join("cluster"), bin_dir, &opts).await
 }
 
@@ -334,6 +349,7 @@ fn chaos_options() -> ClusterOptions {
 /// S3: SIGKILL the leader while 10 runs are in progress.
 pub async fn leader_killed(dir: &Path, bin_dir: &Path) -> anyhow::Result<ScenarioReport> {
     let mut cluster = start(dir, bin_dir, chaos_options()).await?;
+    let recorder = Recorder::start(&cluster).await?;
     let w = workload(dir, 10)?;
     let n = cluster.build(PROJECT, TRIGGER, &w.definition()).await?;
     wait_running(&cluster, n, 6, Duration::from_secs(60)).await?;
@@ -341,7 +357,7 @@ pub async fn leader_killed(dir: &Path, bin_dir: &Path) -> anyhow::Result<Scenari
     cluster.node(leader)?.kill();
     let write = time_to_write(&cluster, "probe-s3").await?;
     let new_leader = cluster.wait_leader(Duration::from_secs(30)).await?;
-    let verdict = verify(&cluster, &w, n, &[]).await?;
+    let verdict = with_history(verify(&cluster, &w, n, &[]).await, recorder).await?;
     cluster.kill_all();
     Ok(ScenarioReport {
         name: "S3 leader killed mid-run",
@@ -368,6 +384,9 @@ pub async fn partition(dir: &Path, bin_dir: &Path) -> anyhow::Result<ScenarioRep
         },
     )
     .await?;
+    // The recorder talks to every node directly, so it also reads through the cut-off one (which must
+    // answer 503, never its old state).
+    let recorder = Recorder::start(&cluster).await?;
     let w = workload(dir, 10)?;
     let n = cluster.build(PROJECT, TRIGGER, &w.definition()).await?;
     wait_running(&cluster, n, 6, Duration::from_secs(60)).await?;
@@ -436,7 +455,7 @@ pub async fn partition(dir: &Path, bin_dir: &Path) -> anyhow::Result<ScenarioRep
         s == 404,
         "the healed node kept a write that was never committed"
     );
-    let verdict = verify(&cluster, &w, n, &[]).await?;
+    let verdict = with_history(verify(&cluster, &w, n, &[]).await, recorder).await?;
     let _ = cut;
     cluster.kill_all();
     Ok(ScenarioReport {
@@ -459,6 +478,7 @@ pub async fn partition(dir: &Path, bin_dir: &Path) -> anyhow::Result<ScenarioRep
 /// S4: restart every node in turn (SIGTERM, start again) while 20 runs are in progress.
 pub async fn rolling_restart(dir: &Path, bin_dir: &Path) -> anyhow::Result<ScenarioReport> {
     let mut cluster = start(dir, bin_dir, chaos_options()).await?;
+    let recorder = Recorder::start(&cluster).await?;
     let w = workload(dir, 10)?;
     let first = cluster.build(PROJECT, TRIGGER, &w.definition()).await?;
     let second = cluster.build(PROJECT, TRIGGER, &w.definition()).await?;
@@ -471,7 +491,7 @@ pub async fn rolling_restart(dir: &Path, bin_dir: &Path) -> anyhow::Result<Scena
         let ready = node.wait_ready(Duration::from_secs(60)).await?;
         recovery.push((format!("node {id} SIGTERM -> serving again"), ready));
     }
-    let verdict = verify(&cluster, &w, second, &[]).await?;
+    let verdict = with_history(verify(&cluster, &w, second, &[]).await, recorder).await?;
     cluster.kill_all();
     Ok(ScenarioReport {
         name: "S4 rolling restart during 20 runs",
@@ -529,7 +549,7 @@ pub async fn rolling_upgrade(dir: &Path, bin_dir: &Path) -> anyhow::Result<Scena
         let (_, b) = call(
             &cluster.client,
             Method::GET,
-            &format!("{url}/cluster/"),
+            &format!("{url}/cluster/?stale=1"),
             &cluster.token,
             None,
         )
@@ -620,63 +640,16 @@ pub async fn wiped_node_rejoins(dir: &Path, bin_dir: &Path) -> anyhow::Result<Sc
     cluster
         .wait_build(PROJECT, n, Duration::from_secs(120))
         .await?;
-    let leader = cluster.wait_leader(Duration::from_secs(10)).await?;
-    // Compact every node's log so the wiped node can only catch up from a snapshot, whoever leads then.
-    for url in cluster.live_urls() {
-        let (s, b) = call(
-            &cluster.client,
-            Method::POST,
-            &format!("{url}/cluster/snapshot?purge=true"),
-            &cluster.token,
-            None,
-        )
-        .await?;
-        ensure!(s == 200, "snapshot on {url}: {s} {b}");
-        ensure!(
-            b["data"]["purged"].as_u64() >= b["data"]["snapshot_index"].as_u64(),
-            "{url}: the log was not purged: {b}"
-        );
-    }
-    let victim = (1..=3).find(|id| *id != leader).context("a follower")?;
-    let started = Instant::now();
-    {
-        let node = cluster.node(victim)?;
-        node.kill();
-        std::fs::remove_dir_all(&node.config.data_dir)?;
-        node.spawn()?;
-        node.wait_ready(Duration::from_secs(60)).await?;
-    }
-    // Caught up: the wiped node serves the build's logs, identical to the others (checked by verify).
-    let url = cluster.node(victim)?.url().to_string();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (s, b) = call(
-            &cluster.client,
-            Method::GET,
-            &format!("{url}/projects/{PROJECT}/builds/{n}/"),
-            &cluster.token,
-            None,
-        )
-        .await?;
-        if s == 200 && b["data"]["build"]["status"] != "QUEUED" {
-            break;
-        }
-        ensure!(Instant::now() < deadline, "wiped node never caught up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let caught_up = started.elapsed();
-    let (_, st) = call(
-        &cluster.client,
-        Method::GET,
-        &format!("{url}/cluster/"),
-        &cluster.token,
-        None,
-    )
-    .await?;
+    // Every node compacts its log (so the wiped node can only catch up from a snapshot, whoever leads
+    // then), a follower is wiped and started again; it must install a snapshot and catch up.
+    let rejoin =
+        crate::rejoin::wipe_follower_and_rejoin(&mut cluster, 0, Duration::from_secs(120)).await?;
     ensure!(
-        st["data"]["snapshot"].as_u64().is_some(),
-        "the wiped node did not install a snapshot: {st}"
+        rejoin.respawns == 0,
+        "the wiped node exited {} time(s) during its catch-up",
+        rejoin.respawns
     );
+    let (victim, caught_up) = (rejoin.victim, rejoin.caught_up);
     let verdict = verify(&cluster, &w, n, &[]).await?;
     cluster.kill_all();
     Ok(ScenarioReport {
@@ -694,6 +667,7 @@ pub async fn soak(
     seed: u64,
 ) -> anyhow::Result<ScenarioReport> {
     let mut cluster = start(dir, bin_dir, chaos_options()).await?;
+    let recorder = Recorder::start(&cluster).await?;
     let w = Workload {
         lines: 8,
         pause_ms: 150,
@@ -715,7 +689,7 @@ pub async fn soak(
         node.spawn()?;
         node.wait_ready(Duration::from_secs(60)).await?;
     }
-    let verdict = verify(&cluster, &w, builds, &[]).await?;
+    let verdict = with_history(verify(&cluster, &w, builds, &[]).await, recorder).await?;
     cluster.kill_all();
     let worst = recovery.iter().map(|(_, d)| *d).max().unwrap_or_default();
     let kills = recovery.len();

@@ -1,11 +1,194 @@
-//! Node processes: configuration, start, readiness, SIGKILL/SIGTERM, restart on the same data dir.
+//! Node processes: configuration, start, readiness, SIGKILL/SIGTERM, restart on the same data dir; and the
+//! registry that makes sure no process this program starts outlives it.
 use anyhow::{bail, Context};
 use jobserv_node::config::{NodeConfig, Peer};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, ExitStatus};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 pub const ADMIN_TOKEN_LEN: usize = 48;
+
+/// How long a SIGTERMed node or worker gets to exit before it is SIGKILLed.
+pub const TERM_GRACE: Duration = Duration::from_secs(60);
+
+// ---- The process registry -------------------------------------------------------------------------------
+//
+// Every node and worker process the harness starts goes through [`spawn_owned`]: it is registered here, it
+// gets `PR_SET_PDEATHSIG(SIGKILL)` (the kernel kills it if this program dies, even by SIGKILL), and its
+// [`OwnedChild`] handle SIGKILLs and reaps it when dropped — so a failed phase (`?`, a panic) stops what it
+// started. `cluster-test`'s signal handler (main.rs) calls [`kill_all_children`] on SIGINT/SIGTERM/SIGHUP.
+//
+// A pid is added in the same critical section as the fork and removed in the same critical section as the
+// reap, and a registered process is only ever waited for without reaping (`waitid(WNOWAIT)`), so a pid in
+// the registry always names one of our own children (at worst a zombie), never a stranger that reused it.
+
+static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn registry() -> MutexGuard<'static, Vec<u32>> {
+    CHILDREN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The pids of the child processes started through [`spawn_owned`] and not reaped yet.
+pub fn registered_children() -> Vec<u32> {
+    registry().clone()
+}
+
+/// Starts `cmd` as an [`OwnedChild`]: registered, and killed by the kernel if this process dies.
+///
+/// `PR_SET_PDEATHSIG` fires when the *thread* that forked exits: spawn from the main task (or a runtime
+/// worker thread), never from a short-lived thread, a process that must outlive its spawner (`restart-node`)
+/// is started with a plain `Command`.
+pub fn spawn_owned(cmd: &mut Command) -> std::io::Result<OwnedChild> {
+    let parent = std::process::id();
+    // SAFETY: between fork and exec the closure only makes async-signal-safe calls (prctl, getppid, _exit).
+    unsafe {
+        cmd.pre_exec(move || {
+            let sig = libc::SIGKILL as libc::c_ulong;
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                sig,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // This process may have died between the fork and the prctl: then no signal will ever come.
+            if libc::getppid() as u32 != parent {
+                libc::_exit(111);
+            }
+            Ok(())
+        });
+    }
+    let mut children = registry();
+    let child = cmd.spawn()?;
+    children.push(child.id());
+    Ok(OwnedChild {
+        child,
+        reaped: false,
+    })
+}
+
+/// SIGKILLs every registered child and waits (up to 10 s) until each has exited. They stay registered (as
+/// zombies) until their handles reap them, so their pids cannot be reused meanwhile. Holds the registry
+/// lock throughout: nothing new is spawned while (or after, if the caller then exits) this runs. Returns
+/// the pids it killed.
+pub fn kill_all_children() -> Vec<u32> {
+    let children = registry();
+    for pid in children.iter() {
+        // SAFETY: kill(2) on a pid that is our unreaped child.
+        unsafe {
+            libc::kill(*pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for pid in children.iter() {
+        if wait_exit(*pid, Some(deadline)).is_none() {
+            eprintln!("cluster-test: process {pid} did not exit within 10 s of SIGKILL");
+        }
+    }
+    children.clone()
+}
+
+/// Waits until child `pid` has exited, without reaping it; `None` if `deadline` passed first. A pid that is
+/// not (or no longer) our child counts as exited.
+fn wait_exit(pid: u32, deadline: Option<Instant>) -> Option<ExitStatus> {
+    loop {
+        // SAFETY: waitid(2) fills `info`; WNOWAIT leaves the child waitable (by `Child::wait` later).
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let flags =
+            libc::WEXITED | libc::WNOWAIT | if deadline.is_some() { libc::WNOHANG } else { 0 };
+        let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) };
+        if r != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Some(ExitStatus::from_raw(0)); // ECHILD: already gone
+        }
+        // SAFETY: the union fields are valid for a SIGCHLD siginfo (waitid's output).
+        let (exited_pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if exited_pid != 0 {
+            let raw = match info.si_code {
+                libc::CLD_EXITED => (status & 0xff) << 8,
+                libc::CLD_DUMPED => status | 0x80,
+                _ => status,
+            };
+            return Some(ExitStatus::from_raw(raw));
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A child process started by [`spawn_owned`]. Dropping it SIGKILLs and reaps the process.
+pub struct OwnedChild {
+    child: Child,
+    reaped: bool,
+}
+
+impl OwnedChild {
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process has exited, without reaping it (it stays registered until this handle is
+    /// killed or dropped), like `Child::try_wait`.
+    pub fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        if self.reaped {
+            return Ok(self.child.try_wait()?);
+        }
+        Ok(wait_exit(self.id(), Some(Instant::now())))
+    }
+
+    /// SIGKILL, wait, reap.
+    pub fn kill(&mut self) -> Option<ExitStatus> {
+        if self.reaped {
+            return None;
+        }
+        let _ = self.child.kill();
+        wait_exit(self.id(), None);
+        self.reap()
+    }
+
+    /// SIGTERM, wait up to `grace` for the exit, then SIGKILL; reap. `Err` carries the status when the
+    /// process had to be SIGKILLed.
+    pub fn terminate(&mut self, grace: Duration) -> Result<Option<ExitStatus>, Option<ExitStatus>> {
+        if self.reaped {
+            return Ok(None);
+        }
+        // SAFETY: kill(2) on our unreaped child.
+        unsafe {
+            libc::kill(self.id() as libc::pid_t, libc::SIGTERM);
+        }
+        if wait_exit(self.id(), Some(Instant::now() + grace)).is_some() {
+            return Ok(self.reap());
+        }
+        Err(self.kill())
+    }
+
+    fn reap(&mut self) -> Option<ExitStatus> {
+        let mut children = registry();
+        let status = self.child.wait().ok();
+        self.reaped = true;
+        let pid = self.id();
+        children.retain(|p| *p != pid);
+        status
+    }
+}
+
+impl Drop for OwnedChild {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
 
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -167,7 +350,8 @@ pub struct NodeProcess {
     pub config: NodeConfig,
     pub config_path: PathBuf,
     pub binary: PathBuf,
-    pub child: Option<Child>,
+    /// The running process (registered; SIGKILLed when replaced or dropped).
+    pub child: Option<OwnedChild>,
     pub client: reqwest::Client,
     /// Extra environment for the process (e.g. `JOBSERV_MAX_FORMAT` to behave like an older release).
     pub env: Vec<(String, String)>,
@@ -206,37 +390,45 @@ impl NodeProcess {
             .create(true)
             .append(true)
             .open(self.log_path())?;
-        let child = Command::new(&self.binary)
-            .args(["run", "--config"])
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(["run", "--config"])
             .arg(&self.config_path)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", self.binary.display()))?;
+            .stderr(log);
+        let child =
+            spawn_owned(&mut cmd).with_context(|| format!("starting {}", self.binary.display()))?;
         self.child = Some(child);
         Ok(())
     }
 
-    /// Waits until an authenticated read succeeds (a leader exists and the admin token is installed).
+    /// Waits until *this* node answers an admin-authenticated `GET /cluster/?stale=1` naming a leader: it
+    /// serves, the admin token is in its applied state, and it knows a leader. Its own view (`stale=1`), so
+    /// the answer is immediate; whether the cluster as a whole serves is for the caller's linearizable
+    /// reads and writes to find out.
     pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<Duration> {
         let started = Instant::now();
         let token = self.config.admin_token.clone().unwrap_or_default();
+        let mut last: String;
         loop {
-            if let Ok(r) = self
-                .client
-                .get(format!("{}/projects/", self.url()))
-                .header("Authorization", format!("Token {token}"))
-                .send()
-                .await
+            match call(
+                &self.client,
+                reqwest::Method::GET,
+                &format!("{}/cluster/?stale=1", self.url()),
+                &token,
+                None,
+            )
+            .await
             {
-                if r.status().is_success() {
-                    return Ok(started.elapsed());
+                Ok((200, b)) if b["data"]["leader"].as_u64().is_some() => {
+                    return Ok(started.elapsed())
                 }
+                Ok((s, b)) => last = format!("HTTP {s} {b}"),
+                Err(e) => last = e.to_string(),
             }
             if started.elapsed() > timeout {
                 bail!(
-                    "node {} not ready after {timeout:?}; see {}",
+                    "node {} not ready after {timeout:?} (last: {last}); see {}",
                     self.config.id,
                     self.log_path().display()
                 );
@@ -247,17 +439,21 @@ impl NodeProcess {
 
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            child.kill();
         }
     }
 
+    /// SIGTERM and wait for the exit (SIGKILL after [`TERM_GRACE`], with a warning).
     pub fn terminate(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
+            if child.terminate(TERM_GRACE).is_err() {
+                eprintln!(
+                    "node {} (pid {}) did not exit within {TERM_GRACE:?} of SIGTERM: SIGKILLed; see {}",
+                    self.config.id,
+                    child.id(),
+                    self.log_path().display()
+                );
+            }
         }
     }
 
@@ -325,7 +521,8 @@ pub async fn call(
 /// A real `jobserv-worker run` process.
 pub struct WorkerProcess {
     pub name: String,
-    pub child: Option<Child>,
+    /// The running process (registered; SIGKILLed when replaced or dropped).
+    pub child: Option<OwnedChild>,
     pub args: Vec<String>,
     pub binary: PathBuf,
     pub log: PathBuf,
@@ -380,12 +577,10 @@ impl WorkerProcess {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = Command::new(&self.binary)
-            .args(&self.args)
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", self.binary.display()))?;
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(&self.args).stdout(log.try_clone()?).stderr(log);
+        let child =
+            spawn_owned(&mut cmd).with_context(|| format!("starting {}", self.binary.display()))?;
         self.child = Some(child);
         Ok(())
     }
@@ -396,8 +591,7 @@ impl WorkerProcess {
 
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            child.kill();
         }
     }
 }

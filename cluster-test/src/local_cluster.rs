@@ -210,33 +210,44 @@ impl LocalCluster {
         Ok((r.status().as_u16(), r.bytes().await?.to_vec()))
     }
 
-    /// The leader's id, as the live nodes report it (waits until one is elected).
+    /// The leader's id, once it is agreed on: the leader names itself, and a majority of *all* the cluster's
+    /// nodes (counting it) name it. Each node is asked for its own view (`GET /cluster/?stale=1`, answered at
+    /// once even without a quorum). One node's word is not enough: a node that just restarted may still name
+    /// an old leader, and a deposed leader may not know yet; but a newer leader needs a majority's votes,
+    /// and a node that voted no longer names the old one, so no majority can agree on a deposed leader.
     pub async fn wait_leader(&self, timeout: Duration) -> anyhow::Result<u64> {
         let deadline = Instant::now() + timeout;
+        let majority = self.nodes.len() / 2 + 1;
         loop {
-            for url in self.live_urls() {
+            // (node asked, the leader it names, its term)
+            let mut views: Vec<(u64, Option<u64>, Option<u64>)> = Vec::new();
+            for node in self.nodes.iter().filter(|n| n.child.is_some()) {
                 if let Ok((200, b)) = call(
                     &self.client,
                     Method::GET,
-                    &format!("{url}/cluster/"),
+                    &format!("{}/cluster/?stale=1", node.url()),
                     &self.token,
                     None,
                 )
                 .await
                 {
-                    if let Some(leader) = b["data"]["leader"].as_u64() {
-                        if self
-                            .nodes
-                            .iter()
-                            .any(|n| n.config.id == leader && n.child.is_some())
-                        {
-                            return Ok(leader);
-                        }
-                    }
+                    views.push((
+                        node.config.id,
+                        b["data"]["leader"].as_u64(),
+                        b["data"]["term"].as_u64(),
+                    ));
                 }
             }
+            let agreed = views.iter().find_map(|&(me, leader, _)| {
+                let leader = leader.filter(|l| *l == me)?;
+                let named = views.iter().filter(|v| v.1 == Some(leader)).count();
+                (named >= majority).then_some(leader)
+            });
+            if let Some(leader) = agreed {
+                return Ok(leader);
+            }
             if Instant::now() > deadline {
-                bail!("no live leader within {timeout:?}");
+                bail!("no leader agreed on by {majority} of {} nodes within {timeout:?}; (node, leader it names, term) of the live nodes that answered: {views:?}", self.nodes.len());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -348,9 +359,7 @@ pub fn restart_node(dir: &Path, bin_dir: &Path, id: u64) -> anyhow::Result<u32> 
         .with_context(|| format!("cluster.json has no node {id}"))?;
     if let Some(pid) = entry["pid"].as_u64() {
         if alive(pid) {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
+            signal(pid, libc::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(15);
             while alive(pid) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
@@ -358,6 +367,8 @@ pub fn restart_node(dir: &Path, bin_dir: &Path, id: u64) -> anyhow::Result<u32> 
         }
     }
     let config_path = dir.join(format!("node-{id}.toml"));
+    // A plain `Command`, not `harness::spawn_owned`: this process exits at once and the node must outlive it
+    // (`cluster-test up` stops it later by the pid written below).
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -375,8 +386,15 @@ pub fn restart_node(dir: &Path, bin_dir: &Path, id: u64) -> anyhow::Result<u32> 
     Ok(pid)
 }
 
+fn signal(pid: u64, sig: libc::c_int) {
+    // SAFETY: kill(2) has no memory effects; a pid that is gone gives ESRCH, ignored.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
 /// Whether a pid is a running (not zombie) process.
-fn alive(pid: u64) -> bool {
+pub fn alive(pid: u64) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !stat
             .rsplit(')')
@@ -386,7 +404,8 @@ fn alive(pid: u64) -> bool {
     }
 }
 
-/// Stops every process listed in `cluster.json` (SIGTERM, then SIGKILL after a grace period).
+/// Stops every process listed in `cluster.json` (SIGTERM, then SIGKILL after a grace period): the nodes and
+/// workers `up` started, and nodes that `restart-node` started since (not children of `up`).
 pub fn stop_all_listed(dir: &Path) {
     let Ok(bytes) = std::fs::read(dir.join("cluster.json")) else {
         return;
@@ -400,9 +419,9 @@ pub fn stop_all_listed(dir: &Path) {
         .filter_map(|e| e["pid"].as_u64())
         .collect();
     for pid in &pids {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
+        if alive(*pid) {
+            signal(*pid, libc::SIGTERM);
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
@@ -410,9 +429,7 @@ pub fn stop_all_listed(dir: &Path) {
     }
     for pid in &pids {
         if alive(*pid) {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
+            signal(*pid, libc::SIGKILL);
         }
     }
 }

@@ -103,6 +103,21 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// S9 at scale: a state of BUILDS builds, then CYCLES times: snapshot+purge, wipe a follower, restart
+    /// it, wait until it installed a snapshot and caught up, read and write through it.
+    RejoinLoop {
+        #[arg(long, default_value_t = 10_000)]
+        builds: usize,
+        #[arg(long, default_value_t = 10)]
+        runs_per_build: usize,
+        #[arg(long, default_value_t = 30)]
+        cycles: usize,
+        /// Builds created through the rejoined node after each cycle.
+        #[arg(long, default_value_t = 20)]
+        builds_between: usize,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Build created -> run RUNNING on an idle worker, and the runner's overhead against `docker run`.
     BenchWorker {
         #[arg(long, default_value_t = 20)]
@@ -148,9 +163,108 @@ mod tempfile_guard {
     }
 }
 
+/// Set once `up` has its cluster up: from then on a signal is its normal end (exit 0).
+static UP_SERVING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// SIGINT, SIGTERM and SIGHUP, listened to from the start (before anything is spawned).
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn listen() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The next signal's number.
+    async fn next(&mut self) -> i32 {
+        tokio::select! {
+            _ = self.interrupt.recv() => libc::SIGINT,
+            _ = self.terminate.recv() => libc::SIGTERM,
+            _ = self.hangup.recv() => libc::SIGHUP,
+        }
+    }
+}
+
+/// Every command stops every process it started — nodes, workers, in-process simulated workers and proxies
+/// — whether it ends, fails, or is interrupted:
+/// - ends or fails: the command's values are dropped (each `OwnedChild` SIGKILLs and reaps its process),
+///   then whatever is still registered is killed (`harness::kill_all_children`);
+/// - SIGINT/SIGTERM/SIGHUP: everything registered is SIGKILLed and reaped, the command is dropped (its temp
+///   dir removed), and the exit status is 128 + the signal (130, 143, 129). For `up` a signal is the normal
+///   end: it first stops what `cluster.json` lists (SIGTERM, SIGKILL after 10 s; that includes nodes that
+///   `restart-node` started, which are not its children), then exits 0 — or 128 + the signal if the
+///   cluster was not up yet. A second signal skips the grace.
+/// - SIGKILLed itself: every child has `PR_SET_PDEATHSIG(SIGKILL)` and is killed by the kernel.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     let cli = Cli::parse();
+    let mut signals = match Signals::listen() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("Error: listening for signals: {e}");
+            std::process::exit(1);
+        }
+    };
+    let up_dir = match &cli.command {
+        Cmd::Up { dir, .. } => Some(dir.clone()),
+        _ => None,
+    };
+    let mut work = Box::pin(run(cli));
+    let interrupted = tokio::select! {
+        result = &mut work => Err(result),
+        sig = signals.next() => Ok(sig),
+    };
+    match interrupted {
+        Err(result) => {
+            drop(work);
+            let leftovers = cluster_test::harness::kill_all_children();
+            if !leftovers.is_empty() {
+                eprintln!(
+                    "cluster-test: killed {} process(es) the command left running: {leftovers:?}",
+                    leftovers.len()
+                );
+            }
+            if let Err(e) = result {
+                eprintln!("Error: {e:?}");
+                std::process::exit(1);
+            }
+            std::process::exit(0);
+        }
+        Ok(sig) => {
+            if let Some(dir) = up_dir {
+                eprintln!("cluster-test up: signal {sig}: stopping the cluster");
+                let graceful = tokio::task::spawn_blocking(move || {
+                    cluster_test::local_cluster::stop_all_listed(&dir)
+                });
+                tokio::select! {
+                    _ = graceful => {}
+                    again = signals.next() => eprintln!("cluster-test up: signal {again}: killing at once"),
+                }
+                cluster_test::harness::kill_all_children();
+                drop(work);
+                let serving = UP_SERVING.load(std::sync::atomic::Ordering::SeqCst);
+                std::process::exit(if serving { 0 } else { 128 + sig });
+            }
+            let killed = cluster_test::harness::kill_all_children();
+            eprintln!(
+                "cluster-test: signal {sig}: killed the {} process(es) it had started",
+                killed.len()
+            );
+            drop(work);
+            std::process::exit(128 + sig);
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let bin_dir = cluster_test::harness::bin_dir(cli.bin_dir.as_deref())?;
     match cli.command {
         Cmd::Up {
@@ -165,7 +279,7 @@ async fn main() -> anyhow::Result<()> {
                 executor,
                 ..Default::default()
             };
-            let mut cluster =
+            let _cluster =
                 cluster_test::local_cluster::LocalCluster::up(&dir, &bin_dir, &opts).await?;
             println!(
                 "cluster up: {} nodes, {} workers; {}",
@@ -173,15 +287,9 @@ async fn main() -> anyhow::Result<()> {
                 workers,
                 dir.join("cluster.json").display()
             );
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            // Restarted nodes are not our children any more: stop by the pids cluster.json lists.
-            cluster_test::local_cluster::stop_all_listed(&dir);
-            cluster.kill_all();
+            // Until SIGTERM/SIGINT: `main` then stops what cluster.json lists, and everything registered.
+            UP_SERVING.store(true, std::sync::atomic::Ordering::SeqCst);
+            std::future::pending::<()>().await;
         }
         Cmd::Chaos {
             only,
@@ -308,6 +416,25 @@ async fn main() -> anyhow::Result<()> {
                 "missing figures: {:?}",
                 report.missing()
             );
+        }
+        Cmd::RejoinLoop {
+            builds,
+            runs_per_build,
+            cycles,
+            builds_between,
+            dir,
+        } => {
+            let (dir, _guard) = work_dir(dir)?;
+            let started = std::time::Instant::now();
+            let say = |what: &str| println!("[{:>6.1}s] {what}", started.elapsed().as_secs_f64());
+            let opts = cluster_test::rejoin::LoopOptions {
+                builds,
+                runs_per_build,
+                cycles,
+                builds_between,
+            };
+            let report = cluster_test::rejoin::rejoin_loop(&dir, &bin_dir, &opts, &say).await?;
+            println!("{report}");
         }
         Cmd::BenchWorker { samples, json } => {
             let (dir, _guard) = work_dir(None)?;

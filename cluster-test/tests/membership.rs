@@ -4,11 +4,13 @@ use cluster_test::harness::{bin_dir, call, cluster_configs, random_token, NodePr
 use reqwest::Method;
 use std::time::{Duration, Instant};
 
+/// The voters in `node`'s own view of the membership (`stale=1`: answered at once, also while a
+/// membership change is in flight).
 async fn voters(node: &NodeProcess, token: &str) -> Vec<u64> {
     let (_, b) = call(
         &node.client,
         Method::GET,
-        &format!("{}/cluster/", node.url()),
+        &format!("{}/cluster/?stale=1", node.url()),
         token,
         None,
     )

@@ -2,19 +2,9 @@
 //! serves the new binary at `GET /worker`; the (real) worker downloads it, checks that it runs, replaces
 //! its own binary and re-executes itself with the same arguments. The "new release" here is a small
 //! script standing in for a newer jobserv-worker: it answers `--version` and records how it was started.
-use cluster_test::harness::{bin_dir, cluster_configs, random_token, NodeProcess};
+use cluster_test::harness::{bin_dir, cluster_configs, random_token, spawn_owned, NodeProcess};
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
-
-/// Kills the worker process when the test ends, whether it passed or not.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_worker_downloads_the_new_binary_and_reexecutes_itself() {
@@ -45,7 +35,8 @@ async fn an_older_worker_downloads_the_new_binary_and_reexecutes_itself() {
     let installed = dir.path().join("bin/jobserv-worker");
     std::fs::create_dir_all(installed.parent().expect("dir")).expect("mkdir");
     std::fs::copy(bins.join("jobserv-worker"), &installed).expect("install worker");
-    let _worker = Reaped(
+    // Killed (SIGKILL) when the test ends, whether it passed or not, or if the test process dies.
+    let _worker = spawn_owned(
         std::process::Command::new(&installed)
             .args([
                 "run",
@@ -59,10 +50,9 @@ async fn an_older_worker_downloads_the_new_binary_and_reexecutes_itself() {
             .arg("--data-dir")
             .arg(dir.path().join("worker"))
             .arg("--ca-cert")
-            .arg(&config.ca_cert)
-            .spawn()
-            .expect("start worker"),
-    );
+            .arg(&config.ca_cert),
+    )
+    .expect("start worker");
 
     let deadline = Instant::now() + Duration::from_secs(60);
     while !marker.exists() {

@@ -26,6 +26,17 @@ pub struct Cluster {
     pub gossip: Arc<crate::gossip::Gossip>,
     /// Linearizable reads (read index from the leader, then this node's apply).
     pub reads: crate::reads::Reads,
+    /// Set while this node, started on an empty store, catches up with a cluster that already committed
+    /// entries (a wiped or replaced disk): it grants no votes until it has applied a read index.
+    pub rejoining: std::sync::atomic::AtomicBool,
+}
+
+/// Reply of `GET /raft/status`, `codec`-encoded.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct PeerStatus {
+    pub initialized: bool,
+    /// Some once the cluster committed anything on this node (it has had a leader).
+    pub last_applied: Option<u64>,
 }
 
 /// A membership change, proposed on the leader (forwarded there by any node).

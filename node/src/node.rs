@@ -149,6 +149,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     let cluster = Arc::new(Cluster {
         id: config.id,
         reads,
+        rejoining: std::sync::atomic::AtomicBool::new(false),
         raft,
         state,
         state_machine,
@@ -321,9 +322,16 @@ fn jsend_error_body<B: actix_web::body::MessageBody + 'static>(
 }
 
 /// A fresh cluster is initialised by exactly one node: the only one (no peers), or the lowest peer id —
-/// and only if no peer already belongs to an initialised cluster (a wiped node must rejoin, not found a
-/// second cluster). A node started with `join` is added by the leader instead (`spawn_join`).
-async fn bootstrap(cluster: &Cluster, config: &NodeConfig) -> Result<(), StartError> {
+/// and only once a majority of the members (itself included) said *definitely* that they belong to no
+/// cluster, and none said it does. A peer that does not answer (busy, slow, down) counts for nothing:
+/// a wiped lowest-id node whose peers run the cluster must wait to be caught up, never found a second
+/// cluster because a status request timed out. So the check runs in the background until decided, and a
+/// leader reaching this node first ends it. A node started with `join` is added by the leader instead.
+///
+/// A node on an empty store that finds a peer which has applied entries is *rejoining* (its disk was
+/// wiped or replaced): it may have acknowledged entries it no longer holds, so it refuses to vote until
+/// it has applied a read index from the leader (`Cluster::rejoining`, checked by the vote RPC).
+async fn bootstrap(cluster: &Arc<Cluster>, config: &NodeConfig) -> Result<(), StartError> {
     if cluster
         .raft
         .is_initialized()
@@ -343,33 +351,78 @@ async fn bootstrap(cluster: &Cluster, config: &NodeConfig) -> Result<(), StartEr
                 addr: cluster.advertise_url.clone(),
             },
         );
-    } else {
-        for peer in &config.peers {
-            members.insert(
-                peer.id,
-                BasicNode {
-                    addr: peer.url.trim_end_matches('/').to_string(),
-                },
-            );
-        }
-        if config.peers.iter().map(|p| p.id).min() != Some(config.id) {
-            return Ok(()); // the lowest id initialises; the others are told by its first heartbeat
-        }
-        for peer in config.peers.iter().filter(|p| p.id != config.id) {
-            if peer_is_initialized(cluster, &peer.url).await {
-                tracing::info!(peer = peer.id, "a peer already runs the cluster: waiting to be caught up instead of initialising");
-                return Ok(());
-            }
-        }
+        return cluster
+            .raft
+            .initialize(members)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()));
     }
-    cluster
-        .raft
-        .initialize(members)
-        .await
-        .map_err(|e| StartError::Raft(e.to_string()))
+    for peer in &config.peers {
+        members.insert(
+            peer.id,
+            BasicNode {
+                addr: peer.url.trim_end_matches('/').to_string(),
+            },
+        );
+    }
+    let lowest = config.peers.iter().map(|p| p.id).min() == Some(config.id);
+    let (cluster, config) = (cluster.clone(), config.clone());
+    tokio::spawn(async move {
+        let majority = members.len() / 2 + 1;
+        let rejoining = loop {
+            let mut uninitialised = 1; // this node
+            let mut running = false;
+            let mut committed = false;
+            for peer in config.peers.iter().filter(|p| p.id != config.id) {
+                match peer_status(&cluster, &peer.url).await {
+                    Some(st) if st.initialized => {
+                        running = true;
+                        committed |= st.last_applied.is_some();
+                    }
+                    Some(_) => uninitialised += 1,
+                    None => {}
+                }
+            }
+            if committed {
+                break true;
+            }
+            let here = cluster.raft.is_initialized().await.unwrap_or(true);
+            if here {
+                break false; // a leader of a fresh cluster reached this node
+            }
+            if lowest && !running && uninitialised >= majority {
+                match cluster.raft.initialize(members.clone()).await {
+                    Ok(()) => tracing::info!("initialised a new cluster"),
+                    // A leader's first message won the race: this node is a member, nothing to do.
+                    Err(e) => tracing::info!("not initialising: {e}"),
+                }
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        if !rejoining {
+            return;
+        }
+        use std::sync::atomic::Ordering::SeqCst;
+        cluster.rejoining.store(true, SeqCst);
+        tracing::warn!("empty store, and the cluster has committed entries: rejoining; not voting until caught up");
+        loop {
+            if cluster.reads.linearize(false).await.is_ok() {
+                cluster.rejoining.store(false, SeqCst);
+                tracing::info!(
+                    applied = cluster.applied_index(),
+                    "rejoined: caught up with the leader; voting again"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    Ok(())
 }
 
-async fn peer_is_initialized(cluster: &Cluster, url: &str) -> bool {
+/// `Some(status)` from a peer that answered, `None` if it could not be asked.
+async fn peer_status(cluster: &Cluster, url: &str) -> Option<crate::cluster::PeerStatus> {
     let reply = cluster
         .client
         .get(format!("{}/raft/status", url.trim_end_matches('/')))
@@ -385,9 +438,8 @@ async fn peer_is_initialized(cluster: &Cluster, url: &str) -> bool {
             .bytes()
             .await
             .ok()
-            .and_then(|b| jobserv_raft::codec::decode::<bool>(&b).ok())
-            .unwrap_or(false),
-        _ => false,
+            .and_then(|b| jobserv_raft::codec::decode(&b).ok()),
+        _ => None,
     }
 }
 

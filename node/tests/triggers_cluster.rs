@@ -7,7 +7,6 @@ mod triggers_support;
 use common::*;
 use jobserv_node::config::Peer;
 use serde_json::json;
-use std::time::Duration;
 use triggers_support::*;
 
 fn definition(url: &str) -> String {
@@ -42,35 +41,11 @@ scripts:
     )
 }
 
-async fn leader(nodes: &[&TestNode]) -> usize {
-    wait_for("a leader", 30, async || {
-        for n in nodes {
-            if let Ok(r) = n
-                .client
-                .get(n.u("/cluster/"))
-                .header("Authorization", format!("Token {}", n.token))
-                .send()
-                .await
-            {
-                if let Ok(body) = r.json::<serde_json::Value>().await {
-                    if let Some(id) = body["data"]["leader"].as_u64() {
-                        if nodes.iter().any(|n| n.config.id == id) {
-                            return Some(id as usize);
-                        }
-                    }
-                }
-            }
-        }
-        None
-    })
-    .await
-}
-
 #[tokio::test]
 async fn the_poller_moves_with_the_leader_without_missing_or_repeating_a_push() {
     let dir = tempdir();
     let repo = GitRepo::new(dir.path(), "product");
-    repo.commit_and_push(
+    let first_sha = repo.commit_and_push(
         "main",
         &[("project.yml", &definition(&repo.url()))],
         "first",
@@ -99,28 +74,27 @@ async fn the_poller_moves_with_the_leader_without_missing_or_repeating_a_push() 
     );
     let mut nodes = [a, b, c];
     let first = &nodes[0];
+    wait_format_raised(first).await;
     assert_eq!(
         first.post("/projects/", json!({"name": "prod"})).await.0,
         201
     );
-    let (s, body) = first
-        .post("/projects/prod/triggers/", json!({"type": "git_poller", "definition_repo": repo.url(), "definition_file": "project.yml"}))
+    // The first look records the refs (main at `first`): only then is a push a change.
+    create_poller_and_wait_first_look(first, "prod", json!({"type": "git_poller", "definition_repo": repo.url(), "definition_file": "project.yml"}))
         .await;
-    assert_eq!(s, 201, "{body}");
-    tokio::time::sleep(Duration::from_secs(3)).await; // the first look records the refs
 
     let second = repo.commit_and_push("main", &[("a.txt", "a")], "second");
     wait_for("build 1", 30, async || {
         (builds(&nodes[1], "prod").await.len() == 1).then_some(())
     })
     .await;
-    let leader_id = leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let leader_id = agreed_leader(&nodes.iter().collect::<Vec<_>>(), 3).await as usize;
     nodes[leader_id - 1].kill();
     let survivors: Vec<&TestNode> = nodes
         .iter()
         .filter(|n| n.config.id as usize != leader_id)
         .collect();
-    let new_leader = leader(&survivors).await;
+    let new_leader = agreed_leader(&survivors, 3).await as usize;
     assert_ne!(new_leader, leader_id);
 
     let third = repo.commit_and_push("main", &[("a.txt", "b")], "third");
@@ -141,9 +115,14 @@ async fn the_poller_moves_with_the_leader_without_missing_or_repeating_a_push() 
     // The new leader's BuildActor fires the chain of build 2 into the same build.
     register_and_enlist(reader, "w1").await;
     let mut runs = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !runs.iter().any(|d: &serde_json::Value| {
         d["project"] == "prod" && d["build"] == 2 && d["run"] == "build"
     }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "build 2's run was not handed out within 60 s; got {runs:?}"
+        );
         let got = check_in(reader, "w1", 8, 2).await;
         for d in &got {
             if d["build"] != 2 {
@@ -170,10 +149,34 @@ async fn the_poller_moves_with_the_leader_without_missing_or_repeating_a_push() 
         .unwrap()
         .ends_with("/projects/prod/builds/2/runs/build/"));
 
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // No push built twice, none missed: one more push is built by a later poll of the new leader, as
+    // build 3 from `third` — a repeat of build 2 would have come first, or as this build from another sha.
+    let fourth = repo.commit_and_push("main", &[("a.txt", "c")], "fourth");
+    wait_for("build 3", 60, async || {
+        (builds(reader, "prod").await.len() >= 3).then_some(())
+    })
+    .await;
+    let shas: Vec<(String, String)> = builds(reader, "prod")
+        .await
+        .iter()
+        .rev()
+        .map(|b| {
+            (
+                b["params"]["GIT_OLD_SHA"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                b["params"]["GIT_SHA"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
     assert_eq!(
-        builds(reader, "prod").await.len(),
-        2,
-        "no push built twice, none missed"
+        shas,
+        [
+            (first_sha, second.clone()),
+            (second, third.clone()),
+            (third, fourth)
+        ],
+        "(GIT_OLD_SHA, GIT_SHA) of every build: no push built twice, none missed"
     );
 }

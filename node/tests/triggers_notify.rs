@@ -1,6 +1,9 @@
 //! Build notifications with `only_failures`: a local SMTP server (a minimal one written here, speaking
-//! real SMTP to lettre) and a local webhook receiver record what arrives. A passing build sends nothing;
-//! a failed one sends one email to every address and one webhook whose signature verifies.
+//! real SMTP to lettre) and a local webhook receiver record what arrives. A passing build sends neither the
+//! email nor the `only_failures` webhook; a failed one sends one email to every address and one webhook
+//! whose signature verifies. A second webhook without `only_failures`, listed last, is sent for every
+//! build: a build's duties send the email, then the webhooks in order, so its arrival tells the test that
+//! the build's other notifications were sent or skipped (no fixed wait before counting).
 mod common;
 mod triggers_support;
 use common::*;
@@ -80,7 +83,7 @@ async fn smtp_server() -> (u16, Arc<Mutex<Vec<Mail>>>) {
     (port, mails)
 }
 
-fn definition(hook_url: &str) -> String {
+fn definition(hook_url: &str, always_url: &str) -> String {
     format!(
         r#"
 timeout: 5
@@ -94,6 +97,8 @@ triggers:
       - url: {hook_url}
         secret_name: hooksecret
         only_failures: true
+      - url: {always_url}
+        secret_name: hooksecret
     runs:
       - name: unit
         container: busybox:latest
@@ -126,7 +131,10 @@ async fn a_failed_build_sends_one_email_and_one_signed_webhook_and_a_passing_one
         node.post("/projects/", json!({"name": "notes"})).await.0,
         201
     );
-    let yaml = definition(&format!("{}/hook", receiver.url));
+    let yaml = definition(
+        &format!("{}/hook", receiver.url),
+        &format!("{}/always", receiver.url),
+    );
     register_and_enlist(&node, "w1").await;
 
     // Build 1 passes, then build 2 fails.
@@ -147,26 +155,35 @@ async fn a_failed_build_sends_one_email_and_one_signed_webhook_and_a_passing_one
         .await;
     }
 
-    let mail = wait_for("the email", 20, async || {
-        mails.lock().unwrap().first().cloned()
-    })
+    // Both builds' unconditional webhooks arrived: their emails and `only_failures` webhooks were decided.
+    let always = |n: u64| {
+        receiver
+            .requests()
+            .into_iter()
+            .filter(|r| r.path == "/always" && r.json()["build"] == n)
+            .count()
+    };
+    wait_for(
+        "the unconditional webhooks of builds 1 and 2",
+        20,
+        async || (always(1) > 0 && always(2) > 0).then_some(()),
+    )
     .await;
-    let hook = wait_for("the webhook", 20, async || {
-        receiver.requests().into_iter().next()
-    })
-    .await;
-    // Give the duties of both builds time to run to the end before counting.
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert_eq!(
-        mails.lock().unwrap().len(),
-        1,
-        "only the failed build is mailed"
+        (always(1), always(2)),
+        (1, 1),
+        "one unconditional webhook per build"
     );
-    assert_eq!(
-        receiver.requests().len(),
-        1,
-        "only the failed build is posted"
-    );
+    let sent = mails.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1, "only the failed build is mailed: {sent:?}");
+    let mail = sent[0].clone();
+    let hooks: Vec<_> = receiver
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/hook")
+        .collect();
+    assert_eq!(hooks.len(), 1, "only the failed build is posted: {hooks:?}");
+    let hook = hooks[0].clone();
 
     let mut rcpt = mail.rcpt.clone();
     rcpt.sort();

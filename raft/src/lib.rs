@@ -4,6 +4,8 @@
 //! Invariants:
 //! - every durable change is a `Command` applied in log order by `SledStateMachine` (handlers only read);
 //! - nothing is acknowledged to openraft as written before `flush` made it durable (`log_store`);
+//! - the log is `(last_purged, last]` without holes, and the state machine holds at least what was purged;
+//!   `open_store` checks this (repairing what a crash can leave) and so does every snapshot install;
 //! - everything stored or sent between nodes goes through `codec` and carries a format version.
 pub mod codec;
 pub mod command;
@@ -21,19 +23,46 @@ pub use state::State;
 pub use state_machine::SledStateMachine;
 pub use types::{NodeId, Raft, TypeConfig};
 
+pub use log_store::{find_inconsistency, Inconsistency, StoreFacts};
+
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("opening sled at {path}: {source}")]
     Sled { path: String, source: sled::Error },
+    #[error("checking the store at {path}: {source}")]
+    Check {
+        path: String,
+        source: types::StorageError,
+    },
+    #[error("the store at {path} is inconsistent: {problem}. Refusing to start on it; to rejoin the cluster from a snapshot, move {path} and {path}.snapshot away")]
+    Inconsistent {
+        path: String,
+        problem: Inconsistency,
+    },
 }
 
 /// Opens (or creates) the node's store under `dir`: one sled database holding the log, the vote and the
 /// state, and the current snapshot in the file `dir.snapshot` beside it.
+///
+/// The store is checked before it is handed out (`log_store::find_inconsistency`). What a crash can leave
+/// and is safe to repair is repaired, with a warning:
+/// - a snapshot file ahead of the state: the interrupted install is completed from the file;
+/// - entries left at or below the purge mark (an interrupted purge): removed;
+/// - a gap inside the log or a hole before it that the state machine covers, or a state machine that has
+///   overtaken the log (an install whose purge was not recorded): the purge mark raised to what it applied;
+/// - a gap it does not cover (an interrupted truncation): what follows the gap was being removed, and is;
+/// - a snapshot file behind the purge mark: removed (openraft builds a new one when it starts);
+/// - `committed` beyond everything stored: lowered to what was applied.
+///
+/// Anything else — a state machine behind the purge mark with nothing here to cover what was purged (the
+/// store the issue-9 bug left), a hole nothing covers, entries newer than the vote — is an
+/// `OpenError::Inconsistent` naming what was found.
 pub fn open_store(dir: &Path) -> Result<(SledLogStore, SledStateMachine), OpenError> {
+    let path = dir.display().to_string();
     let wrap = |source| OpenError::Sled {
-        path: dir.display().to_string(),
+        path: path.clone(),
         source,
     };
     // sled's own periodic flush stays on as a backstop; durability comes from our explicit flushes.
@@ -45,13 +74,87 @@ pub fn open_store(dir: &Path) -> Result<(SledLogStore, SledStateMachine), OpenEr
         .mode(sled::Mode::LowSpace)
         .open()
         .map_err(wrap)?;
-    let log = SledLogStore::open(&db).map_err(wrap)?;
+    let link = log_store::StoreLink::open(&db).map_err(wrap)?;
+    let log = SledLogStore::open(link.clone()).map_err(wrap)?;
     let snapshot_file = dir.with_extension("snapshot");
-    let sm = SledStateMachine::open(&db, snapshot_file).map_err(wrap)?;
+    let sm = SledStateMachine::open(link, snapshot_file).map_err(wrap)?;
+    match check_and_repair(&sm) {
+        Ok(()) => {}
+        Err(CheckError::Inconsistent(problem)) => {
+            return Err(OpenError::Inconsistent { path, problem })
+        }
+        Err(CheckError::Storage(source)) => return Err(OpenError::Check { path, source }),
+    }
     if let Err(e) = sm.adopt_agreed_format() {
         tracing::error!("reading the agreed storage format: {e}");
     }
     Ok((log, sm))
+}
+
+enum CheckError {
+    Inconsistent(Inconsistency),
+    Storage(types::StorageError),
+}
+
+impl From<types::StorageError> for CheckError {
+    fn from(e: types::StorageError) -> Self {
+        CheckError::Storage(e)
+    }
+}
+
+/// Checks the whole store and repairs, one at a time, what is safe to repair (see `open_store`).
+fn check_and_repair(sm: &SledStateMachine) -> Result<(), CheckError> {
+    use Inconsistency::*;
+    let link = sm.link();
+    for _ in 0..16 {
+        let Some(problem) = find_inconsistency(&sm.facts(true)?) else {
+            return Ok(());
+        };
+        match &problem {
+            EntriesAtOrBelowPurged { last_purged, .. } => link.record_purge(*last_purged)?,
+            // Entries the state machine covers on both sides of the gap: an install whose purge was not
+            // recorded yet, with the leader's next entries after it. Else an interrupted truncation (an
+            // older binary removed entries one by one): what follows the gap was being removed.
+            GapInLog {
+                resume,
+                last_applied: Some(la),
+                ..
+            } if la.index + 1 >= *resume => link.record_purge(*la)?,
+            GapInLog { first_missing, .. } => link.remove_from(*first_missing)?,
+            SnapshotAheadOfState { snapshot, .. } => {
+                if let Some(in_log) = link.entry_at(snapshot.index)? {
+                    if in_log != *snapshot {
+                        return Err(CheckError::Inconsistent(SnapshotConflictsWithLog {
+                            snapshot: *snapshot,
+                            in_log,
+                        }));
+                    }
+                }
+                sm.reinstall_from_file()?;
+            }
+            HoleBeforeLog {
+                first,
+                last_applied: Some(la),
+                ..
+            } if la.index + 1 >= *first => link.record_purge(*la)?,
+            StateAheadOfLog { last_applied, .. } => link.record_purge(*last_applied)?,
+            SnapshotBehindPurged { .. } => sm.remove_snapshot_file()?,
+            CommittedBeyondLog { last_applied, .. } => link.set_committed(*last_applied)?,
+            _ => return Err(CheckError::Inconsistent(problem)),
+        }
+        link.db.flush().map_err(|e| {
+            types::StorageError::from_io_error(
+                openraft::ErrorSubject::Store,
+                openraft::ErrorVerb::Write,
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
+        tracing::warn!(%problem, "repaired the store");
+    }
+    match find_inconsistency(&sm.facts(true)?) {
+        None => Ok(()),
+        Some(problem) => Err(CheckError::Inconsistent(problem)),
+    }
 }
 
 /// Raft timing and snapshot policy for JobServ nodes.

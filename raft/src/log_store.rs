@@ -1,31 +1,48 @@
-//! The Raft log and vote on sled, made durable before openraft is told so.
+//! The Raft log and vote on sled, made durable before openraft is told so, and the invariants that tie the
+//! log to the state machine of the same store.
 //!
 //! sled only flushes on its own every 500 ms, so nothing here trusts its background flush:
 //! - `save_vote` flushes before it returns (a vote that is forgotten after a crash breaks Raft safety);
 //! - `append` inserts the entries and hands the completion callback to the group-commit flusher thread,
 //!   which drains every callback queued so far, calls `flush` once and then completes them all. One fsync
 //!   serves every append that arrived while the previous one ran, which is what makes a busy log cheap;
-//! - `truncate` and `purge` flush before they return (they are rare).
+//! - `truncate` and `purge` flush before they return (they are rare), and each removes its entries in one
+//!   atomic sled batch, so a crash never leaves a gap inside the log.
+//!
+//! The purge mark (`last_purged`) says "everything up to here is in the state machine". It is only ever
+//! written once the state machine durably holds that much (`StoreLink::purge_durably`). openraft does not
+//! order things that way on a follower: when a snapshot arrives, RaftCore *forwards* the install to the state
+//! machine worker and runs `PurgeLog` right away (openraft `core/raft_core.rs`, `Command::StateMachine` then
+//! `Command::PurgeLog`, neither waiting for the other), and may append the leader's next entries while the
+//! install is still running. Recording that purge at once, and those entries, let a crash leave a log
+//! purged up to the snapshot over an empty state machine — which the restarted node then followed from
+//! index 0 (issue 9). So, while a snapshot is being received or installed, a purge beyond what the state
+//! machine holds is left to the install (which records it once its state is durable), and appends wait for
+//! the install to finish.
 //!
 //! Keys of the log tree are big-endian indexes, values are `codec`-encoded entries.
 use crate::codec;
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, RaftLogStorage};
-use openraft::{ErrorSubject, ErrorVerb, LogState, OptionalSend, RaftLogReader};
+use openraft::{ErrorSubject, ErrorVerb, LogIdOptionExt, LogState, OptionalSend, RaftLogReader};
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+pub(crate) const LOG_TREE: &str = "raft_log";
+pub(crate) const META_TREE: &str = "raft_meta";
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const LAST_PURGED: &[u8] = b"last_purged";
 
+/// How long an append waits for a snapshot install it depends on before it gives up with an error.
+const INSTALL_WAIT_LIMIT: Duration = Duration::from_secs(600);
+
 #[derive(Clone)]
 pub struct SledLogStore {
-    db: sled::Db,
-    log: sled::Tree,
-    meta: sled::Tree,
+    link: Arc<StoreLink>,
     flusher: mpsc::Sender<LogFlushed<TypeConfig>>,
     stats: Arc<FlushStats>,
 }
@@ -53,29 +70,77 @@ fn vote_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageErro
     )
 }
 
-impl SledLogStore {
-    pub fn open(db: &sled::Db) -> Result<Self, sled::Error> {
-        let log = db.open_tree("raft_log")?;
-        let meta = db.open_tree("raft_meta")?;
-        let stats = Arc::new(FlushStats::default());
-        let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
-        let flush_db = db.clone();
-        let flush_stats = stats.clone();
-        std::thread::Builder::new()
-            .name("raft-log-flusher".into())
-            .spawn(move || group_commit_loop(flush_db, rx, flush_stats))
-            .map_err(sled::Error::Io)?;
-        Ok(SledLogStore {
+fn msg_err(verb: ErrorVerb, msg: String) -> StorageError {
+    StorageError::from_io_error(ErrorSubject::Logs, verb, std::io::Error::other(msg))
+}
+
+/// What the state machine tells the log store (see `StoreLink`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SmProgress {
+    /// The last index the state machine holds (applied or installed); not necessarily flushed yet.
+    pub(crate) applied: Option<u64>,
+    /// A snapshot is being received or installed (`begin_receiving_snapshot` until the install is done).
+    pub(crate) receiving: bool,
+    /// The last index of a snapshot whose file is durable (an install's first durable step: from then on a
+    /// crash is repaired on open by installing the file again).
+    pub(crate) snapshot_durable: Option<u64>,
+    /// Applying or installing failed: whoever waits for the state machine stops waiting.
+    pub(crate) failed: Option<String>,
+}
+
+/// What the log store and the state machine of one store share: the database and the log trees, the state
+/// machine's progress, and the purge that waits for an install.
+pub(crate) struct StoreLink {
+    pub(crate) db: sled::Db,
+    pub(crate) log: sled::Tree,
+    pub(crate) meta: sled::Tree,
+    /// Serialises the writers of the purge mark: RaftCore's `purge` and the state machine's install.
+    purge_lock: std::sync::Mutex<()>,
+    sm: tokio::sync::watch::Sender<SmProgress>,
+    /// A purge openraft asked for beyond what the state machine held, while a snapshot was being installed.
+    deferred_purge: std::sync::Mutex<Option<LogId>>,
+}
+
+impl StoreLink {
+    pub(crate) fn open(db: &sled::Db) -> Result<Arc<Self>, sled::Error> {
+        Ok(Arc::new(StoreLink {
             db: db.clone(),
-            log,
-            meta,
-            flusher: tx,
-            stats,
-        })
+            log: db.open_tree(LOG_TREE)?,
+            meta: db.open_tree(META_TREE)?,
+            purge_lock: std::sync::Mutex::new(()),
+            sm: tokio::sync::watch::channel(SmProgress::default()).0,
+            deferred_purge: std::sync::Mutex::new(None),
+        }))
     }
 
-    pub fn stats(&self) -> Arc<FlushStats> {
-        self.stats.clone()
+    pub(crate) fn sm_applied(&self, index: u64) {
+        self.sm
+            .send_modify(|p| p.applied = p.applied.max(Some(index)));
+    }
+
+    pub(crate) fn sm_receiving(&self) {
+        self.sm.send_modify(|p| p.receiving = true);
+    }
+
+    pub(crate) fn sm_snapshot_durable(&self, index: u64) {
+        self.sm
+            .send_modify(|p| p.snapshot_durable = p.snapshot_durable.max(Some(index)));
+    }
+
+    /// The install up to `index` is durable, its purge mark recorded.
+    pub(crate) fn sm_installed(&self, index: Option<u64>) {
+        self.sm.send_modify(|p| {
+            p.applied = p.applied.max(index);
+            p.receiving = false;
+        });
+        let mut deferred = self.deferred_purge.lock().unwrap();
+        if deferred.is_some_and(|d| Some(d.index) <= index) {
+            *deferred = None;
+        }
+    }
+
+    pub(crate) fn sm_failed(&self, why: String) {
+        self.sm.send_modify(|p| p.failed = Some(why));
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(
@@ -98,11 +163,228 @@ impl SledLogStore {
         Ok(())
     }
 
+    pub(crate) fn last_purged(&self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.read_meta::<Option<LogId>>(LAST_PURGED)?.flatten())
+    }
+
+    pub(crate) fn read_vote(&self) -> Result<Option<Vote>, StorageError> {
+        match self
+            .meta
+            .get(VOTE)
+            .map_err(|e| vote_err(ErrorVerb::Read, e))?
+        {
+            Some(bytes) => Ok(Some(
+                codec::decode(&bytes).map_err(|e| vote_err(ErrorVerb::Read, e))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn read_committed(&self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.read_meta::<Option<LogId>>(COMMITTED)?.flatten())
+    }
+
+    /// Overwrites the (unflushed, advisory) committed log id; used by the repair on open.
+    pub(crate) fn set_committed(&self, committed: Option<LogId>) -> Result<(), StorageError> {
+        self.write_meta(COMMITTED, &committed)
+    }
+
+    fn decode_entry(v: &[u8]) -> Result<Entry, StorageError> {
+        codec::decode::<Entry>(v).map_err(|e| io_err(ErrorVerb::Read, e))
+    }
+
+    /// The log id of the entry at `index`, if the log has one.
+    pub(crate) fn entry_at(&self, index: u64) -> Result<Option<LogId>, StorageError> {
+        match self
+            .log
+            .get(index.to_be_bytes())
+            .map_err(|e| io_err(ErrorVerb::Read, e))?
+        {
+            Some(v) => Ok(Some(Self::decode_entry(&v)?.log_id)),
+            None => Ok(None),
+        }
+    }
+
+    fn first_and_last(&self) -> Result<(Option<LogId>, Option<LogId>), StorageError> {
+        let first = match self.log.first().map_err(|e| io_err(ErrorVerb::Read, e))? {
+            Some((_, v)) => Some(Self::decode_entry(&v)?.log_id),
+            None => None,
+        };
+        let last = match self.log.last().map_err(|e| io_err(ErrorVerb::Read, e))? {
+            Some((_, v)) => Some(Self::decode_entry(&v)?.log_id),
+            None => None,
+        };
+        Ok((first, last))
+    }
+
+    /// The first gap between the first and the last entry (a scan of the keys): the first missing index
+    /// and the first index present after it.
+    fn first_gap(&self) -> Result<Option<(u64, u64)>, StorageError> {
+        let mut expected: Option<u64> = None;
+        for k in self.log.iter().keys() {
+            let k = k.map_err(|e| io_err(ErrorVerb::Read, e))?;
+            let index = key_index(&k)?;
+            if let Some(want) = expected {
+                if index != want {
+                    return Ok(Some((want, index)));
+                }
+            }
+            expected = Some(index + 1);
+        }
+        Ok(None)
+    }
+
+    /// Raises the purge mark to `upto` (never lowers it) and removes every entry at or below the mark, in
+    /// one batch. The mark is written first: a crash in between leaves entries at or below it, which the
+    /// next open removes. Not flushed; callers flush.
+    pub(crate) fn record_purge(&self, upto: LogId) -> Result<(), StorageError> {
+        let _one_writer = self.purge_lock.lock().unwrap();
+        let current = self.last_purged()?;
+        let mark = if current.is_some_and(|c| c.index >= upto.index) {
+            current.unwrap()
+        } else {
+            self.write_meta(LAST_PURGED, &Some(upto))?;
+            upto
+        };
+        let mut batch = sled::Batch::default();
+        for k in self.log.range(..=mark.index.to_be_bytes()).keys() {
+            batch.remove(k.map_err(|e| io_err(ErrorVerb::Delete, e))?);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| io_err(ErrorVerb::Delete, e))
+    }
+
+    /// Removes every entry from `index` on, in one batch. Not flushed; callers flush.
+    pub(crate) fn remove_from(&self, index: u64) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for k in self.log.range(index.to_be_bytes()..).keys() {
+            batch.remove(k.map_err(|e| io_err(ErrorVerb::Delete, e))?);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| io_err(ErrorVerb::Delete, e))
+    }
+
     async fn flush(&self) -> Result<(), StorageError> {
         self.db
             .flush_async()
             .await
             .map_err(|e| io_err(ErrorVerb::Write, e))?;
+        Ok(())
+    }
+
+    /// Purges up to `upto` once the state machine's state up to there is durable: flush (the state tree
+    /// lives in the same database), record the mark and remove the entries, flush.
+    pub(crate) async fn purge_durably(&self, upto: LogId) -> Result<(), StorageError> {
+        self.flush().await?;
+        self.record_purge(upto)?;
+        self.flush().await
+    }
+
+    /// What the log side of the store holds, for `find_inconsistency`. `scan` also looks for gaps inside
+    /// the log (reads every key; done on open).
+    pub(crate) fn log_facts(
+        &self,
+        last_applied: Option<LogId>,
+        scan: bool,
+    ) -> Result<StoreFacts, StorageError> {
+        let (first, last) = self.first_and_last()?;
+        Ok(StoreFacts {
+            vote: self.read_vote()?,
+            committed: self.read_committed()?,
+            last_purged: self.last_purged()?,
+            first,
+            last,
+            gap: if scan { self.first_gap()? } else { None },
+            at_applied: match last_applied {
+                Some(la) => self.entry_at(la.index)?,
+                None => None,
+            },
+            last_applied,
+            snapshot: None,
+        })
+    }
+}
+
+fn key_index(k: &[u8]) -> Result<u64, StorageError> {
+    Ok(u64::from_be_bytes(k.try_into().map_err(|_| {
+        io_err(ErrorVerb::Read, std::io::Error::other("bad log key"))
+    })?))
+}
+
+impl SledLogStore {
+    pub(crate) fn open(link: Arc<StoreLink>) -> Result<Self, sled::Error> {
+        let stats = Arc::new(FlushStats::default());
+        let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
+        let flush_db = link.db.clone();
+        let flush_stats = stats.clone();
+        std::thread::Builder::new()
+            .name("raft-log-flusher".into())
+            .spawn(move || group_commit_loop(flush_db, rx, flush_stats))
+            .map_err(sled::Error::Io)?;
+        Ok(SledLogStore {
+            link,
+            flusher: tx,
+            stats,
+        })
+    }
+
+    pub fn stats(&self) -> Arc<FlushStats> {
+        self.stats.clone()
+    }
+
+    /// If a purge was left to a snapshot install, waits until that install's snapshot file is durable, so
+    /// that no entry after the snapshot point reaches the disk before something that explains it: from
+    /// then on `open_store` completes an interrupted install from the file. The install itself (decode,
+    /// then the file) normally finishes long before the leader sends entries: it only does so once its
+    /// install RPC has answered or timed out (`install_snapshot_timeout`).
+    async fn wait_for_pending_install(&self) -> Result<(), StorageError> {
+        let Some(pending) = *self.link.deferred_purge.lock().unwrap() else {
+            return Ok(());
+        };
+        let mut rx = self.link.sm.subscribe();
+        let started = Instant::now();
+        loop {
+            {
+                let p = rx.borrow_and_update();
+                if let Some(why) = &p.failed {
+                    return Err(msg_err(
+                        ErrorVerb::Write,
+                        format!("not appending after snapshot {pending}: the state machine failed: {why}"),
+                    ));
+                }
+                if p.applied >= Some(pending.index) || p.snapshot_durable >= Some(pending.index) {
+                    break;
+                }
+            }
+            match tokio::time::timeout(Duration::from_secs(30), rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    return Err(msg_err(
+                        ErrorVerb::Write,
+                        format!("not appending after snapshot {pending}: the state machine is gone"),
+                    ))
+                }
+                Err(_) if started.elapsed() < INSTALL_WAIT_LIMIT => {
+                    tracing::warn!(
+                        snapshot = %pending,
+                        waited_s = started.elapsed().as_secs(),
+                        "appending entries waits for the snapshot install before them"
+                    );
+                }
+                Err(_) => {
+                    return Err(msg_err(
+                        ErrorVerb::Write,
+                        format!(
+                            "not appending after snapshot {pending}: its install did not finish within {} s",
+                            INSTALL_WAIT_LIMIT.as_secs()
+                        ),
+                    ))
+                }
+            }
+        }
+        // The purge mark itself is recorded by the install, once the state it stands for is durable.
         Ok(())
     }
 }
@@ -139,7 +421,7 @@ impl RaftLogReader<TypeConfig> for SledLogStore {
             Bound::Unbounded => 0,
         };
         let mut out = Vec::new();
-        for item in self.log.range(start.to_be_bytes()..) {
+        for item in self.link.log.range(start.to_be_bytes()..) {
             let (k, v) = item.map_err(|e| io_err(ErrorVerb::Read, e))?;
             let index = u64::from_be_bytes(
                 k.as_ref()
@@ -159,13 +441,14 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
     type LogReader = SledLogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged: Option<LogId> = self.read_meta::<Option<LogId>>(LAST_PURGED)?.flatten();
-        let last = match self.log.last().map_err(|e| io_err(ErrorVerb::Read, e))? {
-            Some((_, v)) => Some(
-                codec::decode::<Entry>(&v)
-                    .map_err(|e| io_err(ErrorVerb::Read, e))?
-                    .log_id,
-            ),
+        let last_purged = self.link.last_purged()?;
+        let last = match self
+            .link
+            .log
+            .last()
+            .map_err(|e| io_err(ErrorVerb::Read, e))?
+        {
+            Some((_, v)) => Some(StoreLink::decode_entry(&v)?.log_id),
             None => last_purged,
         };
         Ok(LogState {
@@ -180,10 +463,12 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let bytes = codec::encode(vote).map_err(|e| vote_err(ErrorVerb::Write, e))?;
-        self.meta
+        self.link
+            .meta
             .insert(VOTE, bytes)
             .map_err(|e| vote_err(ErrorVerb::Write, e))?;
-        self.db
+        self.link
+            .db
             .flush_async()
             .await
             .map_err(|e| vote_err(ErrorVerb::Write, e))?;
@@ -191,25 +476,16 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        match self
-            .meta
-            .get(VOTE)
-            .map_err(|e| vote_err(ErrorVerb::Read, e))?
-        {
-            Some(bytes) => Ok(Some(
-                codec::decode(&bytes).map_err(|e| vote_err(ErrorVerb::Read, e))?,
-            )),
-            None => Ok(None),
-        }
+        self.link.read_vote()
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // Not flushed on purpose: losing it only means re-applying a few entries after a restart.
-        self.write_meta(COMMITTED, &committed)
+        self.link.write_meta(COMMITTED, &committed)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.read_meta::<Option<LogId>>(COMMITTED)?.flatten())
+        self.link.read_committed()
     }
 
     async fn append<I>(
@@ -221,17 +497,20 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        self.wait_for_pending_install().await?;
         let mut batch = sled::Batch::default();
         for entry in entries {
             let bytes = codec::encode(&entry).map_err(|e| io_err(ErrorVerb::Write, e))?;
             batch.insert(&entry.log_id.index.to_be_bytes(), bytes);
         }
-        self.log
+        self.link
+            .log
             .apply_batch(batch)
             .map_err(|e| io_err(ErrorVerb::Write, e))?;
         if let Err(mpsc::SendError(callback)) = self.flusher.send(callback) {
             // The flusher thread is gone (it only exits when every sender is dropped): flush inline.
             let result = self
+                .link
                 .db
                 .flush()
                 .map(|_| ())
@@ -242,70 +521,245 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let keys: Vec<_> = self
-            .log
-            .range(log_id.index.to_be_bytes()..)
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(|e| io_err(ErrorVerb::Delete, e))?;
-        for k in keys {
-            self.log
-                .remove(k)
-                .map_err(|e| io_err(ErrorVerb::Delete, e))?;
-        }
-        self.flush().await
+        // One batch: removing entries one by one left a gap inside the log when a crash came half-way.
+        self.link.remove_from(log_id.index)?;
+        self.link.flush().await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        // Record the purge point first: a crash half-way leaves extra entries, never a hole.
-        self.write_meta(LAST_PURGED, &Some(log_id))?;
-        self.flush().await?;
-        let keys: Vec<_> = self
-            .log
-            .range(..=log_id.index.to_be_bytes())
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(|e| io_err(ErrorVerb::Delete, e))?;
-        for k in keys {
-            self.log
-                .remove(k)
-                .map_err(|e| io_err(ErrorVerb::Delete, e))?;
+        let sm = self.link.sm.borrow().clone();
+        if sm.receiving && sm.applied < Some(log_id.index) {
+            // openraft purges up to a snapshot it has only handed to the state machine worker. Recording
+            // it now would put the purge mark ahead of a state machine that may not have the snapshot when
+            // we crash; the install records it once its state is durable, and appends wait for that.
+            tracing::info!(
+                upto = %log_id,
+                applied = ?sm.applied,
+                "purge up to a snapshot still being installed: left to the install"
+            );
+            let mut deferred = self.link.deferred_purge.lock().unwrap();
+            if deferred.is_none_or(|d| d.index < log_id.index) {
+                *deferred = Some(log_id);
+            }
+            return Ok(());
         }
-        self.flush().await
+        self.link.purge_durably(log_id).await
     }
 }
 
-/// Marks the log purged up to `upto` and removes the entries up to it (used when a snapshot is installed;
-/// idempotent, and never moves the purge mark backwards).
-pub fn purge_upto(db: &sled::Db, upto: LogId) -> Result<(), StorageError> {
-    let log = db
-        .open_tree("raft_log")
-        .map_err(|e| io_err(ErrorVerb::Write, e))?;
-    let meta = db
-        .open_tree("raft_meta")
-        .map_err(|e| io_err(ErrorVerb::Write, e))?;
-    let current: Option<LogId> = match meta
-        .get(LAST_PURGED)
-        .map_err(|e| io_err(ErrorVerb::Read, e))?
-    {
-        Some(bytes) => {
-            codec::decode::<Option<LogId>>(&bytes).map_err(|e| io_err(ErrorVerb::Read, e))?
+/// What one store holds, as far as the invariants between its parts go (see `find_inconsistency`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreFacts {
+    pub vote: Option<Vote>,
+    pub committed: Option<LogId>,
+    pub last_purged: Option<LogId>,
+    /// The first and the last entry of the log.
+    pub first: Option<LogId>,
+    pub last: Option<LogId>,
+    /// The first gap between `first` and `last`, when looked for: (first missing index, next present).
+    pub gap: Option<(u64, u64)>,
+    /// The log's own entry at the index of `last_applied`, if it has one.
+    pub at_applied: Option<LogId>,
+    /// The state machine's last applied log id.
+    pub last_applied: Option<LogId>,
+    /// The snapshot file: `None` without one, else its last log id.
+    pub snapshot: Option<Option<LogId>>,
+}
+
+fn show(id: &Option<LogId>) -> String {
+    match id {
+        Some(id) => format!("{id}"),
+        None => "nothing".into(),
+    }
+}
+
+fn show_vote(vote: &Option<Vote>) -> String {
+    match vote {
+        Some(v) => format!("{v} (term {})", v.leader_id.term),
+        None => "absent".into(),
+    }
+}
+
+/// A broken invariant of the store, naming what was found.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Inconsistency {
+    #[error("log entries {first}..={upto} are still stored at or below the purge mark {last_purged} (a purge was interrupted)")]
+    EntriesAtOrBelowPurged {
+        first: u64,
+        upto: u64,
+        last_purged: LogId,
+    },
+    #[error("the log holds entries {first}..={last} but {first_missing}..{resume} are missing (the state machine has applied {}: {})", show(last_applied), if last_applied.map(|l| l.index + 1) >= Some(*resume) { "an install's purge was not recorded" } else { "a truncation was interrupted" })]
+    GapInLog {
+        first: u64,
+        last: u64,
+        first_missing: u64,
+        resume: u64,
+        last_applied: Option<LogId>,
+    },
+    #[error("{what} is {log_id}, of term {}, but the stored vote is {}: the vote was lost", log_id.leader_id.term, show_vote(vote))]
+    VoteBehind {
+        what: &'static str,
+        log_id: LogId,
+        vote: Option<Vote>,
+    },
+    #[error("the state machine has applied {last_applied} but the log's entry at index {} is {in_log}", last_applied.index)]
+    AppliedConflictsWithLog { last_applied: LogId, in_log: LogId },
+    #[error("the snapshot file is at {snapshot} but the state machine has applied only {} (an install was interrupted)", show(last_applied))]
+    SnapshotAheadOfState {
+        snapshot: LogId,
+        last_applied: Option<LogId>,
+    },
+    #[error("the snapshot file is at {snapshot} and the log's entry at index {} is {in_log}", snapshot.index)]
+    SnapshotConflictsWithLog { snapshot: LogId, in_log: LogId },
+    #[error("the log is purged up to {last_purged} but the state machine has applied only {} and the snapshot file is at {}: entries {}..={} are gone from this node and nothing here holds their effect", show(last_applied), show(snapshot), last_applied.next_index(), last_purged.index)]
+    AppliedBehindPurged {
+        last_purged: LogId,
+        last_applied: Option<LogId>,
+        snapshot: Option<LogId>,
+    },
+    #[error("the log starts at index {first} but is purged only up to {} and the state machine has applied only {}: entries {}..{first} are missing", show(last_purged), show(last_applied), last_purged.next_index())]
+    HoleBeforeLog {
+        first: u64,
+        last_purged: Option<LogId>,
+        last_applied: Option<LogId>,
+    },
+    #[error("the state machine has applied {last_applied}, beyond the log (last entry {}, purged up to {}): an install's purge was not recorded", show(last), show(last_purged))]
+    StateAheadOfLog {
+        last_applied: LogId,
+        last: Option<LogId>,
+        last_purged: Option<LogId>,
+    },
+    #[error("the snapshot file is at {} but the log is purged up to {last_purged}: it cannot bring a peer up to the log", show(snapshot))]
+    SnapshotBehindPurged {
+        snapshot: Option<LogId>,
+        last_purged: LogId,
+    },
+    #[error(
+        "committed is {committed}, beyond both the last log entry ({}) and the state machine ({})",
+        show(last),
+        show(last_applied)
+    )]
+    CommittedBeyondLog {
+        committed: LogId,
+        last: Option<LogId>,
+        last_applied: Option<LogId>,
+    },
+}
+
+fn index(id: &Option<LogId>) -> Option<u64> {
+    id.map(|l| l.index)
+}
+
+/// The first broken invariant, in the order they are repaired. The invariants:
+/// - the stored vote's term is at least the term of every entry (and, once a vote is stored, of the applied
+///   entry and of the purge mark);
+/// - the state machine is not behind its own snapshot file (checked early: installing the file again is
+///   what explains entries appended after it);
+/// - the state machine agrees with the log at its index;
+/// - no entry at or below the purge mark, no gap inside the log, and the log starts right after the mark
+///   (`first == last_purged + 1`, or the log is empty);
+/// - the state machine is not behind the purge mark (`last_applied >= last_purged`: the purged entries'
+///   effect must be here);
+/// - the snapshot file, when the log is purged, reaches the mark (else it cannot bring a peer up to the log);
+/// - `committed` is not beyond everything stored.
+pub fn find_inconsistency(f: &StoreFacts) -> Option<Inconsistency> {
+    // Without any vote, only log entries count: openraft saves the leader's vote before it accepts its
+    // entries or its snapshot, but openraft's storage suite installs snapshots into vote-less stores.
+    let vote_term = f.vote.map_or(0, |v| v.leader_id.term);
+    let mut by_term = vec![("the last log entry", f.last)];
+    if f.vote.is_some() {
+        by_term.push(("the state machine's last applied entry", f.last_applied));
+        by_term.push(("the purge mark", f.last_purged));
+    }
+    for (what, id) in by_term {
+        if let Some(log_id) = id {
+            if log_id.leader_id.term > vote_term {
+                return Some(Inconsistency::VoteBehind {
+                    what,
+                    log_id,
+                    vote: f.vote,
+                });
+            }
         }
-        None => None,
-    };
-    if current.is_some_and(|c| c.index >= upto.index) {
-        return Ok(());
     }
-    let bytes = codec::encode(&Some(upto)).map_err(|e| io_err(ErrorVerb::Write, e))?;
-    meta.insert(LAST_PURGED, bytes)
-        .map_err(|e| io_err(ErrorVerb::Write, e))?;
-    let keys: Vec<_> = log
-        .range(..=upto.index.to_be_bytes())
-        .keys()
-        .collect::<Result<_, _>>()
-        .map_err(|e| io_err(ErrorVerb::Delete, e))?;
-    for k in keys {
-        log.remove(k).map_err(|e| io_err(ErrorVerb::Delete, e))?;
+    if let Some(Some(snapshot)) = f.snapshot {
+        if Some(snapshot.index) > index(&f.last_applied) {
+            return Some(Inconsistency::SnapshotAheadOfState {
+                snapshot,
+                last_applied: f.last_applied,
+            });
+        }
     }
-    Ok(())
+    if let (Some(la), Some(in_log)) = (f.last_applied, f.at_applied) {
+        if la != in_log {
+            return Some(Inconsistency::AppliedConflictsWithLog {
+                last_applied: la,
+                in_log,
+            });
+        }
+    }
+    if let (Some(lp), Some(first), Some(last)) = (f.last_purged, f.first, f.last) {
+        if first.index <= lp.index {
+            return Some(Inconsistency::EntriesAtOrBelowPurged {
+                first: first.index,
+                upto: lp.index.min(last.index),
+                last_purged: lp,
+            });
+        }
+    }
+    if let (Some(first), Some(last), Some((first_missing, resume))) = (f.first, f.last, f.gap) {
+        return Some(Inconsistency::GapInLog {
+            first: first.index,
+            last: last.index,
+            first_missing,
+            resume,
+            last_applied: f.last_applied,
+        });
+    }
+    if let Some(lp) = f.last_purged {
+        if index(&f.last_applied) < Some(lp.index) {
+            return Some(Inconsistency::AppliedBehindPurged {
+                last_purged: lp,
+                last_applied: f.last_applied,
+                snapshot: f.snapshot.flatten(),
+            });
+        }
+    }
+    if let Some(first) = f.first {
+        if first.index > f.last_purged.next_index() {
+            return Some(Inconsistency::HoleBeforeLog {
+                first: first.index,
+                last_purged: f.last_purged,
+                last_applied: f.last_applied,
+            });
+        }
+    }
+    if let Some(la) = f.last_applied {
+        if Some(la.index) > index(&f.last_purged) && index(&f.last) < Some(la.index) {
+            return Some(Inconsistency::StateAheadOfLog {
+                last_applied: la,
+                last: f.last,
+                last_purged: f.last_purged,
+            });
+        }
+    }
+    if let (Some(lp), Some(snapshot)) = (f.last_purged, f.snapshot) {
+        if index(&snapshot) < Some(lp.index) {
+            return Some(Inconsistency::SnapshotBehindPurged {
+                snapshot,
+                last_purged: lp,
+            });
+        }
+    }
+    if let Some(c) = f.committed {
+        if Some(c.index) > index(&f.last) && Some(c.index) > index(&f.last_applied) {
+            return Some(Inconsistency::CommittedBeyondLog {
+                committed: c,
+                last: f.last,
+                last_applied: f.last_applied,
+            });
+        }
+    }
+    None
 }

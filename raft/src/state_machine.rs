@@ -9,8 +9,17 @@
 //! current snapshot is kept as a file beside the sled directory (written to a temp file, fsync'd, renamed),
 //! so that a restarted node can still serve it to a lagging peer. Not in sled: rewriting a growing blob
 //! into sled at every snapshot left hundreds of MiB of garbage in its segments.
+//!
+//! Installing a snapshot is crash-safe step by step: the snapshot is decoded, written to its file (fsync'd);
+//! then the state tree is replaced in one atomic sled batch (old keys removed, the snapshot's written,
+//! `last_applied` set) and flushed; then the log's purge mark is raised to the snapshot. A crash between any
+//! two leaves a store that `open_store` accepts or repairs (`lib.rs`, `log_store::find_inconsistency`: a
+//! file ahead of the state is installed again), and the store is checked again after every install. The
+//! log store learns the state machine's progress through `StoreLink`: a purge openraft asks for before the
+//! install is durable is left to the install, and entries after the snapshot wait for its file.
 use crate::codec;
 use crate::command::CommandResult;
+use crate::log_store::{StoreFacts, StoreLink};
 use crate::state::{keys, State};
 use crate::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -32,6 +41,8 @@ pub struct SledStateMachine {
     apply_lock: Arc<RwLock<()>>,
     /// The last applied log index, for waiters (long-polling check-ins, live log tails).
     applied: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Shared with the log store of the same database.
+    link: Arc<StoreLink>,
 }
 
 /// The snapshot blob.
@@ -44,6 +55,12 @@ struct SnapshotPayload {
 struct StoredSnapshot {
     meta: SnapshotMeta,
     data: Vec<u8>,
+}
+
+/// The beginning of a `StoredSnapshot`: its meta comes first, so it is read without the data.
+#[derive(Deserialize)]
+struct StoredSnapshotHead {
+    meta: SnapshotMeta,
 }
 
 fn sm_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
@@ -64,14 +81,108 @@ fn snap_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageErro
 
 impl SledStateMachine {
     /// `snapshot_file`: where the current snapshot is kept (outside the sled directory).
-    pub fn open(db: &sled::Db, snapshot_file: std::path::PathBuf) -> Result<Self, sled::Error> {
-        Ok(SledStateMachine {
-            db: db.clone(),
+    pub(crate) fn open(
+        link: Arc<StoreLink>,
+        snapshot_file: std::path::PathBuf,
+    ) -> Result<Self, sled::Error> {
+        let db = link.db.clone();
+        let sm = SledStateMachine {
             state: State::new(db.open_tree("state")?),
+            db,
             snapshot_file,
             apply_lock: Arc::new(RwLock::new(())),
             applied: Arc::new(tokio::sync::watch::channel(0).0),
-        })
+            link,
+        };
+        if let Ok((Some(last_applied), _)) = sm.read_applied() {
+            sm.applied.send_replace(last_applied.index);
+            sm.link.sm_applied(last_applied.index);
+        }
+        Ok(sm)
+    }
+
+    pub(crate) fn link(&self) -> &Arc<StoreLink> {
+        &self.link
+    }
+
+    /// What the store holds, log and state machine (`scan`: also look for gaps inside the log).
+    pub(crate) fn facts(&self, scan: bool) -> Result<StoreFacts, StorageError> {
+        let (last_applied, _) = self.read_applied()?;
+        let mut facts = self.link.log_facts(last_applied, scan)?;
+        facts.snapshot = self.snapshot_file_meta()?.map(|m| m.last_log_id);
+        Ok(facts)
+    }
+
+    /// The current snapshot's meta, read from the beginning of its file.
+    fn snapshot_file_meta(&self) -> Result<Option<SnapshotMeta>, StorageError> {
+        use std::io::Read;
+        let file = match std::fs::File::open(&self.snapshot_file) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(snap_err(ErrorVerb::Read, e)),
+        };
+        let mut head = Vec::new();
+        file.take(1 << 20)
+            .read_to_end(&mut head)
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        match codec::decode::<StoredSnapshotHead>(&head) {
+            Ok(h) => Ok(Some(h.meta)),
+            // A meta longer than the first MiB (it is not): read the whole file.
+            Err(_) => Ok(self.load_current_snapshot()?.map(|s| s.meta)),
+        }
+    }
+
+    /// Removes a snapshot file that cannot serve (behind the purge mark); openraft builds a new one when it
+    /// starts (`StorageHelper::get_initial_state`: no snapshot and a purged log).
+    pub(crate) fn remove_snapshot_file(&self) -> Result<(), StorageError> {
+        match std::fs::remove_file(&self.snapshot_file) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(snap_err(ErrorVerb::Delete, e)),
+        }
+    }
+
+    /// Replaces the whole state tree by a snapshot's pairs and meta, in one atomic batch: after a crash
+    /// the tree is either the old state or the new one, never a mix.
+    fn replace_state(
+        &self,
+        pairs: Vec<(Vec<u8>, Vec<u8>)>,
+        meta: &SnapshotMeta,
+    ) -> Result<(), StorageError> {
+        let tree = self.state.tree();
+        let mut batch = sled::Batch::default();
+        for k in tree.iter().keys() {
+            batch.remove(k.map_err(|e| snap_err(ErrorVerb::Read, e))?);
+        }
+        for (k, v) in pairs {
+            batch.insert(k, v);
+        }
+        // The snapshot's own meta wins over whatever the copied tree said.
+        for (k, v) in meta_writes_opt(meta)? {
+            batch.insert(k, v);
+        }
+        tree.apply_batch(batch)
+            .map_err(|e| snap_err(ErrorVerb::Write, e))
+    }
+
+    /// Installs the snapshot file into the state tree again (an install whose file is durable but whose
+    /// state is not), and purges the log up to it. Used by the repair on open.
+    pub(crate) fn reinstall_from_file(&self) -> Result<Option<LogId>, StorageError> {
+        let Some(stored) = self.load_current_snapshot()? else {
+            return Ok(None);
+        };
+        let payload: SnapshotPayload =
+            codec::decode(&stored.data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        self.replace_state(payload.pairs, &stored.meta)?;
+        self.db.flush().map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        if let Some(last) = stored.meta.last_log_id {
+            self.link.record_purge(last)?;
+            self.db.flush().map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            self.applied.send_replace(last.index);
+            self.link.sm_applied(last.index);
+        }
+        self.adopt_agreed_format()?;
+        Ok(stored.meta.last_log_id)
     }
 
     /// Writes from now on in the format the cluster agreed on (at start, after a snapshot, after a bump).
@@ -130,8 +241,19 @@ impl SledStateMachine {
         }
     }
 
-    /// Durably replaces the current snapshot file (temp file, fsync, rename, fsync the directory).
+    /// Durably replaces the current snapshot file and flushes the state it was taken from.
     async fn save_current_snapshot(&self, stored: &StoredSnapshot) -> Result<(), StorageError> {
+        self.write_snapshot_file(stored)?;
+        // The state tree the snapshot was taken from must be durable too.
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        Ok(())
+    }
+
+    /// Durably replaces the current snapshot file (temp file, fsync, rename, fsync the directory).
+    fn write_snapshot_file(&self, stored: &StoredSnapshot) -> Result<(), StorageError> {
         use std::io::Write;
         let bytes = codec::encode(stored).map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let tmp = self.snapshot_file.with_extension("tmp");
@@ -145,11 +267,60 @@ impl SledStateMachine {
                 let _ = d.sync_all();
             }
         }
-        // The state tree the snapshot was taken from, or installed into, must be durable too.
+        Ok(())
+    }
+}
+
+impl SledStateMachine {
+    /// The steps of an install, each durable before the next: the snapshot file, the state, the purge mark.
+    async fn install(
+        &self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        // Decoded before anything is written: a file that does not decode is never made current.
+        let payload: SnapshotPayload =
+            codec::decode(&data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        self.write_snapshot_file(&StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        })?;
+        // From here a crash is repaired on open by installing the file again, so the log may take the
+        // leader's entries after the snapshot point (`SledLogStore::append` waits for this).
+        if let Some(last) = meta.last_log_id {
+            self.link.sm_snapshot_durable(last.index);
+        }
+        self.replace_state(payload.pairs, meta)?;
         self.db
             .flush_async()
             .await
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        // openraft purges the log up to the snapshot itself, but not after this install is durable (it
+        // runs `PurgeLog` as soon as it has handed the install over). The mark is recorded here, now that
+        // the state it stands for is on disk; `SledLogStore::purge` leaves such a purge to us.
+        if let Some(last) = meta.last_log_id {
+            self.link.record_purge(last)?;
+            self.db
+                .flush_async()
+                .await
+                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        }
+        if let Some(problem) = crate::log_store::find_inconsistency(&self.facts(false)?) {
+            return Err(StorageError::from_io_error(
+                ErrorSubject::Store,
+                ErrorVerb::Write,
+                std::io::Error::other(format!(
+                    "after installing snapshot {}: inconsistent store: {problem}",
+                    meta.snapshot_id
+                )),
+            ));
+        }
+        self.adopt_agreed_format()?;
+        if let Some(id) = meta.last_log_id {
+            self.applied.send_replace(id.index);
+        }
+        self.link.sm_installed(meta.last_log_id.map(|id| id.index));
         Ok(())
     }
 }
@@ -179,6 +350,18 @@ impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
             .await
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let (last_applied, membership) = self.read_applied()?;
+        if let Some(lp) = self.link.last_purged()? {
+            if last_applied.map(|l| l.index) < Some(lp.index) {
+                // Such a snapshot cannot bring anyone up to the log. `open_store` refuses a store like this
+                // and purges wait for installs, so only openraft's storage suite (which purges logs it never
+                // applied) gets here.
+                tracing::warn!(
+                    last_applied = ?last_applied,
+                    last_purged = %lp,
+                    "building a snapshot behind the purge mark"
+                );
+            }
+        }
         let mut pairs = Vec::new();
         for item in self.state.tree().iter() {
             let (k, v) = item.map_err(|e| snap_err(ErrorVerb::Read, e))?;
@@ -221,6 +404,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
     {
         let _write = self.apply_lock.write().await;
         let mut results = Vec::new();
+        let mut last = None;
         for entry in entries {
             let log_id = entry.log_id;
             let result = match &entry.payload {
@@ -238,11 +422,20 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
                         .apply(log_id.index, None, meta_writes(&log_id, Some(&stored))?)
                 }
             };
-            results.push(result.map_err(|e| sm_err(ErrorVerb::Write, e))?);
+            let result = result.map_err(|e| {
+                let e = sm_err(ErrorVerb::Write, e);
+                self.link.sm_failed(format!("applying {log_id}: {e}"));
+                e
+            })?;
+            results.push(result);
             if let EntryPayload::Normal(crate::Command::SetFormatVersion { .. }) = &entry.payload {
                 self.adopt_agreed_format()?;
             }
             self.applied.send_replace(log_id.index);
+            last = Some(log_id.index);
+        }
+        if let Some(index) = last {
+            self.link.sm_applied(index);
         }
         Ok(results)
     }
@@ -252,6 +445,8 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        // From here until the install is done, a purge beyond what is applied is left to the install.
+        self.link.sm_receiving();
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -261,42 +456,12 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let _write = self.apply_lock.write().await;
-        let data = snapshot.into_inner();
-        let payload: SnapshotPayload =
-            codec::decode(&data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        let tree = self.state.tree();
-        tree.clear().map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        let mut batch = sled::Batch::default();
-        for (k, v) in payload.pairs {
-            batch.insert(k, v);
+        let result = self.install(meta, snapshot).await;
+        if let Err(e) = &result {
+            self.link
+                .sm_failed(format!("installing snapshot {}: {e}", meta.snapshot_id));
         }
-        // The snapshot's own meta wins over whatever the copied tree said.
-        for (k, v) in meta_writes_opt(meta)? {
-            batch.insert(k, v);
-        }
-        tree.apply_batch(batch)
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        self.save_current_snapshot(&StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        })
-        .await?;
-        // openraft purges the log up to the snapshot in a separate step after this returns. A crash in
-        // between would leave a log that starts after a hole with no purge mark — which openraft cannot
-        // open again. So record the purge here, in the same database, before returning.
-        if let Some(last) = meta.last_log_id {
-            crate::log_store::purge_upto(&self.db, last)
-                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            self.db
-                .flush_async()
-                .await
-                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        }
-        self.adopt_agreed_format()?;
-        if let Some(id) = meta.last_log_id {
-            self.applied.send_replace(id.index);
-        }
-        Ok(())
+        result
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {

@@ -117,26 +117,30 @@ async fn cancel_from_the_server_stops_the_container() {
     busybox_image();
     let reporter = Arc::new(jobserv_worker::runner::MemoryReporter::new());
     let canceller = reporter.clone();
+    let cancelled_at = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let at = cancelled_at.clone();
     tokio::spawn(async move {
         // Like a node whose run was cancelled: once the script runs, every console reply says cancel.
-        for _ in 0..300 {
-            if canceller.console_text().contains("started") {
-                canceller.cancel.store(true, Ordering::SeqCst);
-                return;
-            }
+        while !canceller.console_text().contains("started") {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let _ = at.set(Instant::now());
+        canceller.cancel.store(true, Ordering::SeqCst);
     });
-    let started = Instant::now();
     let outcome = jobserv_worker::execute_run(&rd, &*reporter, &opts, &dir.path().join("ws"))
         .await
         .expect("run");
+    let cancelled = *cancelled_at
+        .get()
+        .expect("the script printed `started` and was cancelled");
     assert_eq!(outcome.status, RunStatus::Failed);
     assert_eq!(outcome.reason.as_deref(), Some("cancelled"));
+    // The script sleeps 120 s: ending well before that is the cancel's doing (measured from the cancel, so
+    // a slow container start does not count).
     assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "took {:?}",
-        started.elapsed()
+        cancelled.elapsed() < Duration::from_secs(30),
+        "the run ended {:?} after the cancel",
+        cancelled.elapsed()
     );
     assert!(reporter.console_text().contains("run cancelled"));
     assert_eq!(containers_of("cancel/1/unit").await, 0);
@@ -145,18 +149,53 @@ async fn cancel_from_the_server_stops_the_container() {
 #[tokio::test]
 async fn secrets_are_files_and_never_appear_in_the_log() {
     let dir = tmp();
+    // The script prints the first half of a secret, then waits (on /sync/go) until the runner has posted
+    // the bytes before it — so the secret really arrives in two reads, whatever the machine's speed. The
+    // masker holds back the last (longest secret - 1 = 26) bytes, so the marker is followed by more.
     let mut rd = rundef(
         "secrets",
         "[ \"$(cat /secrets/single)\" = s3cr3t-value ] && echo FILE-OK\n\
          cat /secrets/single; echo\n\
          cat /secrets/multi\n\
          grep two /secrets/multi\n\
-         printf 'split: s3cr3'; sleep 1; printf 't-value done\\n'\n",
+         printf 'SPLIT-MARKER ........................................\\nsplit: s3cr3'\n\
+         while [ ! -e /sync/go ]; do sleep 0.05; done\n\
+         printf 't-value done\\n'\n",
     );
     rd.secrets.insert("single".into(), "s3cr3t-value".into());
     rd.secrets
         .insert("multi".into(), "line-one-AAAA\nline-two-BBBB\n".into());
-    let (outcome, reporter) = run_with(&rd, &options(dir.path(), ExecutorKind::Docker)).await;
+    let sync = dir.path().join("sync");
+    std::fs::create_dir_all(&sync).expect("mkdir sync");
+    rd.shared_volumes
+        .insert(sync.display().to_string(), "/sync".into());
+    busybox_image();
+    let opts = options(dir.path(), ExecutorKind::Docker);
+    let reporter = Arc::new(jobserv_worker::runner::MemoryReporter::new());
+    let watcher = reporter.clone();
+    let go = sync.join("go");
+    let released = tokio::spawn(async move {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let seen = loop {
+            if watcher.console_text().contains("SPLIT-MARKER") {
+                break true;
+            }
+            if Instant::now() > deadline {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        std::fs::write(&go, b"").expect("write /sync/go");
+        seen
+    });
+    let outcome = jobserv_worker::execute_run(&rd, &*reporter, &opts, &dir.path().join("ws"))
+        .await
+        .expect("run");
+    assert!(
+        released.await.expect("watcher"),
+        "the marker before the split secret was never posted within 60 s:\n{}",
+        reporter.console_text()
+    );
     let log = reporter.console_text();
     assert_eq!(outcome.status, RunStatus::Passed, "{log}");
     assert!(log.contains("FILE-OK"), "{log}");
@@ -164,7 +203,8 @@ async fn secrets_are_files_and_never_appear_in_the_log() {
         assert!(!log.contains(leaked), "{leaked} leaked:\n{log}");
     }
     assert!(log.contains("split: *** done"), "{log}");
-    // The split value really spanned more than one console chunk.
+    // The split value really spanned more than one console chunk: the RUNNING one, the one with the marker
+    // (posted before the script went on), and the rest.
     assert!(reporter.snapshot().chunks.len() >= 3);
 }
 

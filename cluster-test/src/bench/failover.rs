@@ -41,7 +41,8 @@ pub async fn run(cluster: &mut LocalCluster, plan: &Plan) -> anyhow::Result<Vec<
     ])
 }
 
-/// Waits until the node at `url` knows a leader and has applied what the leader had applied.
+/// Waits until the node at `url` knows a leader and has applied what the leader had applied (the leader's
+/// and the node's own views, `stale=1`: a linearizable read would wait for the very catch-up measured).
 pub async fn wait_caught_up(cluster: &LocalCluster, url: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut target = None;
@@ -57,7 +58,7 @@ pub async fn wait_caught_up(cluster: &LocalCluster, url: &str) -> anyhow::Result
             if let Ok((200, b)) = call(
                 &cluster.client,
                 Method::GET,
-                &format!("{leader_url}/cluster/"),
+                &format!("{leader_url}/cluster/?stale=1"),
                 &cluster.token,
                 None,
             )
@@ -71,7 +72,7 @@ pub async fn wait_caught_up(cluster: &LocalCluster, url: &str) -> anyhow::Result
             call(
                 &cluster.client,
                 Method::GET,
-                &format!("{url}/cluster/"),
+                &format!("{url}/cluster/?stale=1"),
                 &cluster.token,
                 None,
             )
@@ -88,8 +89,9 @@ pub async fn wait_caught_up(cluster: &LocalCluster, url: &str) -> anyhow::Result
     }
 }
 
-/// The leader every live node agrees on, confirmed by the leader itself: a node that just restarted may
-/// still name an old leader, and killing a follower by mistake would time nothing.
+/// The leader every live node agrees on (each node's own view, `stale=1`), confirmed by the leader itself: a
+/// node that just restarted may still name an old leader, and killing a follower by mistake would time
+/// nothing.
 async fn agreed_leader(cluster: &LocalCluster) -> anyhow::Result<u64> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -98,7 +100,7 @@ async fn agreed_leader(cluster: &LocalCluster) -> anyhow::Result<u64> {
             if let Ok((200, b)) = call(
                 &cluster.client,
                 Method::GET,
-                &format!("{url}/cluster/"),
+                &format!("{url}/cluster/?stale=1"),
                 &cluster.token,
                 None,
             )

@@ -22,26 +22,27 @@ use std::time::{Duration, Instant};
 
 const PROJECT: &str = "bench-history";
 
-pub async fn run(
-    cluster: &mut LocalCluster,
-    plan: &Plan,
-    say: &dyn Fn(&str),
-) -> anyhow::Result<Vec<Figure>> {
-    let builds = plan.history_builds;
-    let runs = builds * plan.runs_per_build;
-    ensure_project(cluster, PROJECT).await?;
-    let def = definition("bench-nobody", plan.runs_per_build, "true");
+/// Creates `builds` builds of `project` (each `runs_per_build` runs queued for a host tag no worker has)
+/// with 32 concurrent clients spread over the nodes; returns the seconds it took.
+pub async fn create_builds(
+    cluster: &LocalCluster,
+    project: &str,
+    builds: usize,
+    runs_per_build: usize,
+) -> anyhow::Result<f64> {
+    let def = definition("bench-nobody", runs_per_build, "true");
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
     let urls = cluster.live_urls();
     let mut tasks = tokio::task::JoinSet::new();
     for lane in 0..32 {
-        let (client, token, next, def, url) = (
+        let (client, token, next, def, url, project) = (
             cluster.client.clone(),
             cluster.token.clone(),
             next.clone(),
             def.clone(),
             urls[lane % urls.len()].clone(),
+            project.to_string(),
         );
         tasks.spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < builds {
@@ -51,7 +52,7 @@ pub async fn run(
                     let (s, b) = call(
                         &client,
                         Method::POST,
-                        &format!("{url}/projects/{PROJECT}/builds/"),
+                        &format!("{url}/projects/{project}/builds/"),
                         &token,
                         Some(body.clone()),
                     )
@@ -72,20 +73,33 @@ pub async fn run(
     while let Some(r) = tasks.join_next().await {
         r??;
     }
-    let create_s = started.elapsed().as_secs_f64();
+    Ok(started.elapsed().as_secs_f64())
+}
+
+pub async fn run(
+    cluster: &mut LocalCluster,
+    plan: &Plan,
+    say: &dyn Fn(&str),
+) -> anyhow::Result<Vec<Figure>> {
+    let builds = plan.history_builds;
+    let runs = builds * plan.runs_per_build;
+    ensure_project(cluster, PROJECT).await?;
+    let create_s = create_builds(cluster, PROJECT, builds, plan.runs_per_build).await?;
+    let urls = cluster.live_urls();
     say(&format!(
         "  {builds} builds ({runs} runs) created in {create_s:.1} s ({:.0} builds/s)",
         builds as f64 / create_s
     ));
 
-    // Reads are local: wait until every node has applied the last build.
+    // Wait until every node has applied the last build (each node's own view, `stale=1`), so that the
+    // latency samples below do not include a node's catch-up.
     for url in &urls {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let (_, b) = call(
                 &cluster.client,
                 Method::GET,
-                &format!("{url}/projects/{PROJECT}/builds/?limit=1"),
+                &format!("{url}/projects/{PROJECT}/builds/?limit=1&stale=1"),
                 &cluster.token,
                 None,
             )
@@ -163,81 +177,16 @@ pub async fn run(
     }];
 
     // Snapshot install on a wiped follower.
-    let t = Instant::now();
-    for url in cluster.live_urls() {
-        let (s, b) = call(
-            &cluster.client,
-            Method::POST,
-            &format!("{url}/cluster/snapshot?purge=true"),
-            &cluster.token,
-            None,
-        )
-        .await?;
-        ensure!(s == 200, "snapshot on {url}: {s} {b}");
-    }
-    let snap_s = t.elapsed().as_secs_f64();
     let leader = cluster.wait_leader(Duration::from_secs(30)).await?;
-    let victim = (1..=3).find(|id| *id != leader).context("a follower")?;
-    let leader_url = cluster.node(leader)?.url().to_string();
-    let (_, st) = call(
-        &cluster.client,
-        Method::GET,
-        &format!("{leader_url}/cluster/"),
-        &cluster.token,
-        None,
-    )
-    .await?;
-    let target = st["data"]["last_applied"]
-        .as_u64()
-        .context("last_applied")?;
     let state_mb = dir_size_mb(&cluster.node(leader)?.config.data_dir);
-    let url = {
-        let node = cluster.node(victim)?;
-        node.kill();
-        std::fs::remove_dir_all(&node.config.data_dir)?;
-        node.spawn()?;
-        node.url().to_string()
-    };
-    let restarted = Instant::now();
-    let deadline = restarted + Duration::from_secs(600);
-    let mut respawns = 0;
-    loop {
-        // A node that gives up while no leader has reached it yet exits: restart it, as a supervisor would.
-        let node = cluster.node(victim)?;
-        if node
-            .child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
-        {
-            if respawns >= 3 {
-                let log = std::fs::read_to_string(node.log_path()).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(4).collect();
-                bail!("the wiped node {victim} keeps exiting during start-up (restarted {respawns} times); last log lines: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "));
-            }
-            respawns += 1;
-            node.child = None;
-            node.spawn()?;
-        }
-        if let Ok((200, b)) = call(
-            &cluster.client,
-            Method::GET,
-            &format!("{url}/cluster/"),
-            &cluster.token,
-            None,
-        )
-        .await
-        {
-            if b["data"]["snapshot"].as_u64().is_some()
-                && b["data"]["last_applied"].as_u64().unwrap_or(0) >= target
-            {
-                break;
-            }
-        }
-        ensure!(Instant::now() < deadline, "the wiped node did not catch up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let install = restarted.elapsed().as_secs_f64();
-    cluster.write_json()?;
+    let rejoin =
+        crate::rejoin::wipe_follower_and_rejoin(cluster, 0, Duration::from_secs(600)).await?;
+    let (victim, respawns, install, snap_s) = (
+        rejoin.victim,
+        rejoin.respawns,
+        rejoin.caught_up.as_secs_f64(),
+        rejoin.snapshot_s.as_secs_f64(),
+    );
     figures.push(Figure {
         key: "snapshot_install_s_100k_runs",
         value: install,

@@ -27,8 +27,9 @@ pub async fn run(
         .await?;
     let runs = fleet.take_runs(&worker, n, Duration::from_secs(30)).await?;
 
-    // Viewers first, each on the node after its writer's.
+    // Viewers first, each on the node after its writer's; the writers start once every viewer is connected.
     let mut viewers = tokio::task::JoinSet::new();
+    let (connected_tx, mut connected) = tokio::sync::mpsc::unbounded_channel::<()>();
     for (i, run) in runs.iter().take(plan.log_viewers).enumerate() {
         let urls = if run.run_urls.is_empty() {
             vec![run.run_url.clone()]
@@ -37,6 +38,7 @@ pub async fn run(
         };
         let url = format!("{}console.log?follow=1", urls[(i + 1) % urls.len()]);
         let (client, token) = (fleet.streaming.clone(), fleet.token.clone());
+        let connected_tx = connected_tx.clone();
         viewers.spawn(async move {
             let mut seen: Vec<(u64, Instant)> = Vec::new();
             let mut resp = client
@@ -45,6 +47,7 @@ pub async fn run(
                 .send()
                 .await?;
             ensure!(resp.status().is_success(), "{url}: {}", resp.status());
+            let _ = connected_tx.send(());
             let mut total = 0u64;
             while let Some(bytes) = tokio::time::timeout(Duration::from_secs(60), resp.chunk())
                 .await
@@ -56,7 +59,22 @@ pub async fn run(
             Ok::<_, anyhow::Error>((i, seen))
         });
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(connected_tx);
+    let expected = viewers.len();
+    for n in 0..expected {
+        if let Ok(Some(())) = tokio::time::timeout(Duration::from_secs(30), connected.recv()).await
+        {
+            continue;
+        }
+        // A viewer failed (its error says why) or hung: stop them all and report.
+        viewers.abort_all();
+        while let Some(r) = viewers.join_next().await {
+            if let Ok(Err(e)) = r {
+                return Err(e.context(format!("{n} of {expected} live viewers connected")));
+            }
+        }
+        anyhow::bail!("only {n} of {expected} live viewers connected within 30 s");
+    }
 
     let chunk: Vec<u8> = (0..plan.log_chunk)
         .map(|i| {

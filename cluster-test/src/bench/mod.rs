@@ -476,14 +476,15 @@ pub async fn run(dir: &Path, bin_dir: &Path, opts: &BenchOptions) -> anyhow::Res
     })
 }
 
-/// The highest Raft term any live node reports: a phase that raises it caused leader elections.
+/// The highest Raft term any live node reports (each its own view, `stale=1`): a phase that raises it
+/// caused leader elections.
 pub async fn term(cluster: &LocalCluster) -> u64 {
     let mut term = 0;
     for url in cluster.live_urls() {
         if let Ok((200, b)) = crate::harness::call(
             &cluster.client,
             Method::GET,
-            &format!("{url}/cluster/"),
+            &format!("{url}/cluster/?stale=1"),
             &cluster.token,
             None,
         )

@@ -63,6 +63,17 @@ async fn vote(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     check_secret(&req, &app)?;
+    if app
+        .cluster
+        .rejoining
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        // A node that lost its data may have acknowledged entries it no longer holds: granting a vote now
+        // could elect a leader without them. Not answering is always safe (the candidate counts no vote).
+        return Err(ApiError::Unavailable(
+            "rejoining after losing its data: not voting until caught up".into(),
+        ));
+    }
     let rpc = decode(&body)?;
     reply(&app.cluster.raft.vote(rpc).await)
 }
@@ -112,8 +123,9 @@ async fn read_index(req: HttpRequest, app: web::Data<App>) -> Result<HttpRespons
     reply(&app.cluster.reads.read_index_as_leader().await)
 }
 
-/// Whether this node belongs to an initialised cluster (asked before bootstrapping, so that a wiped
-/// node never initialises a second cluster beside the running one).
+/// Whether this node belongs to an initialised cluster, and whether that cluster has ever committed
+/// anything here (asked before bootstrapping, so that a wiped node never initialises a second cluster
+/// beside the running one, and knows it is rejoining one).
 async fn status(req: HttpRequest, app: web::Data<App>) -> Result<HttpResponse, ApiError> {
     check_secret(&req, &app)?;
     let initialized = app
@@ -122,5 +134,15 @@ async fn status(req: HttpRequest, app: web::Data<App>) -> Result<HttpResponse, A
         .is_initialized()
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    reply(&initialized)
+    let last_applied = app
+        .cluster
+        .raft
+        .metrics()
+        .borrow()
+        .last_applied
+        .map(|l| l.index);
+    reply(&crate::cluster::PeerStatus {
+        initialized,
+        last_applied,
+    })
 }

@@ -74,29 +74,45 @@ impl TestNode {
         self.wait_ready().await;
     }
 
-    /// Waits until the node answers an authenticated read (it has a leader and the admin token).
+    /// Waits until *this* node answers an admin-authenticated `GET /cluster/?stale=1` naming a leader: it
+    /// serves, the admin token is in its applied state, and it knows a leader. Its own view (`stale=1`), so
+    /// it answers at once; what the cluster acknowledged is for the test's (linearizable) reads to check.
     pub async fn wait_ready(&self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
-            if let Ok(r) = self
+            let last = match self
                 .client
-                .get(self.u("/projects/"))
+                .get(self.u("/cluster/?stale=1"))
                 .header("Authorization", format!("Token {}", self.token))
                 .send()
                 .await
             {
-                if r.status().is_success() {
-                    return;
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let body: serde_json::Value = r.json().await.unwrap_or_default();
+                    if status == 200 && body["data"]["leader"].as_u64().is_some() {
+                        return;
+                    }
+                    format!("HTTP {status} {body}")
                 }
-            }
+                Err(e) => e.to_string(),
+            };
             assert!(
                 std::time::Instant::now() < deadline,
-                "node at {} not ready; see {}",
+                "node at {} not ready within 60 s (last: {last}); see {}",
                 self.url,
                 self.config.data_dir.with_extension("log").display()
             );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+    }
+
+    /// This node's own Raft figures (`GET /cluster/?stale=1`, its local view): `leader`, `this_node`,
+    /// `term`, `last_applied`, `storage_format`, …
+    pub async fn own_view(&self) -> serde_json::Value {
+        let (s, body) = self.get("/cluster/?stale=1").await;
+        assert_eq!(s, 200, "GET /cluster/?stale=1 on {}: {body}", self.url);
+        body["data"].clone()
     }
 
     pub fn pid(&self) -> u32 {

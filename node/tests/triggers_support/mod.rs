@@ -83,6 +83,70 @@ pub async fn wait_for<T>(what: &str, secs: u64, mut probe: impl AsyncFnMut() -> 
     }
 }
 
+/// The leader, once agreed on: it names itself and a majority of `cluster_size` nodes (counting it) name it,
+/// each in its own view (`GET /cluster/?stale=1`, answered at once even without a quorum). `nodes` are the
+/// live ones. One node's word is not enough: a restarted node may name an old leader, a deposed one may not
+/// know yet; no majority can name a deposed leader (its successor needed a majority's votes).
+pub async fn agreed_leader(nodes: &[&TestNode], cluster_size: usize) -> u64 {
+    let majority = cluster_size / 2 + 1;
+    wait_for("a leader agreed on by a majority", 30, async || {
+        let mut views = Vec::new();
+        for n in nodes {
+            let (s, body) = n.get("/cluster/?stale=1").await;
+            if s == 200 {
+                views.push((n.config.id, body["data"]["leader"].as_u64()));
+            }
+        }
+        views.iter().find_map(|&(me, leader)| {
+            let leader = leader.filter(|l| *l == me)?;
+            let named = views.iter().filter(|v| v.1 == Some(leader)).count();
+            (named >= majority).then_some(leader)
+        })
+    })
+    .await
+}
+
+/// This node's applied Raft index after a linearizable read (`GET /cluster/`): it covers every entry
+/// committed before the call.
+pub async fn applied_index(node: &TestNode) -> u64 {
+    let (s, body) = node.get("/cluster/").await;
+    assert_eq!(s, 200, "GET /cluster/: {body}");
+    body["data"]["last_applied"].as_u64().expect("last_applied")
+}
+
+/// Waits until the node has applied the storage-format raise (format 1 to the newest every member reads)
+/// that the leader proposes a few seconds after start, once gossip shows every member (one Raft entry).
+/// After it, a node with no worker, no build and no poller writes nothing on its own.
+pub async fn wait_format_raised(node: &TestNode) {
+    wait_for("the storage format to be raised", 30, async || {
+        let v = node.own_view().await;
+        (v["storage_format"] == v["storage_format_readable"]).then_some(())
+    })
+    .await
+}
+
+/// Creates a `git_poller` trigger through `node` and waits for its first look, which records the refs and
+/// builds nothing. The first look has no trace outside the node but its one Raft entry (`PollerSeen`)
+/// right after the trigger's: `node`'s applied index reaching the index before the trigger + 2 is it.
+/// Sound only while nothing else writes: no worker, no build, the format already raised
+/// ([`wait_format_raised`]).
+pub async fn create_poller_and_wait_first_look(node: &TestNode, project: &str, trigger: Value) {
+    let before = applied_index(node).await;
+    let (s, body) = node
+        .post(&format!("/projects/{project}/triggers/"), trigger)
+        .await;
+    assert_eq!(s, 201, "{body}");
+    wait_for(
+        "the git poller's first look (its PollerSeen entry after the trigger's)",
+        30,
+        async || {
+            let applied = node.own_view().await["last_applied"].as_u64().unwrap_or(0);
+            (applied >= before + 2).then_some(())
+        },
+    )
+    .await
+}
+
 pub async fn build(node: &TestNode, project: &str, n: u64) -> Value {
     let (_, body) = node.get(&format!("/projects/{project}/builds/{n}/")).await;
     body["data"]["build"].clone()
