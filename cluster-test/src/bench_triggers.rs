@@ -2,7 +2,7 @@
 //! process, (a) through the git poller at its poll interval (default: the node's default, 30 s) against a
 //! real repository on a local path, and (b) through a signed GitHub `pull_request` webhook (the node
 //! reads the definition from the repository at the pushed commit). Prints p50 and max of each.
-use crate::harness::{call, cluster_configs, random_token, NodeProcess};
+use crate::harness::{call, cluster_configs, own_view, random_token, NodeProcess};
 use crate::stats::{ms, percentile};
 use anyhow::{bail, ensure, Context};
 use reqwest::Method;
@@ -70,24 +70,6 @@ fn definition(url: &str) -> String {
 /// GitHub's `X-Hub-Signature-256` is the same HMAC-SHA256 `sha256=<hex>` the node signs its webhooks with.
 fn sign(key: &str, body: &[u8]) -> String {
     jobserv_node::notify::webhook::sign(key, body)
-}
-
-/// The node's own Raft figures (`GET /cluster/?stale=1`: its local view, answered at once).
-async fn own_view(
-    client: &reqwest::Client,
-    url: &str,
-    token: &str,
-) -> anyhow::Result<serde_json::Value> {
-    let (s, b) = call(
-        client,
-        Method::GET,
-        &format!("{url}/cluster/?stale=1"),
-        token,
-        None,
-    )
-    .await?;
-    ensure!(s == 200, "/cluster/: {s} {b}");
-    Ok(b["data"].clone())
 }
 
 /// Waits until `cond` holds on the node's own view, or fails saying `what` after `timeout`.

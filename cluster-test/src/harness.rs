@@ -37,6 +37,25 @@ pub fn registered_children() -> Vec<u32> {
     registry().clone()
 }
 
+/// A node's own Raft figures (`GET /cluster/?stale=1`: its local view, answered at once even without a
+/// quorum — what monitoring of *one* node needs; a linearizable read would wait for the cluster).
+pub async fn own_view(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let (s, b) = call(
+        client,
+        reqwest::Method::GET,
+        &format!("{url}/cluster/?stale=1"),
+        token,
+        None,
+    )
+    .await?;
+    anyhow::ensure!(s == 200, "{url}/cluster/?stale=1: {s} {b}");
+    Ok(b["data"].clone())
+}
+
 /// Starts `cmd` as an [`OwnedChild`]: registered, and killed by the kernel if this process dies.
 ///
 /// `PR_SET_PDEATHSIG` fires when the *thread* that forked exits: spawn from the main task (or a runtime

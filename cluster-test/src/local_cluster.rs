@@ -222,19 +222,13 @@ impl LocalCluster {
             // (node asked, the leader it names, its term)
             let mut views: Vec<(u64, Option<u64>, Option<u64>)> = Vec::new();
             for node in self.nodes.iter().filter(|n| n.child.is_some()) {
-                if let Ok((200, b)) = call(
-                    &self.client,
-                    Method::GET,
-                    &format!("{}/cluster/?stale=1", node.url()),
-                    &self.token,
-                    None,
-                )
-                .await
+                if let Ok(view) =
+                    crate::harness::own_view(&self.client, node.url(), &self.token).await
                 {
                     views.push((
                         node.config.id,
-                        b["data"]["leader"].as_u64(),
-                        b["data"]["term"].as_u64(),
+                        view["leader"].as_u64(),
+                        view["term"].as_u64(),
                     ));
                 }
             }

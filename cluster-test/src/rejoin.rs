@@ -9,7 +9,7 @@
 //!
 //! `cluster-test rejoin-loop --builds 10000 --cycles 30` runs the cycle on a state of 10,000 builds /
 //! 100,000 runs (issue 9's must-show); CI runs it at a smaller scale (`tests/rejoin_loop.rs`).
-use crate::harness::call;
+use crate::harness::{call, own_view};
 use crate::local_cluster::{ClusterOptions, LocalCluster};
 use anyhow::{bail, ensure, Context};
 use reqwest::Method;
@@ -72,16 +72,8 @@ pub async fn wipe_follower_and_rejoin(
         .get(nth % followers.len().max(1))
         .context("a follower")?;
     let leader_url = cluster.node(leader)?.url().to_string();
-    let (s, st) = call(
-        &cluster.client,
-        Method::GET,
-        &format!("{leader_url}/cluster/?stale=1"),
-        &cluster.token,
-        None,
-    )
-    .await?;
-    ensure!(s == 200, "leader view: {s} {st}");
-    let target_index = st["data"]["last_applied"]
+    let st = own_view(&cluster.client, &leader_url, &cluster.token).await?;
+    let target_index = st["last_applied"]
         .as_u64()
         .context("leader's last_applied")?;
 
@@ -113,17 +105,9 @@ pub async fn wipe_follower_and_rejoin(
             node.spawn()?;
         }
         // Its own view: a linearizable read would wait for the very catch-up being timed.
-        if let Ok((200, b)) = call(
-            &cluster.client,
-            Method::GET,
-            &format!("{url}/cluster/?stale=1"),
-            &cluster.token,
-            None,
-        )
-        .await
-        {
-            if let Some(snapshot) = b["data"]["snapshot"].as_u64() {
-                if b["data"]["last_applied"].as_u64().unwrap_or(0) >= target_index {
+        if let Ok(view) = own_view(&cluster.client, &url, &cluster.token).await {
+            if let Some(snapshot) = view["snapshot"].as_u64() {
+                if view["last_applied"].as_u64().unwrap_or(0) >= target_index {
                     break snapshot;
                 }
             }

@@ -4,39 +4,13 @@
 //! still answers at once from the node's own state.
 mod common;
 use common::*;
-use jobserv_node::config::Peer;
 use serde_json::json;
 use std::time::{Duration, Instant};
-
-async fn three_nodes(dir: &std::path::Path) -> [TestNode; 3] {
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let peers: Vec<Peer> = (0..3)
-        .map(|i| Peer {
-            id: i as u64 + 1,
-            url: format!("https://127.0.0.1:{}", ports[i]),
-        })
-        .collect();
-    let configs: Vec<_> = (0..3)
-        .map(|i| {
-            let mut c = node_config(dir, ports[i]);
-            c.id = i as u64 + 1;
-            c.data_dir = dir.join(format!("node-{}", i + 1));
-            c.peers = peers.clone();
-            c
-        })
-        .collect();
-    let (a, b, c) = tokio::join!(
-        TestNode::start_with(configs[0].clone()),
-        TestNode::start_with(configs[1].clone()),
-        TestNode::start_with(configs[2].clone())
-    );
-    [a, b, c]
-}
 
 #[tokio::test]
 async fn a_build_created_through_one_node_is_read_at_once_through_the_others() {
     let dir = tempdir();
-    let nodes = three_nodes(dir.path()).await;
+    let nodes = three_nodes(dir.path(), |_| {}).await;
     let (s, body) = nodes[0].post("/projects/", json!({"name": "lin"})).await;
     assert_eq!(s, 201, "{body}");
     const ROUNDS: usize = 300;
@@ -85,7 +59,7 @@ async fn a_build_created_through_one_node_is_read_at_once_through_the_others() {
 #[tokio::test]
 async fn without_a_quorum_reads_answer_503_in_bounded_time_unless_stale_is_asked() {
     let dir = tempdir();
-    let mut nodes = three_nodes(dir.path()).await;
+    let mut nodes = three_nodes(dir.path(), |_| {}).await;
     let (s, body) = nodes[0].post("/projects/", json!({"name": "q"})).await;
     assert_eq!(s, 201, "{body}");
     // Every node has the project (a linearizable read on each proves it applied it).

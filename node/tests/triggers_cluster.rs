@@ -5,7 +5,6 @@
 mod common;
 mod triggers_support;
 use common::*;
-use jobserv_node::config::Peer;
 use serde_json::json;
 use triggers_support::*;
 
@@ -50,29 +49,7 @@ async fn the_poller_moves_with_the_leader_without_missing_or_repeating_a_push() 
         &[("project.yml", &definition(&repo.url()))],
         "first",
     );
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let peers: Vec<Peer> = (0..3)
-        .map(|i| Peer {
-            id: i as u64 + 1,
-            url: format!("https://127.0.0.1:{}", ports[i]),
-        })
-        .collect();
-    let configs: Vec<_> = (0..3)
-        .map(|i| {
-            let mut c = node_config(dir.path(), ports[i]);
-            c.id = i as u64 + 1;
-            c.data_dir = dir.path().join(format!("node-{}", i + 1));
-            c.peers = peers.clone();
-            c.triggers.poll_interval_secs = 1;
-            c
-        })
-        .collect();
-    let (a, b, c) = tokio::join!(
-        TestNode::start_with(configs[0].clone()),
-        TestNode::start_with(configs[1].clone()),
-        TestNode::start_with(configs[2].clone())
-    );
-    let mut nodes = [a, b, c];
+    let mut nodes = three_nodes(dir.path(), |c| c.triggers.poll_interval_secs = 1).await;
     let first = &nodes[0];
     wait_format_raised(first).await;
     assert_eq!(

@@ -3,11 +3,10 @@
 //! caught up, and repeat `failover_kills` times. Election timeouts are 750–1500 ms.
 use super::{Figure, Plan};
 use crate::chaos::time_to_write;
-use crate::harness::call;
+use crate::harness::own_view;
 use crate::local_cluster::LocalCluster;
 use crate::stats::{ms, percentile};
 use anyhow::ensure;
-use reqwest::Method;
 use std::time::{Duration, Instant};
 
 pub async fn run(cluster: &mut LocalCluster, plan: &Plan) -> anyhow::Result<Vec<Figure>> {
@@ -55,31 +54,13 @@ pub async fn wait_caught_up(cluster: &LocalCluster, url: &str) -> anyhow::Result
                 .find(|n| n.config.id == leader)
                 .map(|n| n.url().to_string())
                 .unwrap_or_default();
-            if let Ok((200, b)) = call(
-                &cluster.client,
-                Method::GET,
-                &format!("{leader_url}/cluster/?stale=1"),
-                &cluster.token,
-                None,
-            )
-            .await
-            {
-                target = b["data"]["last_applied"].as_u64();
+            if let Ok(view) = own_view(&cluster.client, &leader_url, &cluster.token).await {
+                target = view["last_applied"].as_u64();
             }
         }
-        if let (Some(t), Ok((200, b))) = (
-            target,
-            call(
-                &cluster.client,
-                Method::GET,
-                &format!("{url}/cluster/?stale=1"),
-                &cluster.token,
-                None,
-            )
-            .await,
-        ) {
-            if b["data"]["leader"].as_u64().is_some()
-                && b["data"]["last_applied"].as_u64().unwrap_or(0) >= t
+        if let (Some(t), Ok(view)) = (target, own_view(&cluster.client, url, &cluster.token).await)
+        {
+            if view["leader"].as_u64().is_some() && view["last_applied"].as_u64().unwrap_or(0) >= t
             {
                 return Ok(());
             }
@@ -97,19 +78,8 @@ async fn agreed_leader(cluster: &LocalCluster) -> anyhow::Result<u64> {
     loop {
         let mut views = Vec::new();
         for url in cluster.live_urls() {
-            if let Ok((200, b)) = call(
-                &cluster.client,
-                Method::GET,
-                &format!("{url}/cluster/?stale=1"),
-                &cluster.token,
-                None,
-            )
-            .await
-            {
-                views.push((
-                    b["data"]["this_node"].as_u64(),
-                    b["data"]["leader"].as_u64(),
-                ));
+            if let Ok(view) = own_view(&cluster.client, &url, &cluster.token).await {
+                views.push((view["this_node"].as_u64(), view["leader"].as_u64()));
             }
         }
         if let Some((_, Some(leader))) = views.first().copied() {

@@ -481,16 +481,8 @@ pub async fn run(dir: &Path, bin_dir: &Path, opts: &BenchOptions) -> anyhow::Res
 pub async fn term(cluster: &LocalCluster) -> u64 {
     let mut term = 0;
     for url in cluster.live_urls() {
-        if let Ok((200, b)) = crate::harness::call(
-            &cluster.client,
-            Method::GET,
-            &format!("{url}/cluster/?stale=1"),
-            &cluster.token,
-            None,
-        )
-        .await
-        {
-            term = term.max(b["data"]["term"].as_u64().unwrap_or(0));
+        if let Ok(view) = crate::harness::own_view(&cluster.client, &url, &cluster.token).await {
+            term = term.max(view["term"].as_u64().unwrap_or(0));
         }
     }
     term

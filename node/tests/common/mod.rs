@@ -274,3 +274,31 @@ pub async fn register_and_enlist_worker(node: &TestNode, name: &str, concurrent_
         .await;
     assert_eq!(s, 200, "{body}");
 }
+
+/// Three real node processes forming one cluster (`peers` 1..=3 on free ports), each config adjusted by
+/// `tweak` before start; returns once every node is ready.
+pub async fn three_nodes(dir: &Path, tweak: impl Fn(&mut NodeConfig)) -> [TestNode; 3] {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let peers: Vec<jobserv_node::config::Peer> = (0..3)
+        .map(|i| jobserv_node::config::Peer {
+            id: i as u64 + 1,
+            url: format!("https://127.0.0.1:{}", ports[i]),
+        })
+        .collect();
+    let configs: Vec<_> = (0..3)
+        .map(|i| {
+            let mut c = node_config(dir, ports[i]);
+            c.id = i as u64 + 1;
+            c.data_dir = dir.join(format!("node-{}", i + 1));
+            c.peers = peers.clone();
+            tweak(&mut c);
+            c
+        })
+        .collect();
+    let (a, b, c) = tokio::join!(
+        TestNode::start_with(configs[0].clone()),
+        TestNode::start_with(configs[1].clone()),
+        TestNode::start_with(configs[2].clone())
+    );
+    [a, b, c]
+}
