@@ -88,15 +88,9 @@ fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Optio
     }
 }
 
-/// Whether `pid` is a live process (not gone, not a zombie).
+/// Whether `pid` is a live process (not gone, not a zombie): the harness's own check.
 fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
+    cluster_test::local_cluster::alive(u64::from(pid))
 }
 
 /// Live processes (pid, command line) whose command line mentions `dir`: every node and worker of a cluster
@@ -193,16 +187,14 @@ fn up_stops_every_node_on_sigint() {
     wait_none_under(&dir, "after SIGINT to `up`");
 }
 
-/// A command other than `up`: SIGTERM stops what it started and exits 143.
-#[test]
-fn a_running_command_stops_its_processes_on_sigterm() {
-    let _serial = serial();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().join("work");
+/// Starts an endless `cluster-test crash-loop` working under `tmp/work` and waits until its node process
+/// runs; returns the command and its work dir.
+fn crash_loop_with_a_node(tmp: &Path) -> (Run, PathBuf) {
+    let dir = tmp.join("work");
     let dir_arg = dir.to_string_lossy().to_string();
     let mut run = Run::start(
         &bin_dir(),
-        tmp.path().join("cluster-test.log"),
+        tmp.join("cluster-test.log"),
         &["crash-loop", "--iterations", "1000000", "--dir", &dir_arg],
     );
     wait_until(
@@ -215,6 +207,15 @@ fn a_running_command_stops_its_processes_on_sigterm() {
                 .find(|(_, cmd)| cmd.contains("jobserv-node"))
         },
     );
+    (run, dir)
+}
+
+/// A command other than `up`: SIGTERM stops what it started and exits 143.
+#[test]
+fn a_running_command_stops_its_processes_on_sigterm() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (mut run, dir) = crash_loop_with_a_node(tmp.path());
     run.signal(libc::SIGTERM);
     let status = run.wait_exit(Duration::from_secs(60));
     assert_eq!(status.code(), Some(143), "128 + SIGTERM");
@@ -226,23 +227,7 @@ fn a_running_command_stops_its_processes_on_sigterm() {
 fn children_die_with_a_sigkilled_cluster_test() {
     let _serial = serial();
     let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().join("work");
-    let dir_arg = dir.to_string_lossy().to_string();
-    let mut run = Run::start(
-        &bin_dir(),
-        tmp.path().join("cluster-test.log"),
-        &["crash-loop", "--iterations", "1000000", "--dir", &dir_arg],
-    );
-    wait_until(
-        "the crash loop's node process",
-        Duration::from_secs(60),
-        || {
-            run.assert_running("its node");
-            processes_under(&dir)
-                .into_iter()
-                .find(|(_, cmd)| cmd.contains("jobserv-node"))
-        },
-    );
+    let (mut run, dir) = crash_loop_with_a_node(tmp.path());
     run.signal(libc::SIGKILL);
     let status = run.wait_exit(Duration::from_secs(30));
     assert_eq!(

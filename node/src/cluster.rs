@@ -121,17 +121,7 @@ impl Cluster {
     /// is committed; only this node's view lags).
     async fn applied_here(&self, result: CommandResult, index: u64) -> CommandResult {
         let mut rx = self.state_machine.subscribe_applied();
-        let caught_up = async {
-            loop {
-                if *rx.borrow_and_update() >= index {
-                    return;
-                }
-                if rx.changed().await.is_err() {
-                    return;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(5), caught_up).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|&a| a >= index)).await;
         result
     }
 
@@ -295,12 +285,7 @@ impl Cluster {
 
     /// The advertised URL of a member.
     pub fn member_url(&self, id: NodeId) -> Option<String> {
-        let metrics = self.raft.metrics().borrow().clone();
-        metrics
-            .membership_config
-            .membership()
-            .get_node(&id)
-            .map(|n| n.addr.clone())
+        member_url(&self.raft, id)
     }
 
     /// Every member's advertised URL (voters and learners), this node first.
@@ -322,21 +307,29 @@ impl Cluster {
     /// Waits until this node has applied something newer than `seen`, or `timeout` passes.
     pub async fn wait_applied(&self, seen: u64, timeout: Duration) -> u64 {
         let mut rx = self.state_machine.subscribe_applied();
-        let wait = async {
-            loop {
-                let current = *rx.borrow_and_update();
-                if current > seen {
-                    return current;
-                }
-                if rx.changed().await.is_err() {
-                    return current;
-                }
-            }
-        };
-        tokio::time::timeout(timeout, wait).await.unwrap_or(seen)
+        let newer = tokio::time::timeout(timeout, async {
+            rx.wait_for(|&a| a > seen).await.map(|applied| *applied)
+        })
+        .await;
+        match newer {
+            Ok(Ok(applied)) => applied,
+            // The state machine is gone (shutting down): what it had applied last.
+            Ok(Err(_)) => *rx.borrow(),
+            Err(_) => seen,
+        }
     }
 
     pub fn applied_index(&self) -> u64 {
         *self.state_machine.subscribe_applied().borrow()
     }
+}
+
+/// The advertised URL of member `id` in `raft`'s current membership.
+pub fn member_url(raft: &Raft, id: NodeId) -> Option<String> {
+    raft.metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .get_node(&id)
+        .map(|n| n.addr.clone())
 }

@@ -222,16 +222,7 @@ impl Reads {
 
     async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), ApiError> {
         let mut rx = self.applied.clone();
-        let caught_up = async {
-            loop {
-                if *rx.borrow_and_update() >= index {
-                    return true;
-                }
-                if rx.changed().await.is_err() {
-                    return false;
-                }
-            }
-        };
+        let caught_up = async { rx.wait_for(|&a| a >= index).await.is_ok() };
         match tokio::time::timeout_at(deadline.into(), caught_up).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(ApiError::Unavailable("this node is shutting down".into())),
@@ -268,20 +259,19 @@ async fn leader_read_index(raft: &Raft) -> ReadIndexReply {
 
 /// One round trip to the leader this node knows of.
 async fn ask_leader(raft: &Raft, client: &reqwest::Client, secret: &str) -> ReadIndexReply {
-    let metrics = raft.metrics().borrow().clone();
-    let Some(leader) = metrics.current_leader else {
+    let (leader, me) = {
+        let m = raft.metrics();
+        let m = m.borrow();
+        (m.current_leader, m.id)
+    };
+    let Some(leader) = leader else {
         return ReadIndexReply::NotLeader { leader: None };
     };
-    if leader == metrics.id {
+    if leader == me {
         // Became the leader since the read chose this path: confirm leadership here.
         return leader_read_index(raft).await;
     }
-    let Some(url) = metrics
-        .membership_config
-        .membership()
-        .get_node(&leader)
-        .map(|n| n.addr.clone())
-    else {
+    let Some(url) = crate::cluster::member_url(raft, leader) else {
         return ReadIndexReply::Unavailable(format!("leader {leader} has no known address"));
     };
     let reply = client
