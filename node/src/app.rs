@@ -14,6 +14,8 @@ pub struct App {
     pub projects: ProjectActors,
     pub config: NodeConfig,
     pub log_stats: Arc<jobserv_raft::log_store::FlushStats>,
+    /// Artifact bytes (`blobs/`).
+    pub blobs: Arc<crate::blobs::BlobStore>,
 }
 
 impl App {

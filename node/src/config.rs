@@ -33,9 +33,12 @@ pub struct NodeConfig {
     /// Re-queue (instead of fail) the runs of a lost worker.
     #[serde(default)]
     pub requeue_lost_runs: bool,
-    /// Largest artifact kept in the replicated state.
+    /// Largest artifact accepted (its bytes go to the blob store, not the Raft log).
     #[serde(default = "default_max_artifact")]
     pub max_artifact_bytes: usize,
+    /// Where artifact bytes live (`[artifacts]`: the nodes' disks or an object store), collection, repair.
+    #[serde(default)]
+    pub artifacts: crate::blobs::ArtifactsConfig,
     /// The worker binary served by `GET /worker` for self-update (default: `jobserv-worker` beside this binary).
     #[serde(default)]
     pub worker_binary: Option<PathBuf>,
@@ -72,7 +75,7 @@ fn default_worker_timeout() -> u64 {
 }
 
 fn default_max_artifact() -> usize {
-    16 * 1024 * 1024
+    64 * 1024 * 1024 * 1024
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +120,7 @@ impl NodeConfig {
             worker_timeout_secs: default_worker_timeout(),
             requeue_lost_runs: false,
             max_artifact_bytes: default_max_artifact(),
+            artifacts: Default::default(),
             worker_binary: None,
             worker_version: None,
             outbound_ip: None,

@@ -4,6 +4,7 @@ pub mod actors;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod blobs;
 pub mod cli;
 pub mod cluster;
 pub mod config;

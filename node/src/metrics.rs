@@ -17,6 +17,9 @@ pub struct Metrics {
     pub read_seconds: HistogramVec,
     /// Reads answered 503 because no read index could be obtained or applied in time.
     pub read_failures: IntCounter,
+    /// Artifact and blob figures (`blobs/`): bytes uploaded and downloaded through this node, blobs this
+    /// node should hold but lacks, blobs with fewer holders than voters, repairs and collections.
+    pub blobs: BlobMetrics,
     queue_depth: IntGaugeVec,
     queue_oldest_seconds: IntGaugeVec,
     runs: IntGaugeVec,
@@ -95,7 +98,9 @@ impl Metrics {
         registry.register(Box::new(queue_oldest_seconds.clone()))?;
         registry.register(Box::new(runs.clone()))?;
         registry.register(Box::new(raft.clone()))?;
+        let blobs = BlobMetrics::new(&registry)?;
         Ok(Metrics {
+            blobs,
             registry,
             http_requests,
             commit_seconds,
@@ -158,5 +163,65 @@ impl Metrics {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+pub struct BlobMetrics {
+    pub upload_bytes: IntCounter,
+    pub download_bytes: IntCounter,
+    pub missing: prometheus::IntGauge,
+    pub under_replicated: prometheus::IntGauge,
+    pub repaired: IntCounter,
+    pub repaired_bytes: IntCounter,
+    pub repair_failures: IntCounter,
+    pub collected: IntCounter,
+}
+
+impl BlobMetrics {
+    fn new(registry: &Registry) -> Result<BlobMetrics, prometheus::Error> {
+        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let gauge = |name: &str, help: &str| -> Result<prometheus::IntGauge, prometheus::Error> {
+            let g = prometheus::IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        Ok(BlobMetrics {
+            upload_bytes: counter(
+                "jobserv_artifact_upload_bytes_total",
+                "Artifact bytes received from workers by this node",
+            )?,
+            download_bytes: counter(
+                "jobserv_artifact_download_bytes_total",
+                "Artifact bytes sent to clients by this node",
+            )?,
+            missing: gauge(
+                "jobserv_blobs_missing",
+                "Blobs this node should hold but does not (yet): repair's backlog, at its last pass",
+            )?,
+            under_replicated: gauge(
+                "jobserv_blobs_under_replicated",
+                "Blobs held by fewer nodes than there are voters, at this node's last repair pass",
+            )?,
+            repaired: counter(
+                "jobserv_blobs_repaired_total",
+                "Blobs this node copied from a peer to restore their replication",
+            )?,
+            repaired_bytes: counter(
+                "jobserv_blobs_repaired_bytes_total",
+                "Bytes of the blobs this node copied from peers",
+            )?,
+            repair_failures: counter(
+                "jobserv_blob_repair_failures_total",
+                "Repairs that found no peer able to provide a blob",
+            )?,
+            collected: counter(
+                "jobserv_blobs_collected_total",
+                "Blobs (and partial uploads) deleted by this node's collector: no artifact refers to them",
+            )?,
+        })
     }
 }

@@ -42,6 +42,8 @@ pub enum StartError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("artifacts blob store: {0}")]
+    Blobs(String),
     #[error("{0}")]
     Other(String),
 }
@@ -177,7 +179,18 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     .start();
     let project_arbiter = actix::Arbiter::new();
     let projects = ProjectActors::new(project_arbiter.handle(), cluster.clone());
+    let blob_client = crate::tls::client_from(
+        &config.ca_cert,
+        Duration::from_secs(24 * 3600),
+        config.outbound_ip,
+    )?;
+    let blobs = Arc::new(
+        crate::blobs::BlobStore::open(&config.data_dir, &config.artifacts, blob_client)
+            .map_err(|e| StartError::Blobs(e.to_string()))?,
+    );
+    crate::blobs::keeper::spawn(cluster.clone(), blobs.clone());
     let app = web::Data::new(App {
+        blobs,
         cluster: cluster.clone(),
         presence,
         checkin,

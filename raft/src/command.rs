@@ -4,7 +4,7 @@
 //!
 //! Domain refusals (unknown project, stale fencing token, log offset gap…) are not Raft errors: the entry
 //! is committed and applied everywhere as a no-op, and the `CommandResult::Rejected` goes back to the caller.
-use crate::model::{Role, RunRef, Trigger, WorkerFacts};
+use crate::model::{ArtifactMeta, Role, RunRef, Trigger, WorkerFacts};
 use jobserv_protocol::api::TestReport;
 use jobserv_protocol::{RunDef, RunStatus};
 use serde::{Deserialize, Serialize};
@@ -124,6 +124,28 @@ pub enum Command {
     SetFormatVersion {
         version: u8,
     },
+    /// Records an artifact whose bytes are already in the blob store (held by `holders`, a majority of the
+    /// voters, or by the object store when empty): one reference to the blob more. Idempotent: the same
+    /// path with the same hash again is a no-op, so a retried upload never duplicates anything.
+    PutArtifactBlob {
+        run: RunRef,
+        fence: u64,
+        artifact: ArtifactMeta,
+        holders: Vec<u64>,
+    },
+    /// `node` verified that it holds the blobs `held` and lost (no longer holds) the blobs `lost`: the
+    /// repair task's report, which keeps `BlobRecord::holders` true after a disk was wiped.
+    BlobHolders {
+        node: u64,
+        held: Vec<String>,
+        lost: Vec<String>,
+    },
+    /// Deletes completed, unpromoted builds of a project (retention) with their runs, logs, tests and
+    /// artifacts; blobs left without a reference are removed. Builds still running or promoted are kept.
+    DeleteBuilds {
+        project: String,
+        numbers: Vec<u64>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -171,6 +193,8 @@ pub enum CommandResult {
         cancel: bool,
     },
     Rejected(StateError),
+    /// The builds `DeleteBuilds` removed (the others were running, promoted or already gone).
+    BuildsDeleted(Vec<u64>),
 }
 
 /// Why the state machine refused a command. The node maps each to an HTTP status.

@@ -170,3 +170,35 @@ pub struct ApiToken {
     pub name: String,
     pub role: Role,
 }
+
+/// An artifact of a run. Its bytes live in the blob store under `sha256` (on the nodes' disks or in an
+/// object store), never in the Raft log: the log commits only this record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactMeta {
+    pub path: String,
+    pub size: u64,
+    /// Lower-case hex sha256 of the bytes: the blob's address and the download's `ETag`.
+    pub sha256: String,
+    pub content_type: String,
+    pub created: u64,
+}
+
+/// A blob of the content-addressed store: its size, the nodes that hold a verified copy (empty with an
+/// object-store backend, which holds it for everyone) and how many artifacts refer to it. A blob whose last
+/// reference goes is removed from the state; every node then deletes its copy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlobRecord {
+    pub sha256: String,
+    pub size: u64,
+    pub holders: Vec<u64>,
+    pub refs: u64,
+    pub created: u64,
+}
+
+/// How long a project keeps its builds: the last `builds` builds and/or those younger than `days` days. A
+/// build is deleted only when every set limit allows it; running and promoted builds are always kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    pub builds: Option<u64>,
+    pub days: Option<u64>,
+}

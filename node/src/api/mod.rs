@@ -4,6 +4,7 @@
 //! (this node applied the leader's read index), unless the caller asked for `?stale=1`.
 use actix_web::web;
 
+mod artifacts;
 mod builds;
 mod projects;
 mod raft_rpc;

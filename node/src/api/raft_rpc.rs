@@ -18,11 +18,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/propose", web::post().to(propose))
             .route("/membership", web::post().to(membership))
             .route("/read-index", web::post().to(read_index))
-            .route("/status", web::get().to(status)),
+            .route("/status", web::get().to(status))
+            .route("/blobs/", web::put().to(super::artifacts::receive_blob))
+            .route("/blobs/{sha}", web::get().to(super::artifacts::send_blob)),
     );
 }
 
-fn check_secret(req: &HttpRequest, app: &App) -> Result<(), ApiError> {
+pub fn check_secret(req: &HttpRequest, app: &App) -> Result<(), ApiError> {
     let given = req
         .headers()
         .get(CLUSTER_SECRET_HEADER)

@@ -1,10 +1,10 @@
 //! Runs: status, console log (append with offsets, read, live tail), run definition, simulator script,
-//! rerun/cancel, tests, and artifacts (signed upload URLs, kept in the replicated state).
+//! rerun/cancel, tests, and signed artifact upload URLs (artifacts themselves: `artifacts.rs`).
 use super::builds::resolve;
 use super::parse_json;
 use crate::app::App;
 use crate::auth::{
-    artifact_signature, constant_time_eq, require_admin, require_user, run_key, verify_run_key,
+    artifact_signature, require_admin, require_user, run_key, verify_run_key,
 };
 use crate::error::{success, ApiError, ApiResult};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -45,16 +45,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(
             web::resource(format!("{RUN}/artifacts/{{path:.*}}"))
-                .app_data(web::PayloadConfig::new(super::MAX_CHUNK_BODY))
-                .route(web::put().to(put_artifact)),
+                .route(web::put().to(super::artifacts::put_artifact)),
         )
         .route(&format!("{RUN}/tests/"), web::get().to(list_tests))
         .route(&format!("{RUN}/tests/"), web::post().to(report_tests))
         .route(&format!("{RUN}/tests/{{t}}/"), web::get().to(get_test))
-        .route(&format!("{RUN}/{{path:.*}}"), web::get().to(get_artifact));
+        .service(
+            web::resource(format!("{RUN}/{{path:.*}}"))
+                .route(web::get().to(super::artifacts::get_artifact))
+                .route(web::head().to(super::artifacts::get_artifact)),
+        );
 }
 
-fn run_ref(path: (String, String, String)) -> Result<RunRef, ApiError> {
+pub type RunPath = (String, String, String);
+
+pub fn run_ref(path: RunPath) -> Result<RunRef, ApiError> {
     let (project, n, run) = path;
     let build = n
         .parse()
@@ -130,7 +135,10 @@ pub fn run_json(app: &App, run: &Run, detailed: bool) -> Result<serde_json::Valu
             .state()
             .artifacts(&r)?
             .into_iter()
-            .map(|(p, size)| json!({"path": p, "size": size, "url": format!("{url}{p}")}))
+            .map(|a| {
+                json!({"path": a.path, "size": a.size, "sha256": a.sha256, "content_type": a.content_type,
+                       "url": format!("{url}{}", a.path)})
+            })
             .collect();
         j["artifacts"] = json!(artifacts);
     }
@@ -474,82 +482,6 @@ async fn create_signed(
         );
     }
     Ok(success(CreateSignedReply { urls }))
-}
-
-#[derive(Deserialize)]
-struct Signed {
-    fence: u64,
-    expires: u64,
-    sig: String,
-}
-
-async fn put_artifact(
-    app: web::Data<App>,
-    path: web::Path<(String, String, String, String)>,
-    q: web::Query<Signed>,
-    body: web::Bytes,
-) -> ApiResult {
-    let (p, n, run, artifact) = path.into_inner();
-    let r = run_ref((p, n, run))?;
-    validate_artifact_path(&artifact).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let expected = artifact_signature(
-        &app.config.cluster_secret,
-        &r,
-        q.fence,
-        &artifact,
-        q.expires,
-    );
-    if !constant_time_eq(&q.sig, &expected) {
-        return Err(ApiError::Forbidden("bad artifact signature".into()));
-    }
-    if jobserv_raft::state::now_ms() > q.expires {
-        return Err(ApiError::Forbidden("artifact upload URL expired".into()));
-    }
-    if body.len() > app.config.max_artifact_bytes {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "artifact {artifact} is {} bytes; the limit is {}",
-            body.len(),
-            app.config.max_artifact_bytes
-        )));
-    }
-    app.cluster
-        .propose(Command::PutArtifact {
-            run: r,
-            fence: q.fence,
-            path: artifact,
-            bytes: body.to_vec(),
-        })
-        .await?;
-    Ok(success(json!({})))
-}
-
-fn content_type(path: &str) -> &'static str {
-    match path.rsplit('.').next().unwrap_or("") {
-        "txt" | "log" => "text/plain; charset=utf-8",
-        "json" => "application/json",
-        "xml" => "application/xml",
-        "html" => "text/html",
-        "yml" | "yaml" => "application/yaml",
-        _ => "application/octet-stream",
-    }
-}
-
-async fn get_artifact(
-    req: HttpRequest,
-    app: web::Data<App>,
-    path: web::Path<(String, String, String, String)>,
-) -> Result<HttpResponse, ApiError> {
-    require_user(&req, app.state())?;
-    let (p, n, run, artifact) = path.into_inner();
-    let r = run_ref((p, n, run))?;
-    validate_artifact_path(&artifact).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let bytes = app
-        .state()
-        .artifact(&r, &artifact)?
-        .ok_or_else(|| ApiError::NotFound(format!("artifact {artifact} of run {r}")))?;
-    Ok(HttpResponse::Ok()
-        .content_type(content_type(&artifact))
-        .body(bytes))
 }
 
 async fn list_tests(

@@ -231,6 +231,18 @@ fn apply_command(txn: &mut Txn, log_index: u64, cmd: &Command) -> StateResult<Ou
             txn.put_raw(keys::artifact(run, path), bytes.clone());
             Ok(Ok(CommandResult::Done))
         }
+        Command::PutArtifactBlob {
+            run,
+            fence,
+            artifact,
+            holders,
+        } => super::artifacts::put_artifact_blob(txn, run, *fence, artifact, holders),
+        Command::BlobHolders { node, held, lost } => {
+            super::artifacts::blob_holders(txn, *node, held, lost)
+        }
+        Command::DeleteBuilds { project, numbers } => {
+            super::artifacts::delete_builds(txn, project, numbers)
+        }
         Command::Noop => Ok(Ok(CommandResult::Done)),
         Command::SetFormatVersion { version } => {
             let current = txn.get::<u8>(keys::FORMAT)?.unwrap_or(1);
@@ -281,7 +293,7 @@ pub(super) fn put_run(txn: &mut Txn, old: Option<RunStatus>, run: &Run) -> State
     txn.put(keys::run(&run.run_ref()), run)
 }
 
-fn bump_count(txn: &mut Txn, status: RunStatus, delta: i64) -> StateResult<()> {
+pub(super) fn bump_count(txn: &mut Txn, status: RunStatus, delta: i64) -> StateResult<()> {
     let key = keys::run_status_count(status);
     let current = txn.get::<u64>(&key)?.unwrap_or(0) as i64;
     txn.put(key, &((current + delta).max(0) as u64))
@@ -299,6 +311,7 @@ fn delete_project(txn: &mut Txn, name: &str) -> StateResult<Outcome> {
             txn.remove(keys::worker_run(worker, &run.run_ref()));
         }
     }
+    super::artifacts::remove_artifacts_under(txn, &keys::artifact_metas_of_project(name))?;
     for prefix in [
         keys::runs_of_project(name),
         keys::builds_of(name),
@@ -430,7 +443,7 @@ fn assign_runs(
     Ok(Ok(CommandResult::Assigned(assigned)))
 }
 
-fn check_fence(run: &Run, fence: u64) -> Result<(), StateError> {
+pub(super) fn check_fence(run: &Run, fence: u64) -> Result<(), StateError> {
     if run.worker.is_none() || run.fence != fence {
         return Err(StateError::Fenced {
             run: run.run_ref().to_string(),

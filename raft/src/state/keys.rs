@@ -132,3 +132,26 @@ pub fn poller_refs(project: &str, trigger: u64) -> Vec<u8> {
 pub fn poller_refs_of_project(project: &str) -> Vec<u8> {
     format!("g/{project}/").into_bytes()
 }
+
+/// An artifact's metadata (`model::ArtifactMeta`); its bytes are a blob. (`a/` holds the artifacts of
+/// before the blob store, stored inline; they are still served.)
+pub fn artifact_meta(r: &RunRef, path: &str) -> Vec<u8> {
+    format!("A/{}/{:020}/{}/{path}", r.project, r.build, r.run).into_bytes()
+}
+pub fn artifact_metas_of(r: &RunRef) -> Vec<u8> {
+    format!("A/{}/{:020}/{}/", r.project, r.build, r.run).into_bytes()
+}
+pub fn artifact_metas_of_project(project: &str) -> Vec<u8> {
+    format!("A/{project}/").into_bytes()
+}
+
+/// A blob of the content-addressed store (`model::BlobRecord`).
+pub fn blob(sha256: &str) -> Vec<u8> {
+    format!("B/{sha256}").into_bytes()
+}
+pub const BLOBS: &[u8] = b"B/";
+
+/// Everything a build owns under the per-run prefixes (runs, console chunks, tests, artifacts), by tag.
+pub fn of_build(tag: char, project: &str, number: u64) -> Vec<u8> {
+    format!("{tag}/{project}/{number:020}/").into_bytes()
+}

@@ -2,12 +2,16 @@
 //! one sled tree (`keys` has the layout). `apply` is the only writer and runs inside the Raft state
 //! machine; `read` is what the node's handlers use (local reads of the applied state).
 mod apply;
+mod artifacts;
 mod hooks;
 pub mod keys;
 mod read;
 mod txn;
+#[cfg(test)]
+pub(crate) mod test_machine;
 
 pub use apply::validate_artifact_path;
+pub use artifacts::validate_sha256;
 pub use read::{BuildPage, ConsoleSlice};
 
 use crate::codec::CodecError;

@@ -3,7 +3,9 @@
 use super::keys;
 use super::{State, StateResult};
 use crate::codec;
-use crate::model::{ApiToken, Build, Project, Run, RunRef, Test, Trigger, Worker};
+use crate::model::{
+    ApiToken, ArtifactMeta, BlobRecord, Build, Project, Run, RunRef, Test, Trigger, Worker,
+};
 use jobserv_protocol::RunStatus;
 use serde::de::DeserializeOwned;
 
@@ -255,16 +257,68 @@ impl State {
             .map(|v| v.to_vec()))
     }
 
-    /// Artifact paths of a run with their sizes.
-    pub fn artifacts(&self, run: &RunRef) -> StateResult<Vec<(String, u64)>> {
+    /// The artifacts of a run, in path order: blob-store ones with their metadata, and those of before the
+    /// blob store (inline in the state) with a size and no hash.
+    pub fn artifacts(&self, run: &RunRef) -> StateResult<Vec<ArtifactMeta>> {
+        let mut out: Vec<ArtifactMeta> = self.values_under(&keys::artifact_metas_of(run))?;
         let prefix = keys::artifacts_of(run);
-        let mut out = Vec::new();
         for item in self.tree.scan_prefix(&prefix) {
             let (k, v) = item?;
-            out.push((
-                String::from_utf8_lossy(&k[prefix.len()..]).to_string(),
-                v.len() as u64,
-            ));
+            let path = String::from_utf8_lossy(&k[prefix.len()..]).to_string();
+            out.push(ArtifactMeta {
+                path,
+                size: v.len() as u64,
+                sha256: String::new(),
+                content_type: String::new(),
+                created: 0,
+            });
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    pub fn artifact_meta(&self, run: &RunRef, path: &str) -> StateResult<Option<ArtifactMeta>> {
+        self.get(&keys::artifact_meta(run, path))
+    }
+
+    pub fn blob(&self, sha256: &str) -> StateResult<Option<BlobRecord>> {
+        self.get(&keys::blob(sha256))
+    }
+
+    /// Up to `limit` blob records in hash order, after `after` (exclusive) when given: the repair task and
+    /// the collector page through these.
+    pub fn blobs_after(&self, after: Option<&str>, limit: usize) -> StateResult<Vec<BlobRecord>> {
+        let start = match after {
+            Some(sha) => {
+                let mut k = keys::blob(sha);
+                k.push(0);
+                k
+            }
+            None => keys::BLOBS.to_vec(),
+        };
+        let mut out = Vec::new();
+        for item in self
+            .tree
+            .range(start..keys::prefix_end(keys::BLOBS))
+            .take(limit)
+        {
+            out.push(codec::decode(&item?.1)?);
+        }
+        Ok(out)
+    }
+
+    /// Numbers of a project's builds, oldest first (retention walks these).
+    pub fn build_numbers(&self, project: &str) -> StateResult<Vec<u64>> {
+        let prefix = keys::builds_of(project);
+        let mut out = Vec::new();
+        for key in self.tree.scan_prefix(&prefix).keys() {
+            let key = key?;
+            if let Some(n) = std::str::from_utf8(&key[prefix.len()..])
+                .ok()
+                .and_then(|s| s.parse().ok())
+            {
+                out.push(n);
+            }
         }
         Ok(out)
     }

@@ -1,0 +1,125 @@
+//! A state machine driven command by command, for the state's unit tests: project `p`, enlisted worker `w`
+//! with host tag `h`.
+use crate::command::{Command, CommandResult, NewBuild, RunUpdate};
+use crate::model::{RunRef, WorkerFacts};
+use crate::state::State;
+use jobserv_protocol::{RunDef, RunStatus};
+use std::collections::BTreeMap;
+
+pub fn rundef(name: &str) -> RunDef {
+    serde_json::from_value(serde_json::json!({"version": 1, "project": "p", "build": 0, "run": name, "timeout": 5,
+        "run_url": "", "frontend_url": "", "runner_url": "", "trigger_type": "simple", "container": "c", "host-tag": "h"}))
+    .expect("rundef")
+}
+
+pub fn new_build(runs: &[&str]) -> Box<NewBuild> {
+    Box::new(NewBuild {
+        project: "p".into(),
+        trigger_name: "t".into(),
+        trigger_type: "simple".into(),
+        reason: None,
+        params: BTreeMap::new(),
+        secrets: BTreeMap::new(),
+        queue_priority: 0,
+        definition: String::new(),
+        runs: runs.iter().map(|r| rundef(r)).collect(),
+        now: 1,
+    })
+}
+
+pub struct Machine {
+    pub state: State,
+    pub index: u64,
+}
+
+impl Machine {
+    pub fn new() -> Machine {
+        let db = sled::Config::new().temporary(true).open().expect("sled");
+        let mut m = Machine {
+            state: State::new(db.open_tree("state").expect("tree")),
+            index: 0,
+        };
+        m.apply(Command::CreateProject {
+            name: "p".into(),
+            synchronous_builds: false,
+            now: 1,
+        });
+        let facts = WorkerFacts {
+            host_tags: vec!["h".into()],
+            concurrent_runs: 4,
+            ..Default::default()
+        };
+        m.apply(Command::RegisterWorker {
+            name: "w".into(),
+            key_hash: "k".into(),
+            facts,
+            now: 1,
+        });
+        m.apply(Command::UpdateWorker {
+            name: "w".into(),
+            enlisted: Some(true),
+            facts: None,
+        });
+        m
+    }
+
+    pub fn apply(&mut self, cmd: Command) -> CommandResult {
+        self.index += 1;
+        self.state
+            .apply(self.index, Some(&cmd), vec![])
+            .expect("apply")
+    }
+
+    /// Hands run `run` of build `build` to worker `w`; returns the lease's fencing token.
+    pub fn assign(&mut self, build: u64, run: &str) -> u64 {
+        let r = RunRef {
+            project: "p".into(),
+            build,
+            run: run.into(),
+        };
+        let CommandResult::Assigned(assigned) = self.apply(Command::AssignRuns {
+            worker: "w".into(),
+            runs: vec![r],
+            now: 2,
+        }) else {
+            panic!("not assigned")
+        };
+        assigned[0].1
+    }
+
+    /// Completes an assigned run as PASSED.
+    pub fn complete(&mut self, build: u64, run: &str, fence: u64) {
+        let update = RunUpdate {
+            run: RunRef {
+                project: "p".into(),
+                build,
+                run: run.into(),
+            },
+            fence,
+            offset: 0,
+            console: vec![],
+            status: Some(RunStatus::Passed),
+            metadata: None,
+            failure_reason: None,
+            now: 3,
+        };
+        assert!(matches!(
+            self.apply(Command::UpdateRun(Box::new(update))),
+            CommandResult::RunUpdated { .. }
+        ));
+    }
+
+    pub fn pass(&mut self, build: u64, run: &str) {
+        let fence = self.assign(build, run);
+        self.complete(build, run, fence);
+    }
+
+    pub fn status(&self, build: u64) -> RunStatus {
+        self.state
+            .build("p", build)
+            .expect("read")
+            .expect("build")
+            .status
+    }
+}
+
