@@ -24,6 +24,8 @@ pub const KEY_WORKERS: &str = "workers";
 pub const KEY_LOAD: &str = "load";
 /// The newest storage/wire format this node's binary reads (the upgrade gate).
 pub const KEY_FORMAT_MAX: &str = "format_max";
+/// This node's blob keeper: what it misses, repairs, repaired (`blobs::KeeperStatus`, JSON).
+pub const KEY_BLOBS: &str = "blobs";
 
 #[derive(Debug, thiserror::Error)]
 pub enum GossipError {
@@ -42,6 +44,7 @@ pub struct Member {
     pub state: &'static str,
     pub workers: BTreeMap<String, u64>,
     pub format_max: Option<u8>,
+    pub blobs: Option<serde_json::Value>,
 }
 
 pub struct Gossip {
@@ -149,6 +152,14 @@ impl Gossip {
             .await;
     }
 
+    /// Publishes this node's blob keeper status (soft state, for `/cluster/`).
+    pub async fn publish_blobs(&self, status: &impl serde::Serialize) {
+        let json = serde_json::to_string(status).unwrap_or_default();
+        self.handle
+            .with_chitchat(|c| c.self_node_state().set(KEY_BLOBS, &json))
+            .await;
+    }
+
     /// Every member gossip knows of (this node included), newest generation per node id.
     pub async fn members(&self) -> Vec<Member> {
         self.handle
@@ -174,6 +185,7 @@ impl Gossip {
                             .and_then(|w| serde_json::from_str(w).ok())
                             .unwrap_or_default(),
                         format_max: state.get(KEY_FORMAT_MAX).and_then(|v| v.parse().ok()),
+                        blobs: state.get(KEY_BLOBS).and_then(|v| serde_json::from_str(v).ok()),
                     };
                     match newest.get(id.node_id.as_ref()) {
                         Some(existing) if existing.generation >= member.generation => {}

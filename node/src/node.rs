@@ -318,17 +318,26 @@ fn jsend_error_body<B: actix_web::body::MessageBody + 'static>(
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("json"));
-    if is_json || res.status().is_success() {
+    let status = res.status();
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }
-    let status = res.status();
     let message = match status {
         StatusCode::PAYLOAD_TOO_LARGE => "request body too large".to_string(),
+        StatusCode::RANGE_NOT_SATISFIABLE => "range not satisfiable".to_string(),
         s => format!("{}", s.canonical_reason().unwrap_or("error")),
     };
-    let (req, _) = res.into_parts();
-    let body = actix_web::HttpResponse::build(status)
-        .json(serde_json::json!({"status": "error", "message": message}));
+    let (req, original) = res.into_parts();
+    let mut builder = actix_web::HttpResponse::build(status);
+    // Keep what the handler said besides its body (`Content-Range` of a 416, `ETag`…).
+    for (name, value) in original.headers() {
+        if name != actix_web::http::header::CONTENT_TYPE
+            && name != actix_web::http::header::CONTENT_LENGTH
+        {
+            builder.append_header((name.clone(), value.clone()));
+        }
+    }
+    let body = builder.json(serde_json::json!({"status": "error", "message": message}));
     Ok(ErrorHandlerResponse::Response(
         actix_web::dev::ServiceResponse::new(req, body).map_into_right_body(),
     ))

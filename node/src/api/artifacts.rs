@@ -214,7 +214,8 @@ pub async fn get_artifact(
         .insert_header((header::CONTENT_TYPE, meta.content_type.clone()))
         .no_chunking(len);
     if req.method() == actix_web::http::Method::HEAD {
-        return Ok(reply.finish());
+        // Headers only (actix sends no body for HEAD), with the length of what a GET would send.
+        return Ok(reply.streaming(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>()));
     }
     let stream = serve::open(&app.cluster, &app.blobs, &meta.sha256, meta.size, byte_range)
         .await

@@ -91,6 +91,7 @@ async fn cluster(req: HttpRequest, app: web::Data<App>) -> ApiResult {
     let membership = m.membership_config.membership();
     let voters: Vec<u64> = membership.voter_ids().collect();
     let gossip = app.cluster.gossip.members().await;
+    let keeper = app.blobs.status();
     let nodes: Vec<_> = membership
         .nodes()
         .map(|(id, node)| {
@@ -108,6 +109,7 @@ async fn cluster(req: HttpRequest, app: web::Data<App>) -> ApiResult {
                 "raft_role": role,
                 "gossip_state": seen.map(|g| g.state).unwrap_or("suspect"),
                 "generation": seen.map(|g| g.generation),
+                "blobs": seen.and_then(|g| g.blobs.clone()),
             })
         })
         .collect();
@@ -122,6 +124,13 @@ async fn cluster(req: HttpRequest, app: web::Data<App>) -> ApiResult {
         "storage_format": app.state().format_version()?,
         "storage_format_written": jobserv_raft::codec::write_version(),
         "storage_format_readable": jobserv_raft::codec::max_readable(),
+        "artifacts": {
+            "store": app.blobs.backend(),
+            // This node's keeper at its last pass; every node's is under `nodes[].blobs` (gossip).
+            "blobs": keeper.blobs,
+            "under_replicated": keeper.under_replicated,
+            "this_node": keeper,
+        },
     })))
 }
 

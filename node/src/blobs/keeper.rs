@@ -33,6 +33,7 @@ pub fn spawn(cluster: Arc<Cluster>, blobs: Arc<BlobStore>) {
             if let Err(e) = pass(&cluster, &blobs).await {
                 tracing::warn!(node = cluster.id, "blob keeper pass: {e}");
             }
+            cluster.gossip.publish_blobs(&blobs.status()).await;
         }
     });
 }

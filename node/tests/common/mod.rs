@@ -150,6 +150,14 @@ impl TestNode {
         self.kill();
         self.spawn().await;
     }
+
+    /// SIGKILL, then the data dir is wiped (a replaced disk) and the node restarts under the same id.
+    pub async fn wipe_and_restart(&mut self) {
+        self.kill();
+        std::fs::remove_dir_all(&self.config.data_dir).expect("wipe data dir");
+        std::fs::create_dir_all(&self.config.data_dir).expect("data dir");
+        self.spawn().await;
+    }
 }
 
 impl Drop for TestNode {
