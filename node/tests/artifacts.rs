@@ -258,3 +258,46 @@ async fn artifacts_stream_replicate_and_download_from_every_node() {
     wait_for("orphan blob collected", 30, || !orphan_path.exists()).await;
     assert!(blob_file(&nodes[0], &sha).exists(), "a referenced blob is kept");
 }
+
+/// A console log far bigger than one response slice reads back whole and from any offset, streamed.
+#[tokio::test]
+async fn a_big_console_log_reads_back_whole_and_from_offsets() {
+    let dir = tempdir();
+    let node = TestNode::start(dir.path()).await;
+    let rundef = held_run(&node).await;
+    let run_url = rundef["run_url"].as_str().unwrap();
+    let key = format!("Token {}", rundef["api_key"].as_str().unwrap());
+    let mut log = Vec::new();
+    for i in 0..24u64 {
+        // Log lines, as a run prints them: 1 MiB per append.
+        let chunk: Vec<u8> = (0..16384u64)
+            .flat_map(|j| format!("line {:>6} of chunk {i:>3}: {:>30}\n", j, i * 16384 + j).into_bytes())
+            .take(MIB)
+            .collect();
+        let r = node
+            .client
+            .post(run_url)
+            .header("Authorization", &key)
+            .header("X-OFFSET", log.len().to_string())
+            .body(chunk.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
+        log.extend_from_slice(&chunk);
+    }
+    let path = "/projects/big/builds/1/runs/unit/console.log";
+    let r = download(&node, path, &[]).await;
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["x-offset"], log.len().to_string().as_str());
+    assert_eq!(r.headers()["content-length"], log.len().to_string().as_str());
+    let body = r.bytes().await.unwrap();
+    assert_eq!(body.len(), log.len());
+    assert!(body[..] == log[..], "whole log differs");
+    for offset in [1u64, 7 * MIB as u64 + 3, log.len() as u64 - 1, log.len() as u64] {
+        let r = download(&node, path, &[("X-OFFSET", &offset.to_string())]).await;
+        assert_eq!(r.headers()["x-offset"], log.len().to_string().as_str());
+        let body = r.bytes().await.unwrap();
+        assert!(body[..] == log[offset as usize..], "log from {offset} differs");
+    }
+}

@@ -273,19 +273,38 @@ async fn console(
             .content_type("text/plain")
             .body(text));
     }
-    let slice = app
-        .state()
-        .console(&r, offset, usize::MAX)?
-        .ok_or_else(|| ApiError::NotFound(format!("run {r}")))?;
+    // The log up to its length now, streamed in slices: a log of hundreds of MiB is never held in memory.
+    let end = run.log_len.max(offset);
+    let stream = futures::stream::unfold(
+        (app.into_inner(), r, offset),
+        move |(app, r, at)| async move {
+            if at >= end {
+                return None;
+            }
+            let max = (end - at).min(CONSOLE_SLICE) as usize;
+            match app.state().console(&r, at, max) {
+                Ok(Some(slice)) if !slice.bytes.is_empty() => {
+                    let next = at + slice.bytes.len() as u64;
+                    Some((
+                        Ok::<_, actix_web::Error>(web::Bytes::from(slice.bytes)),
+                        (app, r, next),
+                    ))
+                }
+                // Deleted meanwhile (retention): the client sees a short body and retries from its offset.
+                _ => None,
+            }
+        },
+    );
     Ok(HttpResponse::Ok()
-        .insert_header((HEADER_RUN_STATUS, slice.status.as_str()))
-        .insert_header((
-            HEADER_OFFSET,
-            (offset + slice.bytes.len() as u64).to_string(),
-        ))
+        .insert_header((HEADER_RUN_STATUS, run.status.as_str()))
+        .insert_header((HEADER_OFFSET, end.to_string()))
         .content_type("text/plain; charset=utf-8")
-        .body(slice.bytes))
+        .no_chunking(end - offset)
+        .streaming(stream))
 }
+
+/// Bytes of a console log read from the state per step of a streamed response.
+const CONSOLE_SLICE: u64 = 1 << 20;
 
 /// A streaming response that follows the log until the run completes.
 fn live_tail(app: std::sync::Arc<App>, r: RunRef, offset: u64) -> HttpResponse {
