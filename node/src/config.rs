@@ -36,6 +36,9 @@ pub struct NodeConfig {
     /// Largest artifact accepted (its bytes go to the blob store, not the Raft log).
     #[serde(default = "default_max_artifact")]
     pub max_artifact_bytes: usize,
+    /// How often the leader applies the projects' `retention` (deleting builds they no longer keep).
+    #[serde(default = "default_retention_interval")]
+    pub retention_interval_secs: u64,
     /// Where artifact bytes live (`[artifacts]`: the nodes' disks or an object store), collection, repair.
     #[serde(default)]
     pub artifacts: crate::blobs::ArtifactsConfig,
@@ -72,6 +75,10 @@ pub struct Peer {
 
 fn default_worker_timeout() -> u64 {
     30
+}
+
+fn default_retention_interval() -> u64 {
+    300
 }
 
 fn default_max_artifact() -> usize {
@@ -121,6 +128,7 @@ impl NodeConfig {
             requeue_lost_runs: false,
             max_artifact_bytes: default_max_artifact(),
             artifacts: Default::default(),
+            retention_interval_secs: default_retention_interval(),
             worker_binary: None,
             worker_version: None,
             outbound_ip: None,
@@ -156,7 +164,8 @@ impl NodeConfig {
 /// Every top-level key can be overridden by `JOBSERV_<KEY>`; values are parsed as TOML when they can be
 /// (numbers, booleans, arrays), else taken as strings.
 fn apply_env_overrides(table: &mut toml::Table) -> Result<(), ConfigError> {
-    const KEYS: [&str; 20] = [
+    const KEYS: [&str; 21] = [
+        "retention_interval_secs",
         "id",
         "data_dir",
         "listen",

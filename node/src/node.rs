@@ -177,6 +177,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         config.requeue_lost_runs,
     )
     .start();
+    crate::actors::retention::RetentionKeeper::new(
+        cluster.clone(),
+        Duration::from_secs(config.retention_interval_secs.max(1)),
+    )
+    .start();
     let project_arbiter = actix::Arbiter::new();
     let projects = ProjectActors::new(project_arbiter.handle(), cluster.clone());
     let blob_client = crate::tls::client_from(

@@ -301,3 +301,89 @@ async fn a_big_console_log_reads_back_whole_and_from_offsets() {
         assert!(body[..] == log[offset as usize..], "log from {offset} differs");
     }
 }
+
+/// `retention: {builds: 2}`: older completed builds go with their runs, logs and artifacts, and their
+/// blobs are freed; a promoted build and a running one stay.
+#[tokio::test]
+async fn retention_deletes_old_builds_and_frees_their_blobs() {
+    let dir = tempdir();
+    let mut config = node_config(dir.path(), free_port());
+    config.retention_interval_secs = 1;
+    config.artifacts.repair_interval_secs = 1;
+    config.artifacts.gc_grace_secs = 1;
+    let node = TestNode::start_with(config).await;
+    let (s, _) = node.post("/projects/", json!({"name": "big"})).await;
+    assert_eq!(s, 201);
+    register_and_enlist_worker(&node, "w1", 20).await;
+    let definition = SIMPLE_PROJECT.replace("timeout: 5\n", "timeout: 5\nretention:\n  builds: 2\n");
+    let mut blobs = Vec::new();
+    for b in 1..=6u64 {
+        let (s, body) = node
+            .post("/projects/big/builds/", json!({"trigger-name": "manual", "project-definition": definition}))
+            .await;
+        assert_eq!(s, 201, "{body}");
+        // Take every run of the build; the first one gets an artifact of its own.
+        let mut defs = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while defs.len() < 3 {
+            assert!(Instant::now() < deadline, "runs of build {b} not handed out: {defs:?}");
+            let r = node
+                .client
+                .get(node.u("/workers/w1/?available_runners=3"))
+                .header("Authorization", format!("Token {WORKER_KEY}"))
+                .send()
+                .await
+                .unwrap();
+            let reply: Value = r.json().await.unwrap();
+            defs.extend(reply["data"]["worker"]["run-defs"].as_array().cloned().unwrap_or_default());
+        }
+        let bytes = random_bytes(4096, b);
+        blobs.push(sha256(&bytes));
+        let urls = signed_urls(&node, &defs[0], &["a.bin"]).await;
+        let r = node.client.put(urls["a.bin"].as_str().unwrap()).body(bytes).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        if b == 6 {
+            break; // build 6 stays RUNNING
+        }
+        for d in &defs {
+            let r = node
+                .client
+                .post(d["run_url"].as_str().unwrap())
+                .header("Authorization", format!("Token {}", d["api_key"].as_str().unwrap()))
+                .header("X-OFFSET", "0")
+                .header("X-RUN-STATUS", "PASSED")
+                .body("done\n")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
+        }
+    }
+    let (s, body) = node
+        .post("/projects/big/builds/1/promote", json!({"name": "v1", "annotation": "release"}))
+        .await;
+    assert_eq!(s, 200, "{body}");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut gone = Vec::new();
+        for b in 1..=6 {
+            gone.push(node.get(&format!("/projects/big/builds/{b}/")).await.0 == 404);
+        }
+        if gone == [false, true, true, true, false, false] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "builds gone: {gone:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (s, _) = node.get_text("/projects/big/builds/3/runs/unit/console.log").await;
+    assert_eq!(s, 404);
+    let blob = |sha: &String| node.config.data_dir.join("blobs").join(&sha[..2]).join(sha);
+    let dropped: Vec<_> = blobs[1..4].iter().map(blob).collect();
+    wait_for("blobs of deleted builds collected", 30, || dropped.iter().all(|p| !p.exists())).await;
+    for kept in [&blobs[0], &blobs[4], &blobs[5]] {
+        assert!(blob(kept).exists(), "blob of a kept build");
+    }
+    let r = download(&node, "/projects/big/builds/1/runs/unit/a.bin", &[]).await;
+    assert_eq!(r.status().as_u16(), 200);
+}

@@ -194,11 +194,3 @@ pub struct BlobRecord {
     pub refs: u64,
     pub created: u64,
 }
-
-/// How long a project keeps its builds: the last `builds` builds and/or those younger than `days` days. A
-/// build is deleted only when every set limit allows it; running and promoted builds are always kept.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Retention {
-    pub builds: Option<u64>,
-    pub days: Option<u64>,
-}

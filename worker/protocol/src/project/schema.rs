@@ -30,9 +30,20 @@ pub struct ProjectDefinition {
     pub email: Option<Email>,
     /// In document order.
     pub triggers: Vec<Trigger>,
+    /// *new*: how many builds the project keeps (the newest build's definition decides); `None` keeps all.
+    pub retention: Option<Retention>,
     /// Copied from the [`super::Limits`] the document was parsed with, so expansion honours the same bound.
     #[serde(skip)]
     pub(crate) max_runs_per_trigger: usize,
+}
+
+/// *new* `retention: {builds: N, days: D}`: keep the newest `builds` builds and/or those younger than
+/// `days` days; older completed builds are deleted with their runs, logs, tests and artifacts. When both
+/// are set a build goes only when both allow it. Running and promoted builds are always kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    pub builds: Option<u64>,
+    pub days: Option<u64>,
 }
 
 /// An entry of `script-repos`.

@@ -12,7 +12,7 @@
 use super::error::Issue;
 use super::limits::Node;
 use super::schema::{
-    Email, LoopOn, ProjectDefinition, Run, RunScript, ScriptRepoDef, Trigger, TriggerRef,
+    Email, LoopOn, ProjectDefinition, Retention, Run, RunScript, ScriptRepoDef, Trigger, TriggerRef,
     TriggerType, Webhook, HOST_TAG_PARAM,
 };
 use crate::rundef::{ConsoleProgress, TestGrepping};
@@ -26,6 +26,7 @@ const TOP_KEYS: &[&str] = &[
     "script-repos",
     "email",
     "triggers",
+    "retention",
 ];
 const TRIGGER_KEYS: &[&str] = &[
     "name", "type", "params", "runs", "triggers", "email", "webhooks",
@@ -78,6 +79,9 @@ pub(crate) fn project(
     };
     let script_repos = w.script_repos(&top);
     let email = top.get("email").and_then(|n| w.email(n, &top.sub("email")));
+    let retention = top
+        .get("retention")
+        .and_then(|n| w.retention(n, &top.sub("retention")));
     let triggers = match top.get("triggers") {
         Some(node) => w.triggers(node, &top.sub("triggers")),
         None => {
@@ -96,6 +100,7 @@ pub(crate) fn project(
         script_repos,
         email,
         triggers,
+        retention,
         max_runs_per_trigger,
     })
 }
@@ -334,6 +339,35 @@ impl Walker<'_> {
             }
         }
         out
+    }
+
+    fn retention(&mut self, node: &Node, path: &str) -> Option<Retention> {
+        let f = self.fields(node, path, &["builds", "days"])?;
+        let mut count = |key: &str| -> Option<u64> {
+            let path = f.sub(key);
+            match f.get(key)? {
+                Node::Int(i) => match u64::try_from(*i) {
+                    Ok(n) if n > 0 => Some(n),
+                    _ => {
+                        self.err(&path, "must be a positive integer");
+                        None
+                    }
+                },
+                other => {
+                    self.expected(&path, "a positive integer", other);
+                    None
+                }
+            }
+        };
+        let retention = Retention {
+            builds: count("builds"),
+            days: count("days"),
+        };
+        if retention.builds.is_none() && retention.days.is_none() {
+            self.err(path, "set `builds`, `days` or both (or leave `retention` out to keep every build)");
+            return None;
+        }
+        Some(retention)
     }
 
     fn email(&mut self, node: &Node, path: &str) -> Option<Email> {
