@@ -3,6 +3,8 @@
 use jobserv_node::config::NodeConfig;
 use std::path::{Path, PathBuf};
 
+pub mod artifacts;
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
