@@ -1,6 +1,7 @@
 //! The harness for real multi-process JobServ clusters on one machine: start node and worker processes
 //! on 127.0.0.1 with allocated ports, kill (SIGKILL) / stop (SIGTERM) / restart them on the same data dir,
 //! and the scenarios and benchmarks built on that (`crash_loop`, `bench_node`).
+pub mod artifacts;
 pub mod bench;
 pub mod bench_failover;
 pub mod bench_node;

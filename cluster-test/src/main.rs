@@ -33,13 +33,21 @@ enum Cmd {
     },
     /// The chaos scenarios (S3 S4 S6 S9 soak), each on a fresh 3-node cluster with 2 Docker workers.
     Chaos {
-        /// Scenarios to run (default: all): s3, s4, s5, s6, s9, s10, soak.
+        /// Scenarios to run (default: all): s3, s4, s5, s6, s9, s10, uploads, soak.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         #[arg(long, default_value_t = 60)]
         soak_seconds: u64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// A Docker run archives a SIZE MiB file on 3 nodes (fsync on): it must PASS and download with its hash
+    /// from every node, also after SIGKILL of the node that took the upload and a wipe of another; peak RSS.
+    BigArtifact {
+        #[arg(long, default_value_t = 2048)]
+        size_mib: u64,
         #[arg(long)]
         dir: Option<PathBuf>,
     },
@@ -300,7 +308,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (dir, _guard) = work_dir(dir)?;
             let wanted = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
             let mut failed = 0;
-            for name in ["s3", "s4", "s5", "s6", "s9", "s10", "soak"] {
+            for name in ["s3", "s4", "s5", "s6", "s9", "s10", "uploads", "soak"] {
                 if !wanted(name) {
                     continue;
                 }
@@ -312,6 +320,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "s6" => cluster_test::chaos::worker_killed(&sub, &bin_dir).await,
                     "s9" => cluster_test::chaos::wiped_node_rejoins(&sub, &bin_dir).await,
                     "s10" => cluster_test::chaos::rolling_upgrade(&sub, &bin_dir).await,
+                    "uploads" => {
+                        // Its own report (not the workload verdict of the others).
+                        match cluster_test::artifacts::uploads_under_kills(&sub, &bin_dir, 20, 64).await {
+                            Ok(r) => {
+                                println!("{r}");
+                                continue;
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
                     _ => cluster_test::chaos::soak(&sub, &bin_dir, soak_seconds, seed).await,
                 };
                 match result {
@@ -325,6 +343,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if failed > 0 {
                 anyhow::bail!("{failed} scenario(s) failed");
             }
+        }
+        Cmd::BigArtifact { size_mib, dir } => {
+            let (dir, _guard) = work_dir(dir)?;
+            let report = cluster_test::artifacts::big_artifact(&dir, &bin_dir, size_mib).await?;
+            println!("{report}");
         }
         Cmd::BenchFailover {
             kills,

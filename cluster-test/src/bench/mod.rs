@@ -21,6 +21,7 @@
 //! figure is end to end. `--quick` scales the workloads down (and says how) but still emits every key.
 //! Phases run one after the other on the same cluster, in the order of [`run`]: later phases see the
 //! simulated workers registered by earlier ones (as a real installation would).
+pub mod artifacts;
 pub mod checkin;
 pub mod commit;
 pub mod dispatch;
@@ -40,7 +41,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The keys of the JSON object, in the order they are printed.
-pub const KEYS: [&str; 18] = [
+pub const KEYS: [&str; 20] = [
     "commit_writes_per_s",
     "commit_p99_ms",
     "read_p99_ms_leader",
@@ -59,6 +60,8 @@ pub const KEYS: [&str; 18] = [
     "node_rss_mb_1000_workers",
     "builds_10k_list_p99_ms",
     "snapshot_install_s_100k_runs",
+    "artifact_upload_mib_per_s",
+    "artifact_download_mib_per_s",
 ];
 
 #[derive(Clone, Debug)]
@@ -72,6 +75,8 @@ pub struct Plan {
     pub quick: bool,
     pub commit_clients: usize,
     pub commit_seconds: u64,
+    /// Size of the artifact the artifact phase uploads and downloads.
+    pub artifact_mib: u64,
     pub scale_levels: Vec<usize>,
     pub scale_seconds: u64,
     pub checkin_pause: Duration,
@@ -98,6 +103,7 @@ impl Plan {
             quick,
             commit_clients: 32,
             commit_seconds: if quick { 4 } else { 10 },
+            artifact_mib: if quick { 64 } else { 1024 },
             scale_levels: if quick {
                 vec![100, 1000]
             } else {
@@ -430,6 +436,13 @@ pub async fn run(dir: &Path, bin_dir: &Path, opts: &BenchOptions) -> anyhow::Res
         dispatch::run(&cluster, &fleet, &plan)
             .await
             .context("dispatch")?,
+    );
+
+    say("artifacts: upload and download throughput");
+    figures.extend(
+        artifacts::run(&cluster, &plan)
+            .await
+            .context("artifacts")?,
     );
 
     say("log ingest and live tail");
