@@ -22,7 +22,10 @@ const PROJECT: &str = "artifacts";
 fn definition(runs: usize, size_mib: u64) -> String {
     let loop_on = if runs > 1 {
         let idx: Vec<String> = (1..=runs).map(|i| i.to_string()).collect();
-        format!("        loop-on:\n          - param: IDX\n            values: [{}]\n", idx.join(", "))
+        format!(
+            "        loop-on:\n          - param: IDX\n            values: [{}]\n",
+            idx.join(", ")
+        )
     } else {
         String::new()
     };
@@ -83,7 +86,11 @@ pub async fn download_sha(
         n += chunk.len() as u64;
         hasher.update(&chunk);
     }
-    Ok((hex::encode(hasher.finalize()), n, started.elapsed().as_secs_f64()))
+    Ok((
+        hex::encode(hasher.finalize()),
+        n,
+        started.elapsed().as_secs_f64(),
+    ))
 }
 
 /// Samples every node's RSS every 100 ms until dropped; `peak()` is the largest seen per node.
@@ -179,8 +186,16 @@ impl std::fmt::Display for BigArtifactReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "big artifact: PASS — a run archived {} MiB and PASSED in {:.1} s (UPLOADING for {:.1} s: {:.0} MiB/s worker → node {} → peers, fsync on)",
             self.size_mib, self.run_seconds, self.uploading_seconds, self.size_mib as f64 / self.uploading_seconds.max(0.001), self.taker)?;
-        let rss: Vec<String> = self.rss_peak.iter().map(|(id, mb)| format!("node {id} {mb:.0} MiB")).collect();
-        writeln!(f, "  peak RSS during the run and its upload: {}", rss.join(", "))?;
+        let rss: Vec<String> = self
+            .rss_peak
+            .iter()
+            .map(|(id, mb)| format!("node {id} {mb:.0} MiB"))
+            .collect();
+        writeln!(
+            f,
+            "  peak RSS during the run and its upload: {}",
+            rss.join(", ")
+        )?;
         for d in &self.downloads {
             writeln!(f, "  {d}")?;
         }
@@ -188,7 +203,11 @@ impl std::fmt::Display for BigArtifactReport {
     }
 }
 
-pub async fn big_artifact(dir: &Path, bin_dir: &Path, size_mib: u64) -> anyhow::Result<BigArtifactReport> {
+pub async fn big_artifact(
+    dir: &Path,
+    bin_dir: &Path,
+    size_mib: u64,
+) -> anyhow::Result<BigArtifactReport> {
     let opts = ClusterOptions {
         nodes: 3,
         workers: 1,
@@ -199,13 +218,18 @@ pub async fn big_artifact(dir: &Path, bin_dir: &Path, size_mib: u64) -> anyhow::
     let mut cluster = LocalCluster::up(&dir.join("cluster"), bin_dir, &opts).await?;
     let sampler = RssSampler::start(&cluster);
     let started = Instant::now();
-    let n = cluster.build(PROJECT, "t", &definition(1, size_mib)).await?;
+    let n = cluster
+        .build(PROJECT, "t", &definition(1, size_mib))
+        .await?;
     let run_path = format!("/projects/{PROJECT}/builds/{n}/runs/big/");
     let (mut uploading_since, mut uploading) = (None, 0.0);
     let deadline = Instant::now() + Duration::from_secs(3600);
     loop {
         let (_, r) = cluster.api(Method::GET, &run_path, None).await?;
-        let status = r["data"]["run"]["status"].as_str().unwrap_or("").to_string();
+        let status = r["data"]["run"]["status"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         if status == "UPLOADING" && uploading_since.is_none() {
             uploading_since = Some(Instant::now());
         }
@@ -232,16 +256,42 @@ pub async fn big_artifact(dir: &Path, bin_dir: &Path, size_mib: u64) -> anyhow::
     let mut downloads = Vec::new();
     let dl = format!("{run_path}big.bin");
     for node in cluster.nodes.iter().filter(|n| n.child.is_some()) {
-        let (sha, bytes, secs) = download_sha(&cluster.client, &format!("{}{dl}", node.url()), &cluster.token).await?;
-        ensure!(sha == expected && bytes == size_mib << 20, "node {}: {sha} ({bytes} bytes), the run made {expected}", node.config.id);
-        downloads.push(format!("download from node {}: same sha256, {:.0} MiB/s", node.config.id, bytes as f64 / 1048576.0 / secs));
+        let (sha, bytes, secs) = download_sha(
+            &cluster.client,
+            &format!("{}{dl}", node.url()),
+            &cluster.token,
+        )
+        .await?;
+        ensure!(
+            sha == expected && bytes == size_mib << 20,
+            "node {}: {sha} ({bytes} bytes), the run made {expected}",
+            node.config.id
+        );
+        downloads.push(format!(
+            "download from node {}: same sha256, {:.0} MiB/s",
+            node.config.id,
+            bytes as f64 / 1048576.0 / secs
+        ));
     }
     // The node that took the upload dies: the two others serve the artifact (from their own copies).
     cluster.node(taker)?.kill();
     for node in cluster.nodes.iter().filter(|n| n.child.is_some()) {
-        let (sha, _, secs) = download_sha(&cluster.client, &format!("{}{dl}", node.url()), &cluster.token).await?;
-        ensure!(sha == expected, "with node {taker} SIGKILLed, node {} served {sha}", node.config.id);
-        downloads.push(format!("node {taker} (took the upload) SIGKILLed: node {} same sha256 ({:.0} MiB/s)", node.config.id, size_mib as f64 / secs));
+        let (sha, _, secs) = download_sha(
+            &cluster.client,
+            &format!("{}{dl}", node.url()),
+            &cluster.token,
+        )
+        .await?;
+        ensure!(
+            sha == expected,
+            "with node {taker} SIGKILLed, node {} served {sha}",
+            node.config.id
+        );
+        downloads.push(format!(
+            "node {taker} (took the upload) SIGKILLed: node {} same sha256 ({:.0} MiB/s)",
+            node.config.id,
+            size_mib as f64 / secs
+        ));
     }
     {
         let node = cluster.node(taker)?;
@@ -250,7 +300,12 @@ pub async fn big_artifact(dir: &Path, bin_dir: &Path, size_mib: u64) -> anyhow::
     }
     // Then a second node loses its disk (one at a time: with one node down and another wiped, a 3-node
     // cluster has no majority holding the state, so Raft itself waits). Its blobs come back by repair.
-    let wiped = cluster.nodes.iter().map(|n| n.config.id).find(|id| *id != taker).context("second node")?;
+    let wiped = cluster
+        .nodes
+        .iter()
+        .map(|n| n.config.id)
+        .find(|id| *id != taker)
+        .context("second node")?;
     let wiped_started = Instant::now();
     {
         let node = cluster.node(wiped)?;
@@ -263,14 +318,30 @@ pub async fn big_artifact(dir: &Path, bin_dir: &Path, size_mib: u64) -> anyhow::
     let path = blob_path(&cluster, wiped, &expected).context("wiped node's blob path")?;
     let deadline = Instant::now() + Duration::from_secs(1800);
     while !path.exists() {
-        ensure!(Instant::now() < deadline, "node {wiped} never repaired blob {expected}");
+        ensure!(
+            Instant::now() < deadline,
+            "node {wiped} never repaired blob {expected}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let repair_seconds = wiped_started.elapsed().as_secs_f64();
     for node in cluster.nodes.iter().filter(|n| n.child.is_some()) {
-        let (sha, _, secs) = download_sha(&cluster.client, &format!("{}{dl}", node.url()), &cluster.token).await?;
-        ensure!(sha == expected, "after the wipe of node {wiped}, node {} served {sha}", node.config.id);
-        downloads.push(format!("node {wiped} wiped and repaired: node {} same sha256 ({:.0} MiB/s)", node.config.id, size_mib as f64 / secs));
+        let (sha, _, secs) = download_sha(
+            &cluster.client,
+            &format!("{}{dl}", node.url()),
+            &cluster.token,
+        )
+        .await?;
+        ensure!(
+            sha == expected,
+            "after the wipe of node {wiped}, node {} served {sha}",
+            node.config.id
+        );
+        downloads.push(format!(
+            "node {wiped} wiped and repaired: node {} same sha256 ({:.0} MiB/s)",
+            node.config.id,
+            size_mib as f64 / secs
+        ));
     }
     cluster.kill_all();
     Ok(BigArtifactReport {
@@ -303,13 +374,17 @@ pub async fn uploads_under_kills(
     };
     let mut cluster = LocalCluster::up(&dir.join("cluster"), bin_dir, &opts).await?;
     let started = Instant::now();
-    let n = cluster.build(PROJECT, "t", &definition(uploads, size_mib)).await?;
+    let n = cluster
+        .build(PROJECT, "t", &definition(uploads, size_mib))
+        .await?;
     let names: Vec<String> = (1..=uploads).map(|i| format!("up-{i}")).collect();
     let build_path = format!("/projects/{PROJECT}/builds/{n}/");
     // Kill while uploads are under way: once the first run is UPLOADING.
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let (_, b) = cluster.api(Method::GET, &format!("{build_path}runs/"), None).await?;
+        let (_, b) = cluster
+            .api(Method::GET, &format!("{build_path}runs/"), None)
+            .await?;
         let uploading = b["data"]["runs"]
             .as_array()
             .map(|runs| runs.iter().filter(|r| r["status"] == "UPLOADING").count())
@@ -346,22 +421,42 @@ pub async fn uploads_under_kills(
         node.spawn()?;
         node.wait_ready(Duration::from_secs(120)).await?;
     }
-    let build = cluster.wait_build(PROJECT, n, Duration::from_secs(1200)).await?;
+    let build = cluster
+        .wait_build(PROJECT, n, Duration::from_secs(1200))
+        .await?;
     half_listed.extend(partial_listings(&cluster, &build_path, &names, size_mib).await);
-    ensure!(half_listed.is_empty(), "artifacts listed with a wrong size: {half_listed:?}");
-    ensure!(build["status"] == "PASSED", "build {n} {}: {build}", build["status"]);
+    ensure!(
+        half_listed.is_empty(),
+        "artifacts listed with a wrong size: {half_listed:?}"
+    );
+    ensure!(
+        build["status"] == "PASSED",
+        "build {n} {}: {build}",
+        build["status"]
+    );
     // Every artifact: the run's hash through every node, and on the disks of a majority.
     for name in &names {
         let path = format!("{build_path}runs/{name}/");
         let expected = console_sha(&cluster, &path).await?;
         for node in cluster.nodes.iter() {
-            let (sha, bytes, _) = download_sha(&cluster.client, &format!("{}{path}big.bin", node.url()), &cluster.token).await?;
-            ensure!(sha == expected && bytes == size_mib << 20, "{name} through node {}: {sha} ({bytes} bytes), the run made {expected}", node.config.id);
+            let (sha, bytes, _) = download_sha(
+                &cluster.client,
+                &format!("{}{path}big.bin", node.url()),
+                &cluster.token,
+            )
+            .await?;
+            ensure!(
+                sha == expected && bytes == size_mib << 20,
+                "{name} through node {}: {sha} ({bytes} bytes), the run made {expected}",
+                node.config.id
+            );
         }
         let holders = cluster
             .nodes
             .iter()
-            .filter(|node| blob_path(&cluster, node.config.id, &expected).is_some_and(|p| p.exists()))
+            .filter(|node| {
+                blob_path(&cluster, node.config.id, &expected).is_some_and(|p| p.exists())
+            })
             .count();
         ensure!(holders >= 2, "{name}: blob on {holders} node(s)");
     }
@@ -398,10 +493,22 @@ async fn partial_listings(
     let mut bad = Vec::new();
     for url in cluster.live_urls() {
         for name in names {
-            let Ok((200, run)) = call(&cluster.client, Method::GET, &format!("{url}{build_path}runs/{name}/"), &cluster.token, None).await else {
+            let Ok((200, run)) = call(
+                &cluster.client,
+                Method::GET,
+                &format!("{url}{build_path}runs/{name}/"),
+                &cluster.token,
+                None,
+            )
+            .await
+            else {
                 continue;
             };
-            for a in run["data"]["run"]["artifacts"].as_array().cloned().unwrap_or_default() {
+            for a in run["data"]["run"]["artifacts"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+            {
                 if a["size"].as_u64() != Some(size_mib << 20) {
                     bad.push(format!("{name} via {url}: {a}"));
                 }

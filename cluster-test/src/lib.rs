@@ -15,4 +15,5 @@ pub mod local_cluster;
 pub mod proxy;
 pub mod recorder;
 pub mod rejoin;
+pub mod retention_disk;
 pub mod stats;

@@ -43,6 +43,20 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Artifact upload/download throughput alone (the bench's artifact phase) for an artifact of MIB.
+    BenchArtifacts {
+        #[arg(long, default_value_t = 1024)]
+        mib: u64,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Disk use of 3 nodes with BUILDS completed builds (log + artifact each), and after retention deleted 90 %.
+    RetentionDisk {
+        #[arg(long, default_value_t = 10000)]
+        builds: usize,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// A Docker run archives a SIZE MiB file on 3 nodes (fsync on): it must PASS and download with its hash
     /// from every node, also after SIGKILL of the node that took the upload and a wipe of another; peak RSS.
     BigArtifact {
@@ -322,7 +336,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "s10" => cluster_test::chaos::rolling_upgrade(&sub, &bin_dir).await,
                     "uploads" => {
                         // Its own report (not the workload verdict of the others).
-                        match cluster_test::artifacts::uploads_under_kills(&sub, &bin_dir, 20, 64).await {
+                        match cluster_test::artifacts::uploads_under_kills(&sub, &bin_dir, 20, 64)
+                            .await
+                        {
                             Ok(r) => {
                                 println!("{r}");
                                 continue;
@@ -343,6 +359,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if failed > 0 {
                 anyhow::bail!("{failed} scenario(s) failed");
             }
+        }
+        Cmd::BenchArtifacts { mib, dir } => {
+            let (dir, _guard) = work_dir(dir)?;
+            let opts = cluster_test::local_cluster::ClusterOptions {
+                workers: 0,
+                executor: "host".into(),
+                ..Default::default()
+            };
+            let cluster = cluster_test::local_cluster::LocalCluster::up(
+                &dir.join("cluster"),
+                &bin_dir,
+                &opts,
+            )
+            .await?;
+            let mut plan = cluster_test::bench::Plan::new(false);
+            plan.artifact_mib = mib;
+            for f in cluster_test::bench::artifacts::run(&cluster, &plan).await? {
+                println!("{} = {:.1}  ({})", f.key, f.value, f.workload);
+            }
+        }
+        Cmd::RetentionDisk { builds, dir } => {
+            let (dir, _guard) = work_dir(dir)?;
+            println!(
+                "{}",
+                cluster_test::retention_disk::run(&dir, &bin_dir, builds).await?
+            );
         }
         Cmd::BigArtifact { size_mib, dir } => {
             let (dir, _guard) = work_dir(dir)?;

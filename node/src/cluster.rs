@@ -218,14 +218,7 @@ impl Cluster {
         let unavailable = |e: String| ApiError::Unavailable(format!("membership change: {e}"));
         match change {
             MembershipChange::AddNode { id, url } => {
-                let voters: BTreeSet<NodeId> = self
-                    .raft
-                    .metrics()
-                    .borrow()
-                    .membership_config
-                    .membership()
-                    .voter_ids()
-                    .collect();
+                let voters: BTreeSet<NodeId> = self.voter_ids().into_iter().collect();
                 if voters.contains(&id) {
                     return Ok(()); // already a voter: joining again after a restart is a no-op
                 }
@@ -281,6 +274,17 @@ impl Cluster {
         }
         let bytes = reply.bytes().await.map_err(|e| e.to_string())?;
         codec::decode(&bytes).map_err(|e| e.to_string())
+    }
+
+    /// The voters of the current membership.
+    pub fn voter_ids(&self) -> Vec<NodeId> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
     }
 
     /// The advertised URL of a member.

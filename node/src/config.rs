@@ -164,8 +164,10 @@ impl NodeConfig {
 /// Every top-level key can be overridden by `JOBSERV_<KEY>`; values are parsed as TOML when they can be
 /// (numbers, booleans, arrays), else taken as strings.
 fn apply_env_overrides(table: &mut toml::Table) -> Result<(), ConfigError> {
-    const KEYS: [&str; 21] = [
+    const KEYS: [&str; 22] = [
         "retention_interval_secs",
+        // A TOML inline table: JOBSERV_ARTIFACTS='{store = "s3://b/p", gc_grace_secs = 60}'.
+        "artifacts",
         "id",
         "data_dir",
         "listen",

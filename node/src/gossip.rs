@@ -185,7 +185,9 @@ impl Gossip {
                             .and_then(|w| serde_json::from_str(w).ok())
                             .unwrap_or_default(),
                         format_max: state.get(KEY_FORMAT_MAX).and_then(|v| v.parse().ok()),
-                        blobs: state.get(KEY_BLOBS).and_then(|v| serde_json::from_str(v).ok()),
+                        blobs: state
+                            .get(KEY_BLOBS)
+                            .and_then(|v| serde_json::from_str(v).ok()),
                     };
                     match newest.get(id.node_id.as_ref()) {
                         Some(existing) if existing.generation >= member.generation => {}

@@ -481,14 +481,7 @@ fn spawn_join(cluster: Arc<Cluster>, join: String) {
             return;
         };
         loop {
-            let voters: Vec<u64> = cluster
-                .raft
-                .metrics()
-                .borrow()
-                .membership_config
-                .membership()
-                .voter_ids()
-                .collect();
+            let voters = cluster.voter_ids();
             if voters.contains(&cluster.id) {
                 tracing::info!(node = cluster.id, "joined the cluster as a voter");
                 return;

@@ -58,6 +58,9 @@ pub fn client_from(
     let ca = reqwest::Certificate::from_pem(&pem)?;
     Ok(reqwest::Client::builder()
         .use_rustls_tls()
+        // HTTP/1.1, as before `object_store` (S3) turned reqwest's http2 feature on for the whole workspace:
+        // one connection per transfer, no HTTP/2 flow-control window throttling bulk bodies.
+        .http1_only()
         .tls_built_in_root_certs(false)
         .add_root_certificate(ca)
         .timeout(timeout)

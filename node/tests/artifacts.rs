@@ -20,10 +20,18 @@ async fn artifacts_stream_replicate_and_download_from_every_node() {
     .await;
     let (stored, bytes, dl) = upload_and_read_everywhere(&nodes).await;
     let sha = sha256(&bytes);
-    assert!(stored["data"]["holders"].as_array().unwrap().len() >= 2, "{stored}");
+    assert!(
+        stored["data"]["holders"].as_array().unwrap().len() >= 2,
+        "{stored}"
+    );
     // Uploads stream to all voters at once: with every node up, all three hold it when it is acknowledged.
     for n in &nodes {
-        assert_eq!(std::fs::read(blob_file(n, &sha)).map(|b| b.len()).ok(), Some(bytes.len()), "node {}", n.url);
+        assert_eq!(
+            std::fs::read(blob_file(n, &sha)).map(|b| b.len()).ok(),
+            Some(bytes.len()),
+            "node {}",
+            n.url
+        );
     }
 
     // A node that lacks the blob (its copy lost) streams it from a peer at once, then repairs its own copy.
@@ -53,7 +61,10 @@ async fn artifacts_stream_replicate_and_download_from_every_node() {
         if under == Some(0) && repaired_on_2.unwrap_or(0) >= 2 {
             break;
         }
-        assert!(Instant::now() < deadline, "repair not reported in /cluster/: {c}");
+        assert!(
+            Instant::now() < deadline,
+            "repair not reported in /cluster/: {c}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let r = download(&nodes[1], &dl, &[]).await;
@@ -65,7 +76,10 @@ async fn artifacts_stream_replicate_and_download_from_every_node() {
     let r = nodes[0]
         .client
         .put(nodes[0].u("/raft/blobs/"))
-        .header("X-JobServ-Cluster-Secret", nodes[0].config.cluster_secret.clone())
+        .header(
+            "X-JobServ-Cluster-Secret",
+            nodes[0].config.cluster_secret.clone(),
+        )
         .body(orphan.clone())
         .send()
         .await
@@ -74,7 +88,10 @@ async fn artifacts_stream_replicate_and_download_from_every_node() {
     let orphan_path = blob_file(&nodes[0], &orphan_sha);
     assert!(orphan_path.exists());
     wait_for("orphan blob collected", 30, || !orphan_path.exists()).await;
-    assert!(blob_file(&nodes[0], &sha).exists(), "a referenced blob is kept");
+    assert!(
+        blob_file(&nodes[0], &sha).exists(),
+        "a referenced blob is kept"
+    );
 }
 
 /// A console log far bigger than one response slice reads back whole and from any offset, streamed.
@@ -89,7 +106,9 @@ async fn a_big_console_log_reads_back_whole_and_from_offsets() {
     for i in 0..24u64 {
         // Log lines, as a run prints them: 1 MiB per append.
         let chunk: Vec<u8> = (0..16384u64)
-            .flat_map(|j| format!("line {:>6} of chunk {i:>3}: {:>30}\n", j, i * 16384 + j).into_bytes())
+            .flat_map(|j| {
+                format!("line {:>6} of chunk {i:>3}: {:>30}\n", j, i * 16384 + j).into_bytes()
+            })
             .take(MIB)
             .collect();
         let r = node
@@ -108,15 +127,26 @@ async fn a_big_console_log_reads_back_whole_and_from_offsets() {
     let r = download(&node, path, &[]).await;
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(r.headers()["x-offset"], log.len().to_string().as_str());
-    assert_eq!(r.headers()["content-length"], log.len().to_string().as_str());
+    assert_eq!(
+        r.headers()["content-length"],
+        log.len().to_string().as_str()
+    );
     let body = r.bytes().await.unwrap();
     assert_eq!(body.len(), log.len());
     assert!(body[..] == log[..], "whole log differs");
-    for offset in [1u64, 7 * MIB as u64 + 3, log.len() as u64 - 1, log.len() as u64] {
+    for offset in [
+        1u64,
+        7 * MIB as u64 + 3,
+        log.len() as u64 - 1,
+        log.len() as u64,
+    ] {
         let r = download(&node, path, &[("X-OFFSET", &offset.to_string())]).await;
         assert_eq!(r.headers()["x-offset"], log.len().to_string().as_str());
         let body = r.bytes().await.unwrap();
-        assert!(body[..] == log[offset as usize..], "log from {offset} differs");
+        assert!(
+            body[..] == log[offset as usize..],
+            "log from {offset} differs"
+        );
     }
 }
 
@@ -133,18 +163,25 @@ async fn retention_deletes_old_builds_and_frees_their_blobs() {
     let (s, _) = node.post("/projects/", json!({"name": "big"})).await;
     assert_eq!(s, 201);
     register_and_enlist_worker(&node, "w1", 20).await;
-    let definition = SIMPLE_PROJECT.replace("timeout: 5\n", "timeout: 5\nretention:\n  builds: 2\n");
+    let definition =
+        SIMPLE_PROJECT.replace("timeout: 5\n", "timeout: 5\nretention:\n  builds: 2\n");
     let mut blobs = Vec::new();
     for b in 1..=6u64 {
         let (s, body) = node
-            .post("/projects/big/builds/", json!({"trigger-name": "manual", "project-definition": definition}))
+            .post(
+                "/projects/big/builds/",
+                json!({"trigger-name": "manual", "project-definition": definition}),
+            )
             .await;
         assert_eq!(s, 201, "{body}");
         // Take every run of the build; the first one gets an artifact of its own.
         let mut defs = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         while defs.len() < 3 {
-            assert!(Instant::now() < deadline, "runs of build {b} not handed out: {defs:?}");
+            assert!(
+                Instant::now() < deadline,
+                "runs of build {b} not handed out: {defs:?}"
+            );
             let r = node
                 .client
                 .get(node.u("/workers/w1/?available_runners=3"))
@@ -153,12 +190,23 @@ async fn retention_deletes_old_builds_and_frees_their_blobs() {
                 .await
                 .unwrap();
             let reply: Value = r.json().await.unwrap();
-            defs.extend(reply["data"]["worker"]["run-defs"].as_array().cloned().unwrap_or_default());
+            defs.extend(
+                reply["data"]["worker"]["run-defs"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+            );
         }
         let bytes = random_bytes(4096, b);
         blobs.push(sha256(&bytes));
         let urls = signed_urls(&node, &defs[0], &["a.bin"]).await;
-        let r = node.client.put(urls["a.bin"].as_str().unwrap()).body(bytes).send().await.unwrap();
+        let r = node
+            .client
+            .put(urls["a.bin"].as_str().unwrap())
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 200);
         if b == 6 {
             break; // build 6 stays RUNNING
@@ -167,7 +215,10 @@ async fn retention_deletes_old_builds_and_frees_their_blobs() {
             let r = node
                 .client
                 .post(d["run_url"].as_str().unwrap())
-                .header("Authorization", format!("Token {}", d["api_key"].as_str().unwrap()))
+                .header(
+                    "Authorization",
+                    format!("Token {}", d["api_key"].as_str().unwrap()),
+                )
                 .header("X-OFFSET", "0")
                 .header("X-RUN-STATUS", "PASSED")
                 .body("done\n")
@@ -178,7 +229,10 @@ async fn retention_deletes_old_builds_and_frees_their_blobs() {
         }
     }
     let (s, body) = node
-        .post("/projects/big/builds/1/promote", json!({"name": "v1", "annotation": "release"}))
+        .post(
+            "/projects/big/builds/1/promote",
+            json!({"name": "v1", "annotation": "release"}),
+        )
         .await;
     assert_eq!(s, 200, "{body}");
 
@@ -194,11 +248,16 @@ async fn retention_deletes_old_builds_and_frees_their_blobs() {
         assert!(Instant::now() < deadline, "builds gone: {gone:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (s, _) = node.get_text("/projects/big/builds/3/runs/unit/console.log").await;
+    let (s, _) = node
+        .get_text("/projects/big/builds/3/runs/unit/console.log")
+        .await;
     assert_eq!(s, 404);
     let blob = |sha: &String| node.config.data_dir.join("blobs").join(&sha[..2]).join(sha);
     let dropped: Vec<_> = blobs[1..4].iter().map(blob).collect();
-    wait_for("blobs of deleted builds collected", 30, || dropped.iter().all(|p| !p.exists())).await;
+    wait_for("blobs of deleted builds collected", 30, || {
+        dropped.iter().all(|p| !p.exists())
+    })
+    .await;
     for kept in [&blobs[0], &blobs[4], &blobs[5]] {
         assert!(blob(kept).exists(), "blob of a kept build");
     }

@@ -49,7 +49,11 @@ async fn start_moto(dir: &std::path::Path) -> Moto {
             Ok(r) if r.status().is_success() => break,
             _ => {}
         }
-        assert!(Instant::now() < deadline, "moto did not start; see {}", dir.join("moto.log").display());
+        assert!(
+            Instant::now() < deadline,
+            "moto did not start; see {}",
+            dir.join("moto.log").display()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     moto
@@ -57,7 +61,10 @@ async fn start_moto(dir: &std::path::Path) -> Moto {
 
 async fn keys_in_bucket(moto: &Moto) -> String {
     reqwest::Client::new()
-        .get(format!("{}/{BUCKET}?list-type=2&prefix=artifacts/", moto.url))
+        .get(format!(
+            "{}/{BUCKET}?list-type=2&prefix=artifacts/",
+            moto.url
+        ))
         .send()
         .await
         .expect("list")
@@ -89,13 +96,22 @@ async fn the_s3_backend_passes_the_artifact_tests() {
     .await;
     let (stored, bytes, _) = upload_and_read_everywhere(&nodes).await;
     let sha = sha256(&bytes);
-    assert_eq!(stored["data"]["holders"], serde_json::json!([]), "the object store holds it for everyone");
-    assert!(keys_in_bucket(&moto).await.contains(&format!("artifacts/{}/{sha}", &sha[..2])));
+    assert_eq!(
+        stored["data"]["holders"],
+        serde_json::json!([]),
+        "the object store holds it for everyone"
+    );
+    assert!(keys_in_bucket(&moto)
+        .await
+        .contains(&format!("artifacts/{}/{sha}", &sha[..2])));
     for n in &nodes {
         assert!(!blob_file(n, &sha).exists(), "only the spool on {}", n.url);
         let (s, c) = n.get("/cluster/").await;
         assert_eq!(s, 200);
-        assert_eq!(c["data"]["artifacts"]["store"], format!("s3://{BUCKET}/artifacts"));
+        assert_eq!(
+            c["data"]["artifacts"]["store"],
+            format!("s3://{BUCKET}/artifacts")
+        );
     }
     // An object no artifact refers to (an upload whose metadata never committed) is collected by the leader.
     let orphan = format!("artifacts/aa/{}", "a".repeat(64));
@@ -113,5 +129,8 @@ async fn the_s3_backend_passes_the_artifact_tests() {
         assert!(Instant::now() < deadline, "orphan object not collected");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    assert!(keys_in_bucket(&moto).await.contains(&sha), "a referenced blob is kept");
+    assert!(
+        keys_in_bucket(&moto).await.contains(&sha),
+        "a referenced blob is kept"
+    );
 }

@@ -35,7 +35,10 @@ pub async fn run(cluster: &LocalCluster, plan: &Plan) -> anyhow::Result<Vec<Figu
     )
     .await?;
     ensure!(s == 200, "create_signed: {s} {b}");
-    let put_url = b["data"]["urls"]["big.bin"].as_str().context("signed URL")?.to_string();
+    let put_url = b["data"]["urls"]["big.bin"]
+        .as_str()
+        .context("signed URL")?
+        .to_string();
     let size = plan.artifact_mib << 20;
     let block = bytes::Bytes::from(
         (0..1u64 << 20)
@@ -58,7 +61,12 @@ pub async fn run(cluster: &LocalCluster, plan: &Plan) -> anyhow::Result<Vec<Figu
         .send()
         .await?;
     let upload_s = started.elapsed().as_secs_f64();
-    ensure!(r.status().is_success(), "upload: {} {}", r.status(), r.text().await.unwrap_or_default());
+    ensure!(
+        r.status().is_success(),
+        "upload: {} {}",
+        r.status(),
+        r.text().await.unwrap_or_default()
+    );
     let holders = r.json::<serde_json::Value>().await?["data"]["holders"].clone();
 
     let path = run_url
@@ -74,18 +82,33 @@ pub async fn run(cluster: &LocalCluster, plan: &Plan) -> anyhow::Result<Vec<Figu
             .header("Authorization", format!("Token {}", cluster.token))
             .send()
             .await?;
-        ensure!(resp.status().is_success(), "download via node {}: {}", n.config.id, resp.status());
+        ensure!(
+            resp.status().is_success(),
+            "download via node {}: {}",
+            n.config.id,
+            resp.status()
+        );
         let mut got = 0u64;
         let mut stream = resp.bytes_stream();
         while let Some(c) = stream.next().await {
             got += c?.len() as u64;
         }
-        ensure!(got == size, "download via node {}: {got} of {size} bytes", n.config.id);
-        rates.push((n.config.id, plan.artifact_mib as f64 / started.elapsed().as_secs_f64()));
+        ensure!(
+            got == size,
+            "download via node {}: {got} of {size} bytes",
+            n.config.id
+        );
+        rates.push((
+            n.config.id,
+            plan.artifact_mib as f64 / started.elapsed().as_secs_f64(),
+        ));
     }
     let mut sorted: Vec<f64> = rates.iter().map(|r| r.1).collect();
     sorted.sort_by(f64::total_cmp);
-    let each: Vec<String> = rates.iter().map(|(id, r)| format!("node {id} {r:.0}")).collect();
+    let each: Vec<String> = rates
+        .iter()
+        .map(|(id, r)| format!("node {id} {r:.0}"))
+        .collect();
     Ok(vec![
         Figure {
             key: "artifact_upload_mib_per_s",

@@ -439,11 +439,7 @@ pub async fn run(dir: &Path, bin_dir: &Path, opts: &BenchOptions) -> anyhow::Res
     );
 
     say("artifacts: upload and download throughput");
-    figures.extend(
-        artifacts::run(&cluster, &plan)
-            .await
-            .context("artifacts")?,
-    );
+    figures.extend(artifacts::run(&cluster, &plan).await.context("artifacts")?);
 
     say("log ingest and live tail");
     figures.extend(logs::run(&cluster, &fleet, &plan).await.context("logs")?);

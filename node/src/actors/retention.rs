@@ -139,15 +139,36 @@ mod tests {
     fn keeps_the_newest_n_and_the_young() {
         let now = 100 * DAY_MS;
         let builds: Vec<(u64, u64)> = (1..=10).map(|n| (n, n * 10 * DAY_MS)).collect();
-        let count = Retention { builds: Some(3), days: None };
-        assert_eq!(builds_to_delete(&builds, count, now), (1..=7).collect::<Vec<_>>());
+        let count = Retention {
+            builds: Some(3),
+            days: None,
+        };
+        assert_eq!(
+            builds_to_delete(&builds, count, now),
+            (1..=7).collect::<Vec<_>>()
+        );
         // Younger than 25 days: created after day 75 → builds 8, 9, 10 kept.
-        let days = Retention { builds: None, days: Some(25) };
-        assert_eq!(builds_to_delete(&builds, days, now), (1..=7).collect::<Vec<_>>());
+        let days = Retention {
+            builds: None,
+            days: Some(25),
+        };
+        assert_eq!(
+            builds_to_delete(&builds, days, now),
+            (1..=7).collect::<Vec<_>>()
+        );
         // Both: a build goes only when beyond the newest 5 *and* older than 25 days.
-        let both = Retention { builds: Some(5), days: Some(25) };
-        assert_eq!(builds_to_delete(&builds, both, now), (1..=5).collect::<Vec<_>>());
-        let keep_all = Retention { builds: Some(20), days: None };
+        let both = Retention {
+            builds: Some(5),
+            days: Some(25),
+        };
+        assert_eq!(
+            builds_to_delete(&builds, both, now),
+            (1..=5).collect::<Vec<_>>()
+        );
+        let keep_all = Retention {
+            builds: Some(20),
+            days: None,
+        };
         assert!(builds_to_delete(&builds, keep_all, now).is_empty());
     }
 }

@@ -43,7 +43,9 @@ impl From<UploadError> for ApiError {
                 ApiError::BadRequest(e.to_string())
             }
             UploadError::NoMajority { .. } => ApiError::Unavailable(e.to_string()),
-            UploadError::Blob(BlobError::HashMismatch { .. }) => ApiError::BadRequest(e.to_string()),
+            UploadError::Blob(BlobError::HashMismatch { .. }) => {
+                ApiError::BadRequest(e.to_string())
+            }
             UploadError::Blob(_) => ApiError::Internal(e.to_string()),
         }
     }
@@ -69,7 +71,13 @@ pub async fn put_artifact(
     payload: web::Payload,
 ) -> ApiResult {
     let (r, artifact) = split(path)?;
-    let expected = artifact_signature(&app.config.cluster_secret, &r, q.fence, &artifact, q.expires);
+    let expected = artifact_signature(
+        &app.config.cluster_secret,
+        &r,
+        q.fence,
+        &artifact,
+        q.expires,
+    );
     if !constant_time_eq(&q.sig, &expected) {
         return Err(ApiError::Forbidden("bad artifact signature".into()));
     }
@@ -215,11 +223,19 @@ pub async fn get_artifact(
         .no_chunking(len);
     if req.method() == actix_web::http::Method::HEAD {
         // Headers only (actix sends no body for HEAD), with the length of what a GET would send.
-        return Ok(reply.streaming(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>()));
+        return Ok(
+            reply.streaming(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>())
+        );
     }
-    let stream = serve::open(&app.cluster, &app.blobs, &meta.sha256, meta.size, byte_range)
-        .await
-        .map_err(ApiError::Unavailable)?;
+    let stream = serve::open(
+        &app.cluster,
+        &app.blobs,
+        &meta.sha256,
+        meta.size,
+        byte_range,
+    )
+    .await
+    .map_err(ApiError::Unavailable)?;
     let counter = app.cluster.metrics.blobs.download_bytes.clone();
     Ok(reply.streaming(stream.inspect(move |c| {
         if let Ok(c) = c {
@@ -249,7 +265,10 @@ pub async fn receive_blob(
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
-            ApiError::BadRequest(format!("blob cut off after {} bytes: {e}", writer.written()))
+            ApiError::BadRequest(format!(
+                "blob cut off after {} bytes: {e}",
+                writer.written()
+            ))
         })?;
         if writer.written() + chunk.len() as u64 > limit {
             return Err(ApiError::PayloadTooLarge(format!(
@@ -268,7 +287,9 @@ pub async fn receive_blob(
             BlobError::HashMismatch { .. } => ApiError::BadRequest(e.to_string()),
             e => ApiError::Internal(e.to_string()),
         })?;
-    Ok(success(json!({"sha256": received.sha256, "size": received.size})))
+    Ok(success(
+        json!({"sha256": received.sha256, "size": received.size}),
+    ))
 }
 
 /// `GET /raft/blobs/<sha>`: this node's copy (with `Range`), for a peer that lacks it.
@@ -286,7 +307,9 @@ pub async fn send_blob(
         .size(&sha)
         .ok_or_else(|| ApiError::NotFound(format!("blob {sha} on node {}", app.cluster.id)))?;
     let byte_range = range::parse(
-        req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()),
+        req.headers()
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok()),
         size,
     );
     let mut reply = match byte_range {

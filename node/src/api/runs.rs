@@ -3,9 +3,7 @@
 use super::builds::resolve;
 use super::parse_json;
 use crate::app::App;
-use crate::auth::{
-    artifact_signature, require_admin, require_user, run_key, verify_run_key,
-};
+use crate::auth::{artifact_signature, require_admin, require_user, run_key, verify_run_key};
 use crate::error::{success, ApiError, ApiResult};
 use actix_web::{web, HttpRequest, HttpResponse};
 use jobserv_protocol::api::{

@@ -48,14 +48,7 @@ pub async fn pass(cluster: &Cluster, blobs: &BlobStore) -> Result<(), String> {
     if blobs.object.is_some() {
         return collect_object_store(cluster, blobs, grace).await;
     }
-    let voters = cluster
-        .raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .voter_ids()
-        .count();
+    let voters = cluster.voter_ids().len();
     let local: HashSet<String> = blobs.local.list().into_iter().collect();
     let mut referenced = HashSet::new();
     let (mut held, mut lost, mut to_fetch) = (Vec::new(), Vec::new(), Vec::new());
@@ -73,7 +66,8 @@ pub async fn pass(cluster: &Cluster, blobs: &BlobStore) -> Result<(), String> {
             let listed = record.holders.contains(&cluster.id);
             let has = local.contains(&record.sha256)
                 && blobs.local.size(&record.sha256) == Some(record.size);
-            let holders_really = record.holders.len() - usize::from(listed && !has) + usize::from(has && !listed);
+            let holders_really =
+                record.holders.len() - usize::from(listed && !has) + usize::from(has && !listed);
             if holders_really < voters {
                 under_replicated += 1;
             }
@@ -100,7 +94,12 @@ pub async fn pass(cluster: &Cluster, blobs: &BlobStore) -> Result<(), String> {
         .blobs
         .under_replicated
         .set(under_replicated as i64);
-    report(cluster, std::mem::take(&mut held), std::mem::take(&mut lost)).await?;
+    report(
+        cluster,
+        std::mem::take(&mut held),
+        std::mem::take(&mut lost),
+    )
+    .await?;
 
     let mut left = missing;
     for record in to_fetch {
@@ -149,7 +148,11 @@ async fn report(cluster: &Cluster, held: Vec<String>, lost: Vec<String>) -> Resu
     if held.is_empty() && lost.is_empty() {
         return Ok(());
     }
-    for (held, lost) in chunks(held).into_iter().zip(chunks(lost).into_iter().chain(std::iter::repeat(Vec::new()))) {
+    for (held, lost) in chunks(held).into_iter().zip(
+        chunks(lost)
+            .into_iter()
+            .chain(std::iter::repeat(Vec::new())),
+    ) {
         cluster
             .propose(Command::BlobHolders {
                 node: cluster.id,
@@ -217,7 +220,11 @@ async fn collect_object_store(
     if cluster.is_leader() {
         if let Some(object) = &blobs.object {
             for (sha, age) in object.list().await.map_err(|e| e.to_string())? {
-                let known = cluster.state.blob(&sha).map_err(|e| e.to_string())?.is_some();
+                let known = cluster
+                    .state
+                    .blob(&sha)
+                    .map_err(|e| e.to_string())?
+                    .is_some();
                 if known {
                     referenced += 1;
                 } else if age >= grace && object.delete(&sha).await {

@@ -13,7 +13,11 @@ use tokio::sync::mpsc;
 /// Bytes buffered before a write to the file (actix hands the body over in small pieces).
 const WRITE_BUFFER: usize = 1 << 20;
 /// Chunks queued between the network and the hashing/writing thread.
-const QUEUE: usize = 32;
+const QUEUE: usize = 8;
+/// Small network chunks (a TLS record is at most 16 KiB) are gathered up to this before they cross to the
+/// writing thread: one hand-off per 256 KiB instead of per record (measured: per-record hand-offs held a
+/// 2 GiB upload to 39 MiB/s with the CPUs mostly idle).
+pub const GATHER: usize = 256 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
@@ -91,10 +95,19 @@ impl LocalBlobs {
             let mut hasher = Sha256::new();
             let mut size = 0u64;
             let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
+            let mut flushed_to = 0u64;
             while let Some(chunk) = rx.blocking_recv() {
                 hasher.update(&chunk);
                 size += chunk.len() as u64;
                 out.write_all(&chunk).map_err(io_err(&path))?;
+                if size - flushed_to >= WRITEBACK_STEP {
+                    // Start writing back what is behind us now, without waiting for it: the fsync at the
+                    // end then has little left, instead of the whole blob (measured: the final fsync of
+                    // three 1 GiB copies on one disk was most of an upload's time).
+                    out.flush().map_err(io_err(&path))?;
+                    start_writeback(out.get_ref(), flushed_to, size - flushed_to);
+                    flushed_to = size;
+                }
             }
             let file = out
                 .into_inner()
@@ -111,6 +124,7 @@ impl LocalBlobs {
             tx: Some(tx),
             task: Some(task),
             written: 0,
+            gathered: bytes::BytesMut::new(),
         })
     }
 
@@ -182,9 +196,33 @@ impl LocalBlobs {
     }
 }
 
+/// Bytes written between two starts of background writeback.
+const WRITEBACK_STEP: u64 = 16 << 20;
+
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open descriptor and a range of it; SYNC_FILE_RANGE_WRITE only starts writeback.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &std::fs::File, _offset: u64, _len: u64) {}
+
 fn age(path: &Path) -> Option<Duration> {
     let modified = std::fs::metadata(path).ok()?.modified().ok()?;
-    Some(SystemTime::now().duration_since(modified).unwrap_or_default())
+    Some(
+        SystemTime::now()
+            .duration_since(modified)
+            .unwrap_or_default(),
+    )
 }
 
 /// A blob being written: feed it with [`BlobWriter::write`], then [`BlobWriter::finish`]. Dropped unfinished
@@ -195,6 +233,7 @@ pub struct BlobWriter {
     tx: Option<mpsc::Sender<Bytes>>,
     task: Option<tokio::task::JoinHandle<Result<Received, BlobError>>>,
     written: u64,
+    gathered: bytes::BytesMut,
 }
 
 impl BlobWriter {
@@ -204,6 +243,18 @@ impl BlobWriter {
 
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), BlobError> {
         self.written += chunk.len() as u64;
+        if self.gathered.is_empty() && chunk.len() >= GATHER {
+            return self.send(chunk).await;
+        }
+        self.gathered.extend_from_slice(&chunk);
+        if self.gathered.len() >= GATHER {
+            let full = self.gathered.split().freeze();
+            return self.send(full).await;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, chunk: Bytes) -> Result<(), BlobError> {
         let sent = match &self.tx {
             Some(tx) => tx.send(chunk).await.is_ok(),
             None => false,
@@ -225,14 +276,16 @@ impl BlobWriter {
 
     /// Completes the blob: fsync'd, checked against `expected` when given, moved into place.
     pub async fn finish(mut self, expected: Option<&str>) -> Result<Received, BlobError> {
+        if !self.gathered.is_empty() {
+            let rest = self.gathered.split().freeze();
+            self.send(rest).await?;
+        }
         self.tx = None;
         let task = self
             .task
             .take()
             .ok_or_else(|| BlobError::Writer("already failed".into()))?;
-        let received = task
-            .await
-            .map_err(|e| BlobError::Writer(e.to_string()))??;
+        let received = task.await.map_err(|e| BlobError::Writer(e.to_string()))??;
         if let Some(expected) = expected {
             if expected != received.sha256 {
                 return Err(BlobError::HashMismatch {
@@ -273,8 +326,17 @@ mod tests {
         w.write(Bytes::from_static(b"world")).await.unwrap();
         let got = w.finish(None).await.unwrap();
         let expected = hex::encode(Sha256::digest(b"hello world"));
-        assert_eq!(got, Received { sha256: expected.clone(), size: 11 });
-        assert_eq!(std::fs::read(store.path(&expected)).unwrap(), b"hello world");
+        assert_eq!(
+            got,
+            Received {
+                sha256: expected.clone(),
+                size: 11
+            }
+        );
+        assert_eq!(
+            std::fs::read(store.path(&expected)).unwrap(),
+            b"hello world"
+        );
         assert_eq!(store.list(), vec![expected.clone()]);
 
         // A wrong expected hash leaves nothing behind.

@@ -40,8 +40,8 @@ impl ObjectBlobs {
             path: url.to_string(),
             source: std::io::Error::other(format!("artifacts.store: not a URL: {e}")),
         })?;
-        let (store, prefix) = object_store::parse_url_opts(&parsed, options.iter())
-            .map_err(object_err(url))?;
+        let (store, prefix) =
+            object_store::parse_url_opts(&parsed, options.iter()).map_err(object_err(url))?;
         Ok(ObjectBlobs {
             store: Arc::from(store),
             prefix,
@@ -56,7 +56,11 @@ impl ObjectBlobs {
     }
 
     pub async fn size(&self, sha256: &str) -> Option<u64> {
-        self.store.head(&self.key(sha256)).await.ok().map(|m| m.size)
+        self.store
+            .head(&self.key(sha256))
+            .await
+            .ok()
+            .map(|m| m.size)
     }
 
     /// Uploads the complete local file `file` as blob `sha256` (skipped when the store already has it).
@@ -143,7 +147,10 @@ impl ObjectBlobs {
                 let sha = m.location.filename()?.to_string();
                 jobserv_raft::state::validate_sha256(&sha).ok()?;
                 let modified = m.last_modified.timestamp_millis().max(0) as u64;
-                Some((sha, std::time::Duration::from_millis(now.saturating_sub(modified))))
+                Some((
+                    sha,
+                    std::time::Duration::from_millis(now.saturating_sub(modified)),
+                ))
             })
             .collect())
     }

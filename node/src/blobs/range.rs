@@ -70,14 +70,20 @@ mod tests {
         assert_eq!(p("bytes=90-"), ByteRange::Partial { start: 90, end: 99 });
         assert_eq!(p("bytes=-10"), ByteRange::Partial { start: 90, end: 99 });
         assert_eq!(p("bytes=-1000"), ByteRange::Partial { start: 0, end: 99 });
-        assert_eq!(p("bytes=50-5000"), ByteRange::Partial { start: 50, end: 99 });
+        assert_eq!(
+            p("bytes=50-5000"),
+            ByteRange::Partial { start: 50, end: 99 }
+        );
         assert_eq!(p("bytes=100-"), ByteRange::Unsatisfiable);
         assert_eq!(p("bytes=-0"), ByteRange::Unsatisfiable);
         assert_eq!(p("bytes=9-0"), ByteRange::Full);
         assert_eq!(p("bytes=0-1,5-6"), ByteRange::Full);
         assert_eq!(p("items=0-1"), ByteRange::Full);
         assert_eq!(parse(Some("bytes=0-"), 0), ByteRange::Unsatisfiable);
-        assert_eq!(ByteRange::Partial { start: 90, end: 99 }.span(100), (90, 10));
+        assert_eq!(
+            ByteRange::Partial { start: 90, end: 99 }.span(100),
+            (90, 10)
+        );
         assert_eq!(ByteRange::Full.span(100), (0, 100));
     }
 }

@@ -39,14 +39,16 @@ pub async fn open(
             ByteRange::Partial { start, end } => Some(format!("bytes={start}-{end}")),
             _ => None,
         };
-        match transfer::fetch(&blobs.client, &url, &cluster.secret, sha256, header.as_deref()).await
+        match transfer::fetch(
+            &blobs.client,
+            &url,
+            &cluster.secret,
+            sha256,
+            header.as_deref(),
+        )
+        .await
         {
-            Ok(resp) => {
-                return Ok(resp
-                    .bytes_stream()
-                    .map_err(std::io::Error::other)
-                    .boxed())
-            }
+            Ok(resp) => return Ok(resp.bytes_stream().map_err(std::io::Error::other).boxed()),
             Err(e) => errors.push(format!("node {node}: {e}")),
         }
     }

@@ -28,7 +28,7 @@ pub struct PeerPush {
 
 impl PeerPush {
     pub fn start(client: &reqwest::Client, base_url: &str, secret: &str, node: u64) -> PeerPush {
-        let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+        let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
         let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
         let request = client
             .put(format!("{}{BLOB_RPC}", base_url.trim_end_matches('/')))
@@ -90,7 +90,10 @@ impl PeerPush {
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => {
                 self.reply.abort();
-                Err(format!("no answer {}s after the last byte", FINISH.as_secs()))
+                Err(format!(
+                    "no answer {}s after the last byte",
+                    FINISH.as_secs()
+                ))
             }
         }
     }
@@ -119,7 +122,10 @@ pub async fn fetch(
     range: Option<&str>,
 ) -> Result<reqwest::Response, String> {
     let mut req = client
-        .get(format!("{}{BLOB_RPC}{sha256}", base_url.trim_end_matches('/')))
+        .get(format!(
+            "{}{BLOB_RPC}{sha256}",
+            base_url.trim_end_matches('/')
+        ))
         .header(CLUSTER_SECRET_HEADER, secret);
     if let Some(range) = range {
         req = req.header(reqwest::header::RANGE, range);

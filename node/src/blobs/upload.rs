@@ -40,13 +40,11 @@ pub struct Stored {
 
 /// The voters other than this node, with their URLs, and how many holders make a majority.
 pub fn replica_targets(cluster: &Cluster) -> (Vec<(NodeId, String)>, usize) {
-    let metrics = cluster.raft.metrics().borrow().clone();
-    let membership = metrics.membership_config.membership();
-    let voters: Vec<NodeId> = membership.voter_ids().collect();
+    let voters = cluster.voter_ids();
     let peers = voters
         .iter()
         .filter(|id| **id != cluster.id)
-        .filter_map(|id| membership.get_node(id).map(|n| (*id, n.addr.clone())))
+        .filter_map(|id| Some((*id, cluster.member_url(*id)?)))
         .collect();
     (peers, voters.len().max(1) / 2 + 1)
 }
@@ -77,24 +75,37 @@ where
         .collect();
     let mut writer = blobs.local.writer()?;
     let abandon = |pushes: Vec<PeerPush>| pushes.into_iter().for_each(PeerPush::abort);
-    while let Some(chunk) = body.next().await {
-        let chunk = match chunk {
-            Ok(c) => c,
-            Err(e) => {
+    // Network chunks are gathered to `GATHER` bytes before they fan out (see `local::GATHER`).
+    let mut gathered = bytes::BytesMut::new();
+    let mut received = 0u64;
+    loop {
+        let next = body.next().await;
+        let piece = match next {
+            Some(Ok(c)) => {
+                received += c.len() as u64;
+                if received > limit {
+                    abandon(pushes);
+                    return Err(UploadError::TooLarge { limit });
+                }
+                gathered.extend_from_slice(&c);
+                if gathered.len() < super::local::GATHER {
+                    continue;
+                }
+                gathered.split().freeze()
+            }
+            Some(Err(e)) => {
                 abandon(pushes);
                 return Err(UploadError::CutOff {
-                    received: writer.written(),
+                    received,
                     reason: e.to_string(),
                 });
             }
+            None if gathered.is_empty() => break,
+            None => gathered.split().freeze(),
         };
-        if writer.written() + chunk.len() as u64 > limit {
-            abandon(pushes);
-            return Err(UploadError::TooLarge { limit });
-        }
-        // This node's copy and every live peer's get the chunk; a failing peer is dropped, not waited for.
-        let sends = futures::future::join_all(pushes.iter_mut().map(|p| p.send(&chunk)));
-        let (local, _) = futures::join!(writer.write(chunk.clone()), sends);
+        // This node's copy and every live peer's get the piece; a failing peer is dropped, not waited for.
+        let sends = futures::future::join_all(pushes.iter_mut().map(|p| p.send(&piece)));
+        let (local, _) = futures::join!(writer.write(piece.clone()), sends);
         if let Err(e) = local {
             abandon(pushes);
             return Err(e.into());
@@ -133,7 +144,10 @@ where
     for (node, verdict) in verdicts {
         match verdict {
             Ok(got) if got == received => holders.push(node),
-            Ok(got) => why.push(format!("node {node} stored {} ({} bytes)", got.sha256, got.size)),
+            Ok(got) => why.push(format!(
+                "node {node} stored {} ({} bytes)",
+                got.sha256, got.size
+            )),
             Err(e) => {
                 why.push(format!("node {node}: {e}"));
                 failed.push(node);

@@ -178,6 +178,9 @@ fn public_roots_client() -> Result<reqwest::Client, CliError> {
     crate::tls::install_crypto_provider();
     reqwest::Client::builder()
         .use_rustls_tls()
+        // HTTP/1.1, as before `object_store` (S3) turned reqwest's http2 feature on for the whole workspace:
+        // one connection per transfer, no HTTP/2 flow-control window throttling bulk bodies.
+        .http1_only()
         .timeout(REQUEST_TIMEOUT)
         .build()
         .map_err(|e| CliError::Tls(crate::tls::TlsError::Client(e)))

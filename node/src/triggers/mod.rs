@@ -86,6 +86,9 @@ pub fn runs_here(cluster: &Cluster, trigger_id: u64) -> bool {
 pub fn outbound_client(ca_cert: &std::path::Path) -> reqwest::Client {
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
+        // HTTP/1.1, as before `object_store` (S3) turned reqwest's http2 feature on for the whole workspace:
+        // one connection per transfer, no HTTP/2 flow-control window throttling bulk bodies.
+        .http1_only()
         .timeout(Duration::from_secs(15))
         .user_agent("jobserv-rs");
     if let Ok(pem) = std::fs::read(ca_cert) {

@@ -23,7 +23,10 @@ pub async fn held_run(node: &TestNode) -> Value {
     assert_eq!(s, 201);
     let definition = SIMPLE_PROJECT;
     let (s, body) = node
-        .post("/projects/big/builds/", json!({"trigger-name": "manual", "project-definition": definition}))
+        .post(
+            "/projects/big/builds/",
+            json!({"trigger-name": "manual", "project-definition": definition}),
+        )
         .await;
     assert_eq!(s, 201, "{body}");
     register_and_enlist_worker(node, "w1", 1).await;
@@ -39,11 +42,17 @@ pub async fn held_run(node: &TestNode) -> Value {
 }
 
 pub async fn signed_urls(node: &TestNode, rundef: &Value, paths: &[&str]) -> Value {
-    let run_url = rundef["run_url"].as_str().unwrap().replace(&rundef_base(rundef), &node.url);
+    let run_url = rundef["run_url"]
+        .as_str()
+        .unwrap()
+        .replace(&rundef_base(rundef), &node.url);
     let r = node
         .client
         .post(format!("{run_url}create_signed"))
-        .header("Authorization", format!("Token {}", rundef["api_key"].as_str().unwrap()))
+        .header(
+            "Authorization",
+            format!("Token {}", rundef["api_key"].as_str().unwrap()),
+        )
         .json(&json!({ "paths": paths }))
         .send()
         .await
@@ -95,16 +104,34 @@ pub async fn upload_and_read_everywhere(nodes: &[TestNode]) -> (Value, Vec<u8>, 
     let urls = signed_urls(&nodes[1], &rundef, &[artifact, "small.txt"]).await;
     let put_url = urls[artifact].as_str().unwrap().to_string();
 
-    let r = nodes[1].client.put(&put_url).body(bytes.clone()).send().await.unwrap();
+    let r = nodes[1]
+        .client
+        .put(&put_url)
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let stored: Value = r.json().await.unwrap();
     assert_eq!(stored["data"]["sha256"], sha);
     assert_eq!(stored["data"]["size"], bytes.len() as u64);
     // Retried (the worker lost the reply): idempotent, still one artifact.
-    let r = nodes[1].client.put(&put_url).body(bytes.clone()).send().await.unwrap();
+    let r = nodes[1]
+        .client
+        .put(&put_url)
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let small = urls["small.txt"].as_str().unwrap();
-    let r = nodes[1].client.put(small).body("hello\n").send().await.unwrap();
+    let r = nodes[1]
+        .client
+        .put(small)
+        .body("hello\n")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
 
     let run_path = "/projects/big/builds/1/runs/unit/";
@@ -119,7 +146,10 @@ pub async fn upload_and_read_everywhere(nodes: &[TestNode]) -> (Value, Vec<u8>, 
 
         let r = download(n, &dl, &[]).await;
         assert_eq!(r.status().as_u16(), 200);
-        assert_eq!(r.headers()["content-length"], bytes.len().to_string().as_str());
+        assert_eq!(
+            r.headers()["content-length"],
+            bytes.len().to_string().as_str()
+        );
         assert_eq!(r.headers()["etag"], format!("\"{sha}\"").as_str());
         assert_eq!(r.headers()["accept-ranges"], "bytes");
         assert_eq!(r.headers()["content-type"], "application/octet-stream");
@@ -141,7 +171,10 @@ pub async fn upload_and_read_everywhere(nodes: &[TestNode]) -> (Value, Vec<u8>, 
         assert_eq!(&r.bytes().await.unwrap()[..], &bytes[bytes.len() - 10..]);
         let r = download(n, &dl, &[("Range", &format!("bytes={}-", bytes.len()))]).await;
         assert_eq!(r.status().as_u16(), 416);
-        assert_eq!(r.headers()["content-range"], format!("bytes */{}", bytes.len()).as_str());
+        assert_eq!(
+            r.headers()["content-range"],
+            format!("bytes */{}", bytes.len()).as_str()
+        );
         let r = download(n, &dl, &[("If-None-Match", &format!("\"{sha}\""))]).await;
         assert_eq!(r.status().as_u16(), 304);
         let r = n
@@ -152,7 +185,10 @@ pub async fn upload_and_read_everywhere(nodes: &[TestNode]) -> (Value, Vec<u8>, 
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), 200);
-        assert_eq!(r.headers()["content-length"], bytes.len().to_string().as_str());
+        assert_eq!(
+            r.headers()["content-length"],
+            bytes.len().to_string().as_str()
+        );
         // Downloads need a user token.
         let r = n.client.get(n.u(&dl)).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 401);

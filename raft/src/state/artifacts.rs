@@ -11,7 +11,11 @@ type Outcome = Result<CommandResult, StateError>;
 
 /// `sha256` as the store names blobs: 64 lower-case hex digits.
 pub fn validate_sha256(sha256: &str) -> Result<(), StateError> {
-    if sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if sha256.len() == 64
+        && sha256
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         Ok(())
     } else {
         Err(StateError::Invalid(format!(
@@ -198,7 +202,13 @@ mod tests {
         }
     }
 
-    fn put(m: &mut Machine, build: u64, fence: u64, artifact: ArtifactMeta, holders: &[u64]) -> CommandResult {
+    fn put(
+        m: &mut Machine,
+        build: u64,
+        fence: u64,
+        artifact: ArtifactMeta,
+        holders: &[u64],
+    ) -> CommandResult {
         m.apply(Command::PutArtifactBlob {
             run: run(build),
             fence,
@@ -214,9 +224,15 @@ mod tests {
         m.apply(Command::CreateBuild(new_build(&["a"])));
         let f1 = m.assign(1, "a");
         let f2 = m.assign(2, "a");
-        assert_eq!(put(&mut m, 1, f1, meta("x.bin", &sha('a'), 10), &[1, 2]), CommandResult::Done);
+        assert_eq!(
+            put(&mut m, 1, f1, meta("x.bin", &sha('a'), 10), &[1, 2]),
+            CommandResult::Done
+        );
         // The same upload retried through another node: still one reference, holders merged.
-        assert_eq!(put(&mut m, 1, f1, meta("x.bin", &sha('a'), 10), &[3]), CommandResult::Done);
+        assert_eq!(
+            put(&mut m, 1, f1, meta("x.bin", &sha('a'), 10), &[3]),
+            CommandResult::Done
+        );
         let blob = m.state.blob(&sha('a')).unwrap().unwrap();
         assert_eq!((blob.refs, blob.holders.clone()), (1, vec![1, 2, 3]));
         // Another run with the same bytes shares the blob.
@@ -225,7 +241,14 @@ mod tests {
         // Replacing build 1's artifact with other bytes releases its reference.
         put(&mut m, 1, f1, meta("x.bin", &sha('b'), 3), &[1, 2]);
         assert_eq!(m.state.blob(&sha('a')).unwrap().unwrap().refs, 1);
-        assert_eq!(m.state.artifact_meta(&run(1), "x.bin").unwrap().unwrap().sha256, sha('b'));
+        assert_eq!(
+            m.state
+                .artifact_meta(&run(1), "x.bin")
+                .unwrap()
+                .unwrap()
+                .sha256,
+            sha('b')
+        );
         let listed = m.state.artifacts(&run(1)).unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].size, 3);
@@ -237,14 +260,25 @@ mod tests {
         m.apply(Command::CreateBuild(new_build(&["a"])));
         let fence = m.assign(1, "a");
         let stale = put(&mut m, 1, fence + 1, meta("x", &sha('a'), 1), &[1]);
-        assert!(matches!(stale, CommandResult::Rejected(StateError::Fenced { .. })));
+        assert!(matches!(
+            stale,
+            CommandResult::Rejected(StateError::Fenced { .. })
+        ));
         let bad_hash = put(&mut m, 1, fence, meta("x", "ABC", 1), &[1]);
-        assert!(matches!(bad_hash, CommandResult::Rejected(StateError::Invalid(m)) if m.contains("sha256")));
+        assert!(
+            matches!(bad_hash, CommandResult::Rejected(StateError::Invalid(m)) if m.contains("sha256"))
+        );
         let bad_path = put(&mut m, 1, fence, meta("../x", &sha('a'), 1), &[1]);
-        assert!(matches!(bad_path, CommandResult::Rejected(StateError::Invalid(_))));
+        assert!(matches!(
+            bad_path,
+            CommandResult::Rejected(StateError::Invalid(_))
+        ));
         put(&mut m, 1, fence, meta("x", &sha('a'), 1), &[1]);
         let size_mismatch = put(&mut m, 1, fence, meta("y", &sha('a'), 2), &[1]);
-        assert!(matches!(size_mismatch, CommandResult::Rejected(StateError::Invalid(_))));
+        assert!(matches!(
+            size_mismatch,
+            CommandResult::Rejected(StateError::Invalid(_))
+        ));
         assert!(m.state.artifact_meta(&run(1), "y").unwrap().is_none());
         assert_eq!(m.state.blob(&sha('a')).unwrap().unwrap().refs, 1);
     }
@@ -255,11 +289,25 @@ mod tests {
         m.apply(Command::CreateBuild(new_build(&["a"])));
         let fence = m.assign(1, "a");
         put(&mut m, 1, fence, meta("x", &sha('a'), 1), &[1, 2]);
-        m.apply(Command::BlobHolders { node: 2, held: vec![], lost: vec![sha('a')] });
+        m.apply(Command::BlobHolders {
+            node: 2,
+            held: vec![],
+            lost: vec![sha('a')],
+        });
         assert_eq!(m.state.blob(&sha('a')).unwrap().unwrap().holders, vec![1]);
-        m.apply(Command::BlobHolders { node: 3, held: vec![sha('a'), sha('z')], lost: vec![] });
-        assert_eq!(m.state.blob(&sha('a')).unwrap().unwrap().holders, vec![1, 3]);
-        assert!(m.state.blob(&sha('z')).unwrap().is_none(), "no record for an unknown blob");
+        m.apply(Command::BlobHolders {
+            node: 3,
+            held: vec![sha('a'), sha('z')],
+            lost: vec![],
+        });
+        assert_eq!(
+            m.state.blob(&sha('a')).unwrap().unwrap().holders,
+            vec![1, 3]
+        );
+        assert!(
+            m.state.blob(&sha('z')).unwrap().is_none(),
+            "no record for an unknown blob"
+        );
     }
 
     #[test]
@@ -272,7 +320,13 @@ mod tests {
             let fence = m.assign(b, "a");
             let shared = meta("same", &sha('e'), 4);
             put(&mut m, b, fence, shared, &[1]);
-            put(&mut m, b, fence, meta("own", &sha(char::from(b'0' + b as u8)), 4), &[1]);
+            put(
+                &mut m,
+                b,
+                fence,
+                meta("own", &sha(char::from(b'0' + b as u8)), 4),
+                &[1],
+            );
             m.complete(b, "a", fence);
         }
         m.apply(Command::PromoteBuild {
@@ -292,9 +346,16 @@ mod tests {
         assert!(m.state.artifacts(&run(1)).unwrap().is_empty());
         assert!(m.state.build("p", 2).unwrap().is_some());
         assert!(m.state.build("p", 4).unwrap().is_some());
-        assert!(m.state.blob(&sha('1')).unwrap().is_none(), "build 1's own blob freed");
+        assert!(
+            m.state.blob(&sha('1')).unwrap().is_none(),
+            "build 1's own blob freed"
+        );
         assert!(m.state.blob(&sha('3')).unwrap().is_none());
-        assert_eq!(m.state.blob(&sha('e')).unwrap().unwrap().refs, 1, "still used by build 2");
+        assert_eq!(
+            m.state.blob(&sha('e')).unwrap().unwrap().refs,
+            1,
+            "still used by build 2"
+        );
         assert_eq!(m.state.build_numbers("p").unwrap(), vec![2, 4]);
         let counts: u64 = m.state.run_counts().unwrap().iter().map(|(_, n)| n).sum();
         assert_eq!(counts, 2, "run counters follow the deletion");

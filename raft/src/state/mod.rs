@@ -6,9 +6,9 @@ mod artifacts;
 mod hooks;
 pub mod keys;
 mod read;
-mod txn;
 #[cfg(test)]
 pub(crate) mod test_machine;
+mod txn;
 
 pub use apply::validate_artifact_path;
 pub use artifacts::validate_sha256;

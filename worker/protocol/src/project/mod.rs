@@ -34,8 +34,8 @@ pub use error::{DefinitionError, Issue, LimitKind, Location};
 pub use expand::{expand_run_names, RunSpec};
 pub use limits::Limits;
 pub use schema::{
-    Email, LoopOn, ProjectDefinition, Retention, Run, RunScript, ScriptRepoDef, Trigger, TriggerRef,
-    TriggerType, Webhook, HOST_TAG_PARAM, MAX_TRIGGER_DEPTH, MAX_TRIGGER_NAME,
+    Email, LoopOn, ProjectDefinition, Retention, Run, RunScript, ScriptRepoDef, Trigger,
+    TriggerRef, TriggerType, Webhook, HOST_TAG_PARAM, MAX_TRIGGER_DEPTH, MAX_TRIGGER_NAME,
 };
 pub use secrets::SecretUse;
 pub use summary::{ChainSummary, ProjectSummary, RunSummary, TriggerSummary};

@@ -12,8 +12,8 @@
 use super::error::Issue;
 use super::limits::Node;
 use super::schema::{
-    Email, LoopOn, ProjectDefinition, Retention, Run, RunScript, ScriptRepoDef, Trigger, TriggerRef,
-    TriggerType, Webhook, HOST_TAG_PARAM,
+    Email, LoopOn, ProjectDefinition, Retention, Run, RunScript, ScriptRepoDef, Trigger,
+    TriggerRef, TriggerType, Webhook, HOST_TAG_PARAM,
 };
 use crate::rundef::{ConsoleProgress, TestGrepping};
 use std::collections::BTreeMap;
@@ -364,7 +364,10 @@ impl Walker<'_> {
             days: count("days"),
         };
         if retention.builds.is_none() && retention.days.is_none() {
-            self.err(path, "set `builds`, `days` or both (or leave `retention` out to keep every build)");
+            self.err(
+                path,
+                "set `builds`, `days` or both (or leave `retention` out to keep every build)",
+            );
             return None;
         }
         Some(retention)
