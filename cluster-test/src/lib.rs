@@ -7,6 +7,7 @@ pub mod bench_failover;
 pub mod bench_node;
 pub mod bench_triggers;
 pub mod bench_worker;
+pub mod big_log;
 pub mod chaos;
 pub mod crash_loop;
 pub mod harness;

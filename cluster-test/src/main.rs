@@ -50,6 +50,13 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// A console log of MIB through 3 nodes: ingest, read back whole and from offsets, snapshot cost.
+    BigLog {
+        #[arg(long, default_value_t = 200)]
+        mib: u64,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Disk use of 3 nodes with BUILDS completed builds (log + artifact each), and after retention deleted 90 %.
     RetentionDisk {
         #[arg(long, default_value_t = 10000)]
@@ -378,6 +385,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for f in cluster_test::bench::artifacts::run(&cluster, &plan).await? {
                 println!("{} = {:.1}  ({})", f.key, f.value, f.workload);
             }
+        }
+        Cmd::BigLog { mib, dir } => {
+            let (dir, _guard) = work_dir(dir)?;
+            println!("{}", cluster_test::big_log::run(&dir, &bin_dir, mib).await?);
         }
         Cmd::RetentionDisk { builds, dir } => {
             let (dir, _guard) = work_dir(dir)?;

@@ -207,11 +207,23 @@ pub async fn run(dir: &Path, bin_dir: &Path, builds: usize) -> anyhow::Result<St
     let after = disk(&cluster);
     tokio::time::sleep(Duration::from_secs(60)).await;
     let settled = disk(&cluster);
+    // sled does not shrink its files; it reuses the space freed. Filling the deleted builds' worth again
+    // shows whether it does.
+    let refill = builds - keep as usize;
+    let mut made = 0;
+    while made < refill {
+        let n = BATCH.min(refill - made);
+        complete_builds(&cluster, n, Some(keep)).await?;
+        made += n;
+    }
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let refilled = disk(&cluster);
     Ok(format!(
         "retention-disk: {builds} builds (1 run, 4 KiB log, 16 KiB artifact each) completed in {:.0} s; \
          3 nodes' disk before: sled {:.0} MiB + blobs {:.0} MiB; retention keeping {keep} deleted {} builds in {:.1} s; \
-         15 s later: sled {:.0} MiB + blobs {:.0} MiB; 75 s later: sled {:.0} MiB + blobs {:.0} MiB",
+         15 s later: sled {:.0} MiB + blobs {:.0} MiB; 75 s later: sled {:.0} MiB + blobs {:.0} MiB; \
+         after {refill} more builds (retention still keeping {keep}): sled {:.0} MiB + blobs {:.0} MiB",
         fill.as_secs_f64(), before.0, before.1, builds as u64 + 1 - keep, deleted_in.as_secs_f64(),
-        after.0, after.1, settled.0, settled.1
+        after.0, after.1, settled.0, settled.1, refilled.0, refilled.1
     ))
 }
