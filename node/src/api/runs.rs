@@ -199,21 +199,42 @@ async fn update(
         // JobServ's own worker sends no offset: append at the end.
         None => load_run(&app, &r)?.log_len,
     };
-    let update = RunUpdate {
-        run: r.clone(),
-        fence,
-        offset,
-        console: body.to_vec(),
-        status,
-        metadata: header(&req, HEADER_RUN_METADATA).map(str::to_string),
-        failure_reason: header(&req, "X-RUN-FAILURE-REASON").map(str::to_string),
-        now: jobserv_raft::state::now_ms(),
+    // A big body is committed as several entries of at most `CONSOLE_ENTRY` bytes, in order; only the last
+    // carries the status. openraft bounds an AppendEntries batch by entry count (32) and gives it one
+    // heartbeat interval: 32 entries of 1 MiB never reached a follower in time, and it fell behind for good.
+    // A failure part-way is safe: the client retries from its offset and stored bytes are skipped.
+    let pieces: Vec<&[u8]> = if body.is_empty() {
+        vec![&body[..]]
+    } else {
+        body.chunks(CONSOLE_ENTRY).collect()
     };
-    match app
-        .cluster
-        .propose(Command::UpdateRun(Box::new(update)))
-        .await?
-    {
+    let last = pieces.len() - 1;
+    let mut at = offset;
+    let mut result = None;
+    for (i, piece) in pieces.into_iter().enumerate() {
+        let final_piece = i == last;
+        let update = RunUpdate {
+            run: r.clone(),
+            fence,
+            offset: at,
+            console: piece.to_vec(),
+            status: status.filter(|_| final_piece),
+            metadata: header(&req, HEADER_RUN_METADATA)
+                .filter(|_| final_piece)
+                .map(str::to_string),
+            failure_reason: header(&req, "X-RUN-FAILURE-REASON")
+                .filter(|_| final_piece)
+                .map(str::to_string),
+            now: jobserv_raft::state::now_ms(),
+        };
+        at += piece.len() as u64;
+        result = Some(
+            app.cluster
+                .propose(Command::UpdateRun(Box::new(update)))
+                .await?,
+        );
+    }
+    match result.unwrap_or(CommandResult::Done) {
         CommandResult::RunUpdated { log_len, cancel } => {
             if let Some(s) = status {
                 tracing::info!(project = %r.project, build = r.build, run = %r.run, status = %s, "run status");
@@ -300,6 +321,9 @@ async fn console(
         .no_chunking(end - offset)
         .streaming(stream))
 }
+
+/// Largest console bytes per Raft entry (see `update`).
+const CONSOLE_ENTRY: usize = 64 * 1024;
 
 /// Bytes of a console log read from the state per step of a streamed response.
 const CONSOLE_SLICE: u64 = 1 << 20;
