@@ -516,3 +516,31 @@ fn errors_serialize_for_an_http_layer() {
     );
     assert_eq!(json[0]["message"], "unknown key");
 }
+
+#[test]
+fn retention_is_checked_and_named() {
+    let with = |r: &str| GOOD.replacen("timeout: 5\n", &format!("timeout: 5\nretention:\n{r}"), 1);
+    let def = parse_project(&with("  builds: 100\n  days: 30\n")).expect("valid retention");
+    let retention = def.retention.expect("retention");
+    assert_eq!((retention.builds, retention.days), (Some(100), Some(30)));
+    assert!(
+        parse_project(GOOD).expect("valid").retention.is_none(),
+        "absent: keep every build"
+    );
+    let issues = invalid(&with("  builds: 0\n"));
+    assert!(
+        has(&issues, "retention/builds", "positive integer"),
+        "{issues:?}"
+    );
+    let issues = invalid(&with("  days: ten\n"));
+    assert!(
+        has(&issues, "retention/days", "positive integer"),
+        "{issues:?}"
+    );
+    let issues = invalid(&with("  keep: 3\n"));
+    assert!(has(&issues, "retention/keep", "unknown key"), "{issues:?}");
+    assert!(
+        has(&issues, "retention", "set `builds`, `days` or both"),
+        "{issues:?}"
+    );
+}
