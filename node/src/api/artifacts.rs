@@ -198,21 +198,10 @@ pub async fn get_artifact(
         .and_then(|v| v.to_str().ok())
         .filter(|_| if_range_ok);
     let byte_range = range::parse(requested, meta.size);
-    let mut reply = match byte_range {
-        ByteRange::Unsatisfiable => {
-            return Ok(HttpResponse::RangeNotSatisfiable()
-                .insert_header((header::CONTENT_RANGE, format!("bytes */{}", meta.size)))
-                .insert_header((header::ETAG, etag))
-                .finish())
-        }
-        ByteRange::Full => HttpResponse::Ok(),
-        ByteRange::Partial { start, end } => {
-            let mut b = HttpResponse::PartialContent();
-            b.insert_header((
-                header::CONTENT_RANGE,
-                format!("bytes {start}-{end}/{}", meta.size),
-            ));
-            b
+    let mut reply = match range_reply(byte_range, meta.size) {
+        Ok(reply) => reply,
+        Err(mut unsatisfiable) => {
+            return Ok(unsatisfiable.insert_header((header::ETAG, etag)).finish())
         }
     };
     let (_, len) = byte_range.span(meta.size);
@@ -242,6 +231,26 @@ pub async fn get_artifact(
             counter.inc_by(c.len() as u64);
         }
     })))
+}
+
+/// The status and `Content-Range` for `byte_range` of a blob of `size` bytes: 200, 206, or (`Err`) 416.
+fn range_reply(
+    byte_range: ByteRange,
+    size: u64,
+) -> Result<actix_web::HttpResponseBuilder, actix_web::HttpResponseBuilder> {
+    match byte_range {
+        ByteRange::Unsatisfiable => {
+            let mut b = HttpResponse::RangeNotSatisfiable();
+            b.insert_header((header::CONTENT_RANGE, format!("bytes */{size}")));
+            Err(b)
+        }
+        ByteRange::Full => Ok(HttpResponse::Ok()),
+        ByteRange::Partial { start, end } => {
+            let mut b = HttpResponse::PartialContent();
+            b.insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}")));
+            Ok(b)
+        }
+    }
 }
 
 /// `PUT /raft/blobs/`: a peer streams a blob here (an upload being replicated, or a repair push). The hash
@@ -312,18 +321,9 @@ pub async fn send_blob(
             .and_then(|v| v.to_str().ok()),
         size,
     );
-    let mut reply = match byte_range {
-        ByteRange::Unsatisfiable => {
-            return Ok(HttpResponse::RangeNotSatisfiable()
-                .insert_header((header::CONTENT_RANGE, format!("bytes */{size}")))
-                .finish())
-        }
-        ByteRange::Full => HttpResponse::Ok(),
-        ByteRange::Partial { start, end } => {
-            let mut b = HttpResponse::PartialContent();
-            b.insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}")));
-            b
-        }
+    let mut reply = match range_reply(byte_range, size) {
+        Ok(reply) => reply,
+        Err(mut unsatisfiable) => return Ok(unsatisfiable.finish()),
     };
     let (_, len) = byte_range.span(size);
     let stream = serve::local_stream(&app.blobs, &sha, byte_range, size)

@@ -293,6 +293,17 @@ pub(super) fn put_run(txn: &mut Txn, old: Option<RunStatus>, run: &Run) -> State
     txn.put(keys::run(&run.run_ref()), run)
 }
 
+/// Takes a run that is being deleted out of the status counters, the queue and its worker's index (the
+/// run record itself goes with its prefix).
+pub(super) fn forget_run_indexes(txn: &mut Txn, run: &Run) -> StateResult<()> {
+    bump_count(txn, run.status, -1)?;
+    txn.remove(keys::queue_entry(run.queue_priority, run.queue_seq));
+    if let Some(worker) = &run.worker {
+        txn.remove(keys::worker_run(worker, &run.run_ref()));
+    }
+    Ok(())
+}
+
 pub(super) fn bump_count(txn: &mut Txn, status: RunStatus, delta: i64) -> StateResult<()> {
     let key = keys::run_status_count(status);
     let current = txn.get::<u64>(&key)?.unwrap_or(0) as i64;
@@ -304,12 +315,7 @@ fn delete_project(txn: &mut Txn, name: &str) -> StateResult<Outcome> {
         return Ok(Err(StateError::NotFound(format!("project {name}"))));
     }
     for (_, bytes) in txn.scan_prefix(&keys::runs_of_project(name))? {
-        let run: Run = crate::codec::decode(&bytes)?;
-        bump_count(txn, run.status, -1)?;
-        txn.remove(keys::queue_entry(run.queue_priority, run.queue_seq));
-        if let Some(worker) = &run.worker {
-            txn.remove(keys::worker_run(worker, &run.run_ref()));
-        }
+        forget_run_indexes(txn, &crate::codec::decode(&bytes)?)?;
     }
     super::artifacts::remove_artifacts_under(txn, &keys::artifact_metas_of_project(name))?;
     for prefix in [

@@ -156,12 +156,7 @@ pub(super) fn delete_builds(txn: &mut Txn, project: &str, numbers: &[u64]) -> St
             continue; // duties (chains, notifications) still owed
         }
         for (_, bytes) in txn.scan_prefix(&keys::runs_of_build(project, number))? {
-            let run: Run = crate::codec::decode(&bytes)?;
-            super::apply::bump_count(txn, run.status, -1)?;
-            txn.remove(keys::queue_entry(run.queue_priority, run.queue_seq));
-            if let Some(worker) = &run.worker {
-                txn.remove(keys::worker_run(worker, &run.run_ref()));
-            }
+            super::apply::forget_run_indexes(txn, &crate::codec::decode::<Run>(&bytes)?)?;
         }
         remove_artifacts_under(txn, &keys::of_build('A', project, number))?;
         for tag in ['r', 'l', 'x', 'a'] {
