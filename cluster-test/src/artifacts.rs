@@ -171,6 +171,33 @@ fn blob_path(cluster: &LocalCluster, id: u64, sha: &str) -> Option<std::path::Pa
     Some(node.config.data_dir.join("blobs").join(&sha[..2]).join(sha))
 }
 
+/// Downloads `path` through every live node: each must serve `size` bytes hashing to `expected`. One line
+/// per node (`when`: what had happened), with its rate.
+async fn served_everywhere(
+    cluster: &LocalCluster,
+    path: &str,
+    expected: &str,
+    size: u64,
+    when: &str,
+) -> anyhow::Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for node in cluster.nodes.iter().filter(|n| n.child.is_some()) {
+        let url = format!("{}{path}", node.url());
+        let (sha, bytes, secs) = download_sha(&cluster.client, &url, &cluster.token).await?;
+        ensure!(
+            sha == expected && bytes == size,
+            "{when}: node {} served {sha} ({bytes} bytes), the run made {expected} ({size} bytes)",
+            node.config.id
+        );
+        lines.push(format!(
+            "{when}: node {} same sha256 ({:.0} MiB/s)",
+            node.config.id,
+            bytes as f64 / 1048576.0 / secs
+        ));
+    }
+    Ok(lines)
+}
+
 pub struct BigArtifactReport {
     pub size_mib: u64,
     pub run_seconds: f64,
@@ -253,46 +280,13 @@ pub async fn big_artifact(
         .find(|(_, b)| *b >= size_mib << 20)
         .map(|(id, _)| id)
         .context("no node counted the upload's bytes")?;
-    let mut downloads = Vec::new();
     let dl = format!("{run_path}big.bin");
-    for node in cluster.nodes.iter().filter(|n| n.child.is_some()) {
-        let (sha, bytes, secs) = download_sha(
-            &cluster.client,
-            &format!("{}{dl}", node.url()),
-            &cluster.token,
-        )
-        .await?;
-        ensure!(
-            sha == expected && bytes == size_mib << 20,
-            "node {}: {sha} ({bytes} bytes), the run made {expected}",
-            node.config.id
-        );
-        downloads.push(format!(
-            "download from node {}: same sha256, {:.0} MiB/s",
-            node.config.id,
-            bytes as f64 / 1048576.0 / secs
-        ));
-    }
+    let size = size_mib << 20;
+    let mut downloads = served_everywhere(&cluster, &dl, &expected, size, "download").await?;
     // The node that took the upload dies: the two others serve the artifact (from their own copies).
     cluster.node(taker)?.kill();
-    for node in cluster.nodes.iter().filter(|n| n.child.is_some()) {
-        let (sha, _, secs) = download_sha(
-            &cluster.client,
-            &format!("{}{dl}", node.url()),
-            &cluster.token,
-        )
-        .await?;
-        ensure!(
-            sha == expected,
-            "with node {taker} SIGKILLed, node {} served {sha}",
-            node.config.id
-        );
-        downloads.push(format!(
-            "node {taker} (took the upload) SIGKILLed: node {} same sha256 ({:.0} MiB/s)",
-            node.config.id,
-            size_mib as f64 / secs
-        ));
-    }
+    let when = format!("node {taker} (took the upload) SIGKILLed");
+    downloads.extend(served_everywhere(&cluster, &dl, &expected, size, &when).await?);
     {
         let node = cluster.node(taker)?;
         node.spawn()?;
@@ -325,24 +319,8 @@ pub async fn big_artifact(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let repair_seconds = wiped_started.elapsed().as_secs_f64();
-    for node in cluster.nodes.iter().filter(|n| n.child.is_some()) {
-        let (sha, _, secs) = download_sha(
-            &cluster.client,
-            &format!("{}{dl}", node.url()),
-            &cluster.token,
-        )
-        .await?;
-        ensure!(
-            sha == expected,
-            "after the wipe of node {wiped}, node {} served {sha}",
-            node.config.id
-        );
-        downloads.push(format!(
-            "node {wiped} wiped and repaired: node {} same sha256 ({:.0} MiB/s)",
-            node.config.id,
-            size_mib as f64 / secs
-        ));
-    }
+    let when = format!("node {wiped} wiped and repaired");
+    downloads.extend(served_everywhere(&cluster, &dl, &expected, size, &when).await?);
     cluster.kill_all();
     Ok(BigArtifactReport {
         size_mib,
@@ -425,19 +403,14 @@ pub async fn uploads_under_kills(
     for name in &names {
         let path = format!("{build_path}runs/{name}/");
         let expected = console_sha(&cluster, &path).await?;
-        for node in cluster.nodes.iter() {
-            let (sha, bytes, _) = download_sha(
-                &cluster.client,
-                &format!("{}{path}big.bin", node.url()),
-                &cluster.token,
-            )
-            .await?;
-            ensure!(
-                sha == expected && bytes == size_mib << 20,
-                "{name} through node {}: {sha} ({bytes} bytes), the run made {expected}",
-                node.config.id
-            );
-        }
+        served_everywhere(
+            &cluster,
+            &format!("{path}big.bin"),
+            &expected,
+            size_mib << 20,
+            name,
+        )
+        .await?;
         let holders = cluster
             .nodes
             .iter()
