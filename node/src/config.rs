@@ -42,13 +42,21 @@ pub struct NodeConfig {
     /// Where artifact bytes live (`[artifacts]`: the nodes' disks or an object store), collection, repair.
     #[serde(default)]
     pub artifacts: crate::blobs::ArtifactsConfig,
-    /// The worker binary served by `GET /worker` for self-update (default: `jobserv-worker` beside this binary).
+    /// The worker binary served by `GET /worker` and `GET /runner` for self-update and legacy runs (default: `jobserv-worker` beside this binary).
     #[serde(default)]
     pub worker_binary: Option<PathBuf>,
     /// The worker version check-in replies announce (default: this node's version). A worker that is older
     /// downloads `GET /worker` and re-executes itself between runs.
     #[serde(default)]
     pub worker_version: Option<String>,
+    /// JobServ's Python workers (`jobserv_worker.py`) hand their host over to `jobserv-worker` (same name,
+    /// key, host tags, concurrency) on their next check-in between runs. Off by default.
+    #[serde(default)]
+    pub legacy_worker_upgrade: bool,
+    /// The site's own `jobserv_worker.py`: served to legacy workers at `GET /worker` and announced by its md5
+    /// (what JobServ does with its bundled copy), when `legacy_worker_upgrade` is off.
+    #[serde(default)]
+    pub legacy_worker_script: Option<PathBuf>,
     /// Source address for this node's outgoing connections (Raft, forwarding). Lets a test harness tell
     /// nodes apart behind a fault-injecting proxy; unset in production.
     #[serde(default)]
@@ -131,6 +139,8 @@ impl NodeConfig {
             retention_interval_secs: default_retention_interval(),
             worker_binary: None,
             worker_version: None,
+            legacy_worker_upgrade: false,
+            legacy_worker_script: None,
             outbound_ip: None,
             gossip_advertise: None,
             gossip_seeds: vec![],
@@ -164,7 +174,9 @@ impl NodeConfig {
 /// Every top-level key can be overridden by `JOBSERV_<KEY>`; values are parsed as TOML when they can be
 /// (numbers, booleans, arrays), else taken as strings.
 fn apply_env_overrides(table: &mut toml::Table) -> Result<(), ConfigError> {
-    const KEYS: [&str; 22] = [
+    const KEYS: [&str; 24] = [
+        "legacy_worker_upgrade",
+        "legacy_worker_script",
         "retention_interval_secs",
         // A TOML inline table: JOBSERV_ARTIFACTS='{store = "s3://b/p", gc_grace_secs = 60}'.
         "artifacts",

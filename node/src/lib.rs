@@ -11,6 +11,7 @@ pub mod config;
 pub mod definition;
 pub mod error;
 pub mod gossip;
+pub mod legacy;
 pub mod metrics;
 pub mod node;
 pub mod notify;

@@ -332,6 +332,8 @@ pub fn exempt(path: &str) -> bool {
         || path == "/version"
         || path == "/worker"
         || path == "/runner"
+        || path == crate::api::RUNNER_WHEEL_PATH
+        || path == "/simulator"
 }
 
 #[cfg(test)]

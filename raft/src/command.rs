@@ -146,6 +146,9 @@ pub enum Command {
         project: String,
         numbers: Vec<u64>,
     },
+    /// Removes a worker that holds no run (JobServ's `DELETE /workers/<name>/`: `jobserv_worker.py
+    /// unregister`). Its key stops working at once; registering again starts afresh, unenlisted.
+    DeleteWorker { name: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -210,8 +210,13 @@ fn start_run(
     client: &Arc<NodeClient>,
     slots: &Arc<Slots>,
     runs: &mut JoinSet<()>,
-    rundef: RunDef,
+    mut rundef: RunDef,
 ) {
+    // As JobServ's worker does: a script can tell which worker runs it.
+    rundef
+        .env
+        .entry("H_WORKER".to_string())
+        .or_insert_with(|| config.name.clone());
     let id = run_id(&rundef);
     let newly_added = slots
         .active

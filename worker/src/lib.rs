@@ -10,12 +10,14 @@
 //! - [`recover`]: what a restarted worker does about runs left from its previous life.
 //! - [`simulate`]: the simulator's local reporter and entry points.
 //! - [`update`]: self-update from `GET /worker`.
+//! - [`execute`]: one run handed out to somebody else (JobServ's Python worker), executed by this runner.
 //!
 //! Invariant: this crate never links openraft, sled or actix; it talks to the cluster over HTTPS only.
 pub mod checkin;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod execute;
 pub mod facts;
 pub mod recover;
 pub mod runner;

@@ -65,6 +65,28 @@ enum Command {
         #[arg(long, env = "JOBSERV_RUN_TIMEOUT_SECONDS", hide = true)]
         run_timeout_seconds: Option<u64>,
     },
+    /// Execute one assigned run definition against the cluster (what JobServ's Python worker calls through
+    /// the runner package a node serves it). Exits 0 once the run's final status was acknowledged.
+    Execute {
+        rundef: PathBuf,
+        /// The run's working directory (created).
+        #[arg(long)]
+        workspace: PathBuf,
+        /// Persistent volumes live under DATA_DIR/volumes/<name>.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The worker's name (labels the run's containers).
+        #[arg(long, default_value = "legacy")]
+        name: String,
+        #[arg(long, default_value = "docker")]
+        executor: ExecutorKind,
+        #[arg(long, env = "JOBSERV_CA_CERT")]
+        ca_cert: Option<PathBuf>,
+        #[arg(long)]
+        insecure: bool,
+        #[arg(long, env = "JOBSERV_RUN_TIMEOUT_SECONDS", hide = true)]
+        run_timeout_seconds: Option<u64>,
+    },
     /// Develop a project definition: expand a trigger and simulate its runs locally.
     SimulateProject {
         project: PathBuf,
@@ -104,7 +126,7 @@ fn default_data_dir() -> PathBuf {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The simulators print the console on stdout; keep their own logging to warnings unless asked.
-    let default_level = if matches!(cli.command, Command::Run { .. }) {
+    let default_level = if matches!(cli.command, Command::Run { .. } | Command::Execute { .. }) {
         "info"
     } else {
         "warn"
@@ -156,6 +178,34 @@ async fn main() -> anyhow::Result<()> {
             jobserv_worker::run_worker_until(config, shutdown)
                 .await
                 .context("worker failed")?;
+        }
+        Command::Execute {
+            rundef,
+            workspace,
+            data_dir,
+            name,
+            executor,
+            ca_cert,
+            insecure,
+            run_timeout_seconds,
+        } => {
+            let text = std::fs::read_to_string(&rundef)
+                .with_context(|| format!("reading {}", rundef.display()))?;
+            let parsed: jobserv_protocol::RunDef = serde_json::from_str(&text)
+                .with_context(|| format!("parsing {}", rundef.display()))?;
+            let mut runner = RunnerOptions::new(data_dir);
+            runner.executor = executor;
+            runner.worker_name = name;
+            runner.timeout_override = run_timeout_seconds.map(Duration::from_secs);
+            let opts = jobserv_worker::execute::ExecuteOptions {
+                runner,
+                ca_cert,
+                insecure,
+            };
+            let outcome = jobserv_worker::execute::execute_assigned(parsed, &workspace, opts)
+                .await
+                .context("the run could not be reported")?;
+            eprintln!("run {}", outcome.status);
         }
         Command::SimulateProject {
             project,

@@ -6,10 +6,11 @@ use actix_web::web;
 
 mod artifacts;
 mod builds;
+mod legacy;
 mod projects;
 mod raft_rpc;
 mod runs;
-mod system;
+pub(crate) mod system;
 mod webhooks;
 mod workers;
 
@@ -18,6 +19,8 @@ pub const MAX_JSON_BODY: usize = 2 * 1024 * 1024;
 /// Console chunks and artifacts.
 pub const MAX_CHUNK_BODY: usize = 32 * 1024 * 1024;
 
+pub use legacy::RUNNER_WHEEL_PATH;
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     raft_rpc::configure(cfg);
     system::configure(cfg);
@@ -25,6 +28,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     builds::configure(cfg);
     runs::configure(cfg);
     workers::configure(cfg);
+    legacy::configure(cfg);
     webhooks::configure(cfg);
 }
 

@@ -16,7 +16,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/cluster/snapshot", web::post().to(snapshot))
         .route("/cluster/nodes/", web::post().to(add_node))
         .route("/cluster/nodes/{id}/", web::delete().to(remove_node))
-        .route("/worker", web::get().to(worker_binary))
+        .route("/worker", web::get().to(worker_download))
         .route("/runner", web::get().to(worker_binary));
 }
 
@@ -166,14 +166,28 @@ async fn remove_node(req: HttpRequest, app: web::Data<App>, path: web::Path<u64>
     Ok(success(json!({"removed": id})))
 }
 
-/// The worker binary, for self-update (`jobserv-worker` beside this binary unless configured).
-async fn worker_binary(app: web::Data<App>) -> Result<HttpResponse, ApiError> {
-    let path = match &app.config.worker_binary {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()
+/// The worker binary this node serves (`jobserv-worker` beside this binary unless configured).
+pub fn worker_binary_path(app: &App) -> Result<std::path::PathBuf, ApiError> {
+    match &app.config.worker_binary {
+        Some(p) => Ok(p.clone()),
+        None => Ok(std::env::current_exe()
             .map_err(|e| ApiError::Internal(e.to_string()))?
-            .with_file_name("jobserv-worker"),
-    };
+            .with_file_name("jobserv-worker")),
+    }
+}
+
+/// `GET /worker`: the worker binary, for self-update — or, asked by one of JobServ's Python workers (its
+/// key in `Authorization`), the script it replaces itself with (`super::legacy::legacy_worker_script`).
+async fn worker_download(req: HttpRequest, app: web::Data<App>) -> Result<HttpResponse, ApiError> {
+    if super::legacy::asked_by_legacy_worker(&req, &app)? {
+        return super::legacy::legacy_worker_script(&app);
+    }
+    worker_binary(app).await
+}
+
+/// `GET /runner`: the worker binary, whose runner executes runs (our workers, and JobServ's through the wheel).
+async fn worker_binary(app: web::Data<App>) -> Result<HttpResponse, ApiError> {
+    let path = worker_binary_path(&app)?;
     let bytes = std::fs::read(&path)
         .map_err(|_| ApiError::NotFound(format!("worker binary {}", path.display())))?;
     Ok(HttpResponse::Ok()

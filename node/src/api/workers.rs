@@ -23,7 +23,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/workers/{name}/", web::post().to(register))
         .route("/workers/{name}/", web::patch().to(update))
         .route("/workers/{name}/", web::get().to(check_in))
-        .route("/workers/{name}/events/", web::post().to(events));
+        .route("/workers/{name}/events/", web::post().to(super::legacy::events));
 }
 
 fn facts_of(r: &WorkerRegistration) -> WorkerFacts {
@@ -41,13 +41,20 @@ fn facts_of(r: &WorkerRegistration) -> WorkerFacts {
 
 async fn register(app: web::Data<App>, path: web::Path<String>, body: web::Bytes) -> ApiResult {
     let name = path.into_inner();
-    let reg: WorkerRegistration = parse_json(&body)?;
-    if reg.api_key.len() < 32 {
+    let (api_key, facts) = match super::legacy::legacy_registration(&body) {
+        Some(legacy) => legacy?,
+        None => {
+            let reg: WorkerRegistration = parse_json(&body)?;
+            let facts = facts_of(&reg);
+            (reg.api_key, facts)
+        }
+    };
+    if api_key.len() < 32 {
         return Err(ApiError::BadRequest(
             "api_key: must be a random string of at least 32 characters".into(),
         ));
     }
-    if reg.concurrent_runs == 0 || reg.concurrent_runs > 1024 {
+    if facts.concurrent_runs == 0 || facts.concurrent_runs > 1024 {
         return Err(ApiError::BadRequest(
             "concurrent_runs: must be 1 to 1024".into(),
         ));
@@ -56,8 +63,8 @@ async fn register(app: web::Data<App>, path: web::Path<String>, body: web::Bytes
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let cmd = Command::RegisterWorker {
         name: name.clone(),
-        key_hash: hash_token(&reg.api_key),
-        facts: facts_of(&reg),
+        key_hash: hash_token(&api_key),
+        facts,
         now: jobserv_raft::state::now_ms(),
     };
     app.cluster.propose(cmd).await?;
@@ -89,7 +96,6 @@ async fn update(
     body: web::Bytes,
 ) -> ApiResult {
     let name = path.into_inner();
-    let patch: WorkerPatch = parse_json(&body)?;
     let is_admin = bearer(&req)
         .and_then(|t| app.state().token(&hash_token(t)).ok().flatten())
         .is_some_and(|t| t.role == Role::Admin);
@@ -98,13 +104,28 @@ async fn update(
             .worker(&name)?
             .ok_or_else(|| ApiError::NotFound(format!("worker {name}")))?
     } else {
-        if patch.enlisted.is_some() {
-            return Err(ApiError::Forbidden(
-                "enlisted: only an admin may enlist or delist a worker".into(),
-            ));
-        }
         require_worker(&req, app.state(), &name)?
     };
+    if !is_admin && crate::legacy::is_legacy(&worker.facts) {
+        // JobServ's worker PATCHes its whole host-properties object; JobServ answers 200 with no data.
+        let facts = super::legacy::legacy_patched_facts(&body, &worker.facts)?;
+        if facts != worker.facts {
+            app.cluster
+                .propose(Command::UpdateWorker {
+                    name: name.clone(),
+                    enlisted: None,
+                    facts: Some(facts),
+                })
+                .await?;
+        }
+        return Ok(success(json!({})));
+    }
+    let patch: WorkerPatch = parse_json(&body)?;
+    if !is_admin && patch.enlisted.is_some() {
+        return Err(ApiError::Forbidden(
+            "enlisted: only an admin may enlist or delist a worker".into(),
+        ));
+    }
     let mut facts = worker.facts.clone();
     facts.distro = patch.distro.unwrap_or(facts.distro);
     facts.mem_total = patch.mem_total.unwrap_or(facts.mem_total);
@@ -205,6 +226,11 @@ async fn check_in(
             run_defs.push(rundef_for(&app, &run, Some(*fence))?);
         }
     }
+    if crate::legacy::is_legacy(&worker.facts) {
+        return Ok(success(super::legacy::legacy_checkin_reply(
+            &app, &worker, run_defs,
+        )?));
+    }
     let active_runs = app
         .state()
         .worker_runs(&name)?
@@ -247,23 +273,10 @@ async fn list(req: HttpRequest, app: web::Data<App>) -> ApiResult {
                 "host_tags": w.facts.host_tags,
                 "surges_only": w.facts.surges_only,
                 "version": w.facts.version,
+                "legacy": crate::legacy::is_legacy(&w.facts),
                 "health": health,
             })
         })
         .collect();
     Ok(success(json!({ "workers": workers })))
-}
-
-/// Worker events (e.g. "image pulled", "disk low"): logged, not replicated.
-async fn events(
-    req: HttpRequest,
-    app: web::Data<App>,
-    path: web::Path<String>,
-    body: web::Bytes,
-) -> ApiResult {
-    let name = path.into_inner();
-    require_worker(&req, app.state(), &name)?;
-    let event: serde_json::Value = parse_json(&body)?;
-    tracing::info!(worker = %name, event = %event, "worker event");
-    Ok(success(json!({})))
 }

@@ -243,6 +243,20 @@ fn apply_command(txn: &mut Txn, log_index: u64, cmd: &Command) -> StateResult<Ou
         Command::DeleteBuilds { project, numbers } => {
             super::artifacts::delete_builds(txn, project, numbers)
         }
+        Command::DeleteWorker { name } => {
+            let key = keys::worker(name);
+            if txn.get::<Worker>(&key)?.is_none() {
+                return Ok(Err(StateError::NotFound(format!("worker {name}"))));
+            }
+            let held = txn.scan_prefix(&keys::worker_runs_of(name))?.len();
+            if held > 0 {
+                return Ok(Err(StateError::Invalid(format!(
+                    "worker {name} holds {held} run(s): delete it once they have ended"
+                ))));
+            }
+            txn.remove(key);
+            Ok(Ok(CommandResult::Done))
+        }
         Command::Noop => Ok(Ok(CommandResult::Done)),
         Command::SetFormatVersion { version } => {
             let current = txn.get::<u8>(keys::FORMAT)?.unwrap_or(1);

@@ -122,3 +122,33 @@ impl Machine {
             .status
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{new_build, Machine};
+    use crate::command::{Command, CommandResult, StateError};
+
+    /// A worker is deleted only when it holds no run; afterwards its name can be registered afresh.
+    #[test]
+    fn delete_worker_refuses_while_it_holds_a_run() {
+        let mut m = Machine::new();
+        m.apply(Command::CreateBuild(new_build(&["a"])));
+        let fence = m.assign(1, "a");
+        let refused = m.apply(Command::DeleteWorker { name: "w".into() });
+        assert!(
+            matches!(&refused, CommandResult::Rejected(StateError::Invalid(msg)) if msg.contains("holds 1 run")),
+            "{refused:?}"
+        );
+        assert!(m.state.worker("w").expect("read").is_some());
+        m.complete(1, "a", fence);
+        assert_eq!(
+            m.apply(Command::DeleteWorker { name: "w".into() }),
+            CommandResult::Done
+        );
+        assert!(m.state.worker("w").expect("read").is_none());
+        assert!(matches!(
+            m.apply(Command::DeleteWorker { name: "w".into() }),
+            CommandResult::Rejected(StateError::NotFound(_))
+        ));
+    }
+}
