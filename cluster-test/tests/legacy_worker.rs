@@ -140,7 +140,8 @@ async fn build_passes_on(cluster: &LocalCluster, worker: &str, log: impl Fn() ->
         .expect("console");
     let console = String::from_utf8_lossy(&console).to_string();
     assert_eq!(
-        build["status"], "PASSED",
+        build["status"],
+        "PASSED",
         "build {n}: {build}\nrun: {run}\nconsole:\n{console}\nworker log:\n{}",
         log()
     );
@@ -198,7 +199,13 @@ async fn jobserv_python_worker_runs_builds_and_hands_over_to_jobserv_worker() {
     // 1. register, exactly as a lab admin does.
     let node1 = cluster.nodes[0].url().to_string();
     let out = worker
-        .command(&["register", "--hostname", "pyworker", &format!("{node1}/"), "pylab"])
+        .command(&[
+            "register",
+            "--hostname",
+            "pyworker",
+            &format!("{node1}/"),
+            "pylab",
+        ])
         .output()
         .expect("run jobserv_worker.py register");
     assert!(
@@ -238,7 +245,10 @@ async fn jobserv_python_worker_runs_builds_and_hands_over_to_jobserv_worker() {
     .expect("wrapper");
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let mut settings = worker.settings();
-    settings.push_str(&format!("\n[tools]\nworker-wrapper = {}\n", wrapper.display()));
+    settings.push_str(&format!(
+        "\n[tools]\nworker-wrapper = {}\n",
+        wrapper.display()
+    ));
     std::fs::write(worker.dir.join("settings.conf"), settings).expect("settings");
     let key = setting(&worker.settings(), "host_api_key");
 
@@ -263,6 +273,64 @@ async fn jobserv_python_worker_runs_builds_and_hands_over_to_jobserv_worker() {
     assert!(
         worker_entry(&cluster, "pyworker").await["legacy"] == true,
         "still the Python worker"
+    );
+
+    // The rest of what the worker's commands call: a debug upload (gzip PUT), an event (cronwrap), the
+    // persistent-volume collection (volumes of projects that no longer exist).
+    let out = worker
+        .command(&["upload"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(b"debug output from the lab\n")?;
+            child.wait_with_output()
+        })
+        .expect("jobserv_worker.py upload");
+    assert!(
+        out.status.success(),
+        "upload: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let uploaded = uploaded_logs(
+        &cluster.nodes[0]
+            .config
+            .data_dir
+            .join("worker-logs/pyworker"),
+    );
+    assert!(
+        uploaded.iter().any(|l| l == b"debug output from the lab\n"),
+        "the upload is kept on the node that took it: {uploaded:?}"
+    );
+    let out = worker
+        .command(&["cronwrap", "/bin/true"])
+        .output()
+        .expect("cronwrap");
+    assert!(
+        out.status.success(),
+        "cronwrap: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for volume in ["leg", "gone-project"] {
+        std::fs::create_dir_all(worker.dir.join("volumes").join(volume)).expect("volume");
+    }
+    let out = worker
+        .command(&["gc-volumes", "--dryrun"])
+        .output()
+        .expect("gc-volumes");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "gc-volumes: {stderr}");
+    let deletes = stderr
+        .split("dryrun deletes:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("gc-volumes printed no deletes: {stderr}"));
+    assert!(
+        deletes.contains("gone-project") && !deletes.contains(" leg"),
+        "only the volume no project name starts with is deleted: {deletes}"
     );
 
     // 3. Hand-over: the operator turns `legacy_worker_upgrade` on and restarts the nodes one by one.
@@ -290,7 +358,8 @@ async fn jobserv_python_worker_runs_builds_and_hands_over_to_jobserv_worker() {
     }
     let replaced = std::fs::read_to_string(&installed).expect("jobserv_worker.py");
     assert!(
-        replaced.contains("handing over") && replaced != std::fs::read_to_string(&script).expect("original"),
+        replaced.contains("handing over")
+            && replaced != std::fs::read_to_string(&script).expect("original"),
         "jobserv_worker.py replaced itself with the hand-over script"
     );
     assert_eq!(
@@ -302,7 +371,51 @@ async fn jobserv_python_worker_runs_builds_and_hands_over_to_jobserv_worker() {
     // 4. Our worker, same name, same host tag, runs the next build.
     let second = build_passes_on(&cluster, "pyworker", || worker.log()).await;
     assert!(second > first);
+
+    // 5. `unregister` of another, fresh Python worker removes it.
+    let other = PythonWorker {
+        dir: dir.path().join("pyworker2"),
+        python: worker.python.clone(),
+        ca_cert: cluster.ca_cert.clone(),
+    };
+    std::fs::create_dir_all(&other.dir).expect("dir");
+    std::fs::copy(&script, other.dir.join("jobserv_worker.py")).expect("copy");
+    for args in [
+        &["register", "--hostname", "pyworker2", &node1, "pylab"][..],
+        &["unregister"][..],
+    ] {
+        let out = other.command(args).output().expect("jobserv_worker.py");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(worker_entry(&cluster, "pyworker2").await, Value::Null);
     cluster.kill_all();
+}
+
+/// The uploaded logs, gunzipped when kept compressed.
+fn uploaded_logs(dir: &Path) -> Vec<Vec<u8>> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let bytes = std::fs::read(e.path()).unwrap_or_default();
+            if e.path().extension().is_some_and(|x| x == "gz") {
+                let out = Command::new("gzip")
+                    .arg("-dc")
+                    .arg(e.path())
+                    .output()
+                    .expect("gzip -dc");
+                out.stdout
+            } else {
+                bytes
+            }
+        })
+        .collect()
 }
 
 /// The loop's `check` becomes `jobserv-worker run` (exec) on hand-over, and JobServ's worker forks its

@@ -5,7 +5,6 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod blobs;
-pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod definition;

@@ -15,9 +15,20 @@ fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
 }
 
+/// The `jobserv` binary (crate `jobserv-cli`), built beside `jobserv-node` by `cargo test --workspace`.
+fn cli_binary() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_jobserv-node")).with_file_name("jobserv");
+    assert!(
+        path.is_file(),
+        "{} not built: run the workspace's tests (cargo test --workspace) or cargo build -p jobserv-cli",
+        path.display()
+    );
+    path
+}
+
 /// A `jobserv` command with no connection settings inherited from the caller's environment.
 fn cli() -> std::process::Command {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_jobserv"));
+    let mut cmd = std::process::Command::new(cli_binary());
     for var in [
         "JOBSERV_URL",
         "JOBSERV_TOKEN",

@@ -148,7 +148,9 @@ pub enum Command {
     },
     /// Removes a worker that holds no run (JobServ's `DELETE /workers/<name>/`: `jobserv_worker.py
     /// unregister`). Its key stops working at once; registering again starts afresh, unenlisted.
-    DeleteWorker { name: String },
+    DeleteWorker {
+        name: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

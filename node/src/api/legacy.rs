@@ -124,9 +124,7 @@ pub fn legacy_checkin_reply(
     let mut strings = Vec::with_capacity(run_defs.len());
     for mut def in run_defs {
         def.runner_url = format!("{base}{RUNNER_WHEEL_PATH}");
-        strings.push(
-            serde_json::to_string(&def).map_err(|e| ApiError::Internal(e.to_string()))?,
-        );
+        strings.push(serde_json::to_string(&def).map_err(|e| ApiError::Internal(e.to_string()))?);
     }
     let version = announced_version(app)?;
     Ok(json!({ "worker": {
@@ -192,7 +190,11 @@ pub fn legacy_worker_script(app: &App) -> Result<HttpResponse, ApiError> {
 }
 
 /// `DELETE /workers/<name>/` (`jobserv_worker.py unregister`): the worker itself or an admin.
-async fn delete_worker(req: HttpRequest, app: web::Data<App>, path: web::Path<String>) -> ApiResult {
+async fn delete_worker(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<String>,
+) -> ApiResult {
     let name = path.into_inner();
     if require_admin(&req, app.state()).is_err() {
         require_worker(&req, app.state(), &name)?;
@@ -246,7 +248,9 @@ async fn volumes_deleted(
     let name = path.into_inner();
     let worker = require_worker(&req, app.state(), &name)?;
     if !worker.enlisted {
-        return Err(ApiError::Forbidden(format!("worker {name} is not enlisted")));
+        return Err(ApiError::Forbidden(format!(
+            "worker {name} is not enlisted"
+        )));
     }
     let query: VolumesQuery = if body.is_empty() {
         VolumesQuery { directories: None }
@@ -328,15 +332,15 @@ async fn simulator(
 /// `POST /simulator-validate`: a project definition as JSON, validated exactly as a project's YAML is
 /// (JSON is YAML); 400 with the error naming the field, else `{}`.
 async fn simulator_validate(body: web::Bytes) -> ApiResult {
-    let value: Value = serde_json::from_slice(&body).map_err(|_| {
-        ApiError::BadRequest("run-definition must be posted as json data".into())
-    })?;
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|_| ApiError::BadRequest("run-definition must be posted as json data".into()))?;
     if !value.is_object() {
         return Err(ApiError::BadRequest(
             "run-definition must be posted as json data: a JSON object".into(),
         ));
     }
-    let text = serde_json::to_string_pretty(&value).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let text =
+        serde_json::to_string_pretty(&value).map_err(|e| ApiError::Internal(e.to_string()))?;
     jobserv_protocol::project::parse_project(&text)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     Ok(success(json!({})))
@@ -353,7 +357,9 @@ pub async fn events(
     let name = path.into_inner();
     let worker = require_worker(&req, app.state(), &name)?;
     if !worker.enlisted {
-        return Err(ApiError::Forbidden(format!("worker {name} is not enlisted")));
+        return Err(ApiError::Forbidden(format!(
+            "worker {name} is not enlisted"
+        )));
     }
     let event: Value = parse_json(&body)?;
     tracing::info!(worker = %name, event = %event, "worker event");

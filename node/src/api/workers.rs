@@ -23,7 +23,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/workers/{name}/", web::post().to(register))
         .route("/workers/{name}/", web::patch().to(update))
         .route("/workers/{name}/", web::get().to(check_in))
-        .route("/workers/{name}/events/", web::post().to(super::legacy::events));
+        .route(
+            "/workers/{name}/events/",
+            web::post().to(super::legacy::events),
+        );
 }
 
 fn facts_of(r: &WorkerRegistration) -> WorkerFacts {

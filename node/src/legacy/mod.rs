@@ -118,6 +118,8 @@ mod tests {
             p.announced_version(false, Some(b"hello")),
             "5d41402abc4b2a76b9719d911017c592"
         );
-        assert!(p.announced_version(true, Some(b"hello")).starts_with("jobserv-node-handover-"));
+        assert!(p
+            .announced_version(true, Some(b"hello"))
+            .starts_with("jobserv-node-handover-"));
     }
 }

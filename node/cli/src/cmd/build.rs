@@ -1,11 +1,11 @@
 //! `jobserv build create|list|show|follow|promote`. A definition given to `create` is checked locally with the
 //! server's parser first, so a typo is reported with its line/column before any build number is used up.
 use super::project::list;
-use crate::cli::args::{BuildCmd, NewBuild};
-use crate::cli::client::seg;
-use crate::cli::output::{cell, duration, fields, table, time};
-use crate::cli::progress::{follow_build, run_states};
-use crate::cli::{CliError, Client, Ctx, Outcome};
+use crate::args::{BuildCmd, NewBuild};
+use crate::client::seg;
+use crate::output::{cell, duration, fields, table, time};
+use crate::progress::{follow_build, run_states};
+use crate::{CliError, Client, Ctx, Outcome};
 use jobserv_protocol::project::parse_project;
 use serde_json::{json, Value};
 use std::io::Write;

@@ -1,8 +1,8 @@
 //! `jobserv project list|create|show|delete`.
-use crate::cli::args::ProjectCmd;
-use crate::cli::client::seg;
-use crate::cli::output::{cell, fields, table};
-use crate::cli::{CliError, Ctx, Outcome};
+use crate::args::ProjectCmd;
+use crate::client::seg;
+use crate::output::{cell, fields, table};
+use crate::{CliError, Ctx, Outcome};
 use serde_json::{json, Value};
 use std::io::Write;
 

@@ -55,7 +55,7 @@ impl<'a> Call<'a> {
 impl Client {
     pub fn new(conn: &Connection) -> Result<Client, CliError> {
         let http = match &conn.ca_cert {
-            Some(ca) => crate::tls::client(ca, REQUEST_TIMEOUT)?,
+            Some(ca) => crate::tls::cluster_client(ca, REQUEST_TIMEOUT)?,
             None => public_roots_client()?,
         };
         Ok(Client {

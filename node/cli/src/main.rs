@@ -1,8 +1,8 @@
-//! `jobserv`: the JobServ user and admin CLI. A thin binary over `jobserv_node::cli` (see its docs for the
+//! `jobserv`: the JobServ user and admin CLI. A thin binary over the `jobserv_cli` library (see its docs for the
 //! commands, connection settings and exit codes).
 use anyhow::Context;
 use clap::Parser;
-use jobserv_node::cli::{run, Cli};
+use jobserv_cli::{run, Cli};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

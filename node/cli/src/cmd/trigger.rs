@@ -1,9 +1,9 @@
 //! `jobserv trigger list|create`. Secrets are write-only: the server lists only their names.
 use super::project::list;
-use crate::cli::args::{NewTrigger, TriggerCmd};
-use crate::cli::client::seg;
-use crate::cli::output::{cell, table};
-use crate::cli::{CliError, Ctx, Outcome};
+use crate::args::{NewTrigger, TriggerCmd};
+use crate::client::seg;
+use crate::output::{cell, table};
+use crate::{CliError, Ctx, Outcome};
 use serde_json::{json, Value};
 use std::io::Write;
 

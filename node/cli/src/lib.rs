@@ -1,5 +1,9 @@
-//! `jobserv`, the user and admin CLI, as a library: the binary (`src/bin/jobserv.rs`) parses [`Cli`] and calls
+//! `jobserv`, the user and admin CLI, as a library: the binary (`src/main.rs`) parses [`Cli`] and calls
 //! [`run`]; everything else lives here so that it can be tested without a process.
+//!
+//! A crate of its own so that a laptop installs the CLI without the server: it depends on the wire types
+//! (`jobserv-protocol`), reqwest (rustls) and clap — never on openraft, sled or actix (checked by
+//! `tests/dependencies.rs`). `cargo install --path node/cli`.
 //!
 //! ```text
 //! args (clap) ─▶ Connection (flags > env > cluster.json) ─▶ Client (fail-over over URLs) ─▶ cmd/<group>.rs
@@ -19,6 +23,7 @@ pub mod connection;
 pub mod error;
 pub mod output;
 pub mod progress;
+mod tls;
 
 pub use args::Cli;
 pub use client::Client;

@@ -5,11 +5,11 @@
 //! reachable node, so nothing is printed twice or skipped. It exits 0 if the run passed, 1 if it did not.
 use super::build::build_number;
 use super::project::list;
-use crate::cli::args::{RunArgs, RunCmd};
-use crate::cli::client::{error_chain, seg, Call, STREAM_TIMEOUT};
-use crate::cli::output::{cell, duration, fields, table, time};
-use crate::cli::progress::GIVE_UP_AFTER;
-use crate::cli::{CliError, Client, Ctx, Outcome};
+use crate::args::{RunArgs, RunCmd};
+use crate::client::{error_chain, seg, Call, STREAM_TIMEOUT};
+use crate::output::{cell, duration, fields, table, time};
+use crate::progress::GIVE_UP_AFTER;
+use crate::{CliError, Client, Ctx, Outcome};
 use jobserv_protocol::RunStatus;
 use reqwest::Method;
 use serde_json::Value;
@@ -53,7 +53,7 @@ pub async fn run(ctx: &Ctx, cmd: RunCmd, out: &mut dyn Write) -> Result<Outcome,
                 url: ctx.client.current_server().to_string(),
                 message: format!("run definition: {e}"),
             })?;
-            out.write_all(crate::cli::output::pretty(&def).as_bytes())?;
+            out.write_all(crate::output::pretty(&def).as_bytes())?;
             Ok(Outcome::Success)
         }
     }

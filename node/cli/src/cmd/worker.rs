@@ -1,9 +1,9 @@
 //! `jobserv worker list|enlist|delist`. Enlisting is an admin `PATCH /workers/<name>/ {"enlisted": …}`.
 use super::project::list;
-use crate::cli::args::WorkerCmd;
-use crate::cli::client::seg;
-use crate::cli::output::{cell, table};
-use crate::cli::{CliError, Ctx, Outcome};
+use crate::args::WorkerCmd;
+use crate::client::seg;
+use crate::output::{cell, table};
+use crate::{CliError, Ctx, Outcome};
 use serde_json::{json, Value};
 use std::io::Write;
 

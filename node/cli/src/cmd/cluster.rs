@@ -1,8 +1,8 @@
 //! `jobserv cluster status`: `GET /cluster/` (admin) as one node sees it.
 use super::project::list;
-use crate::cli::args::ClusterCmd;
-use crate::cli::output::{cell, table};
-use crate::cli::{CliError, Ctx, Outcome};
+use crate::args::ClusterCmd;
+use crate::output::{cell, table};
+use crate::{CliError, Ctx, Outcome};
 use serde_json::Value;
 use std::io::Write;
 

@@ -1,7 +1,7 @@
 //! `jobserv validate PROJECT.yml`: the server's own parser, offline. Prints the per-trigger run summary, or
 //! fails with every problem found, each with its line/column or path.
-use crate::cli::error::CliError;
-use crate::cli::{output, Outcome};
+use crate::error::CliError;
+use crate::{output, Outcome};
 use jobserv_protocol::project::parse_project;
 use std::io::Write;
 use std::path::Path;

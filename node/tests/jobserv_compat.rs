@@ -1,0 +1,223 @@
+//! JobServ's routes as JobServ's own clients call them, against a real node: the Python worker's shapes
+//! (and their bad-input answers), the runner wheel, the worker script download, the simulator and its
+//! server-side validation. The whole worker, unmodified, is `cluster-test/tests/legacy_worker.rs`.
+mod common;
+use common::*;
+use serde_json::{json, Value};
+
+const LEGACY_KEY: &str = "abcdefghijklmnopqrstuvwxyz012345";
+
+fn legacy_host(tags: &str) -> Value {
+    json!({
+        "cpu_total": 4, "cpu_type": "x86_64", "mem_total": 8_000_000_000u64,
+        "distro": "Debian GNU/Linux 12 (bookworm)", "api_key": LEGACY_KEY,
+        "name": "py", "concurrent_runs": 1, "host_tags": tags, "surges_only": false
+    })
+}
+
+async fn as_worker(
+    node: &TestNode,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = node
+        .client
+        .request(method, node.u(path))
+        .header("Authorization", format!("Token {LEGACY_KEY}"));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobserv_routes_answer_in_jobserv_shapes() {
+    let dir = tempdir();
+    let node = TestNode::start(dir.path()).await;
+
+    // Registration: JobServ's JSON; a missing field or a short key is named.
+    let mut missing = legacy_host("a,b");
+    missing.as_object_mut().expect("object").remove("cpu_type");
+    let (s, b) = node.post("/workers/py/", missing).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b["message"].as_str().unwrap_or("").contains("cpu_type"),
+        "{b}"
+    );
+    let mut short = legacy_host("a");
+    short["api_key"] = json!("short");
+    let (s, b) = node.post("/workers/py/", short).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b["message"].as_str().unwrap_or("").contains("api_key"),
+        "{b}"
+    );
+    let (s, b) = node
+        .post("/workers/py/", legacy_host(" lab1, amd64,"))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (_, list) = node.get("/workers/").await;
+    let py = &list["data"]["workers"][0];
+    assert_eq!(py["host_tags"], json!(["lab1", "amd64"]), "{list}");
+    assert_eq!(py["legacy"], true, "{list}");
+
+    // PATCH of the whole host-properties object: accepted, extra fields ignored, tags re-split.
+    let mut facts = legacy_host("lab2");
+    facts["something_new"] = json!(1);
+    let (s, b) = as_worker(&node, reqwest::Method::PATCH, "/workers/py/", Some(facts)).await;
+    assert_eq!(s, 200, "{b}");
+    let (_, list) = node.get("/workers/").await;
+    assert_eq!(
+        list["data"]["workers"][0]["host_tags"],
+        json!(["lab2"]),
+        "{list}"
+    );
+    // A wrong type is still refused, naming the field.
+    let (s, b) = as_worker(
+        &node,
+        reqwest::Method::PATCH,
+        "/workers/py/",
+        Some(json!({"mem_total": "lots"})),
+    )
+    .await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b.to_string().contains("invalid type"), "{b}");
+
+    // Check-in: JobServ's reply shape, run-defs as strings, the version of JobServ's released worker.
+    let (s, b) = as_worker(&node, reqwest::Method::GET, "/workers/py/?available_runners=1&mem_free=1&disk_free=1&load_avg_1=0.1&load_avg_5=0.1&load_avg_15=0.1", None).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b["data"]["worker"]["version"], "b4115d43bc756112b5706dae11f6af0a",
+        "{b}"
+    );
+    assert_eq!(b["data"]["worker"]["run-defs"], json!([]), "{b}");
+
+    // Not enlisted: events and volume collection are refused as JobServ refuses them.
+    let (s, _) = as_worker(
+        &node,
+        reqwest::Method::POST,
+        "/workers/py/events/",
+        Some(json!({"title": "t", "msg": "", "type": "info"})),
+    )
+    .await;
+    assert_eq!(s, 403);
+    let (s, _) = node.patch("/workers/py/", json!({"enlisted": true})).await;
+    assert_eq!(s, 200);
+    let (s, b) = as_worker(
+        &node,
+        reqwest::Method::POST,
+        "/workers/py/events/",
+        Some(json!({"title": "t", "msg": "", "type": "info"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = as_worker(
+        &node,
+        reqwest::Method::GET,
+        "/workers/py/volumes-deleted/",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b["message"].as_str().unwrap_or("").contains("directories"),
+        "{b}"
+    );
+
+    // GET /worker: no script to offer a legacy worker unless configured; the binary for anyone else.
+    let (s, b) = as_worker(&node, reqwest::Method::GET, "/worker", None).await;
+    assert_eq!(s, 404, "{b}");
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("legacy_worker_script"),
+        "{b}"
+    );
+    let r = node
+        .client
+        .get(node.u("/worker"))
+        .send()
+        .await
+        .expect("GET /worker");
+    assert_eq!(r.headers()["content-type"], "application/octet-stream");
+
+    // The runner wheel is a ZIP holding the handler.
+    let r = node
+        .client
+        .get(node.u("/runner/jobserv_runner.whl"))
+        .send()
+        .await
+        .expect("wheel");
+    assert_eq!(r.status().as_u16(), 200);
+    let wheel = r.bytes().await.expect("bytes");
+    assert!(wheel.starts_with(b"PK\x03\x04"));
+    assert!(wheel
+        .windows(b"jobserv_runner/handlers/simple.py".len())
+        .any(|w| w == b"jobserv_runner/handlers/simple.py"));
+
+    // DELETE: the worker itself (or an admin); once gone, its key no longer works.
+    let (s, b) = as_worker(&node, reqwest::Method::DELETE, "/workers/py/", None).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, _) = as_worker(
+        &node,
+        reqwest::Method::GET,
+        "/workers/py/?available_runners=1",
+        None,
+    )
+    .await;
+    assert_eq!(s, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulator_download_and_server_side_validation() {
+    let dir = tempdir();
+    let node = TestNode::start(dir.path()).await;
+
+    let r = node
+        .client
+        .get(node.u("/simulator"))
+        .send()
+        .await
+        .expect("simulator");
+    assert_eq!(r.status().as_u16(), 200);
+    let version = r.headers()["x-jobserv-simulator-version"]
+        .to_str()
+        .expect("version")
+        .to_string();
+    let script = r.text().await.expect("text");
+    assert!(
+        script.starts_with("#!/bin/sh") && script.contains("simulate"),
+        "{script}"
+    );
+    let r = node
+        .client
+        .get(node.u(&format!("/simulator?version={version}")))
+        .send()
+        .await
+        .expect("simulator");
+    assert_eq!(r.status().as_u16(), 304);
+
+    let definition: Value = serde_yaml::from_str(SIMPLE_PROJECT).expect("yaml");
+    let (s, b) = node.post("/simulator-validate", definition.clone()).await;
+    assert_eq!(s, 200, "{b}");
+    let mut broken = definition;
+    broken["triggers"][0]
+        .as_object_mut()
+        .expect("trigger")
+        .remove("type");
+    let (s, b) = node.post("/simulator-validate", broken).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b["message"].as_str().unwrap_or("").contains("type"), "{b}");
+    let r = node
+        .client
+        .post(node.u("/simulator-validate"))
+        .body("not json")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 400);
+}
