@@ -114,9 +114,14 @@ async fn worker_entry(cluster: &LocalCluster, name: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// Runs a build and checks what the run left: PASSED on `worker`, its console, two passed tests, the
-/// artifact's bytes.
-async fn build_passes_on(cluster: &LocalCluster, worker: &str, log: impl Fn() -> String) -> u64 {
+/// Runs a build and checks what the run left: PASSED on `worker`, its console (after the Python worker's own
+/// first line when `python_first`), two passed tests, the artifact's bytes.
+async fn build_passes_on(
+    cluster: &LocalCluster,
+    worker: &str,
+    python_first: bool,
+    log: impl Fn() -> String,
+) -> u64 {
     let n = cluster
         .build(PROJECT, "hello", DEFINITION)
         .await
@@ -150,6 +155,19 @@ async fn build_passes_on(cluster: &LocalCluster, worker: &str, log: impl Fn() ->
         console.contains(&format!("hello from {worker}, build {n}")),
         "console of build {n}:\n{console}"
     );
+    // Nothing the Python worker wrote is overwritten, nothing of the runner's is cut.
+    assert!(
+        console.contains("\n# To recreate this run locally with the simulator")
+            || console.starts_with("# To recreate this run locally with the simulator"),
+        "the runner's header is whole in build {n}:\n{console}"
+    );
+    if python_first {
+        assert!(
+            console.starts_with("== ")
+                && console.contains(": Setting up runner on worker\n# To recreate"),
+            "the Python worker's line, then the runner's, in build {n}:\n{console}"
+        );
+    }
     let (s, tests) = cluster
         .api(Method::GET, &format!("{run_path}tests/"), None)
         .await
@@ -269,7 +287,7 @@ async fn jobserv_python_worker_runs_builds_and_hands_over_to_jobserv_worker() {
     let _loop: OwnedChild = spawn_owned(&mut cmd).expect("start the loop");
     let _cleanup = KillGroupOnDrop(worker.dir.clone());
 
-    let first = build_passes_on(&cluster, "pyworker", || worker.log()).await;
+    let first = build_passes_on(&cluster, "pyworker", true, || worker.log()).await;
     assert!(
         worker_entry(&cluster, "pyworker").await["legacy"] == true,
         "still the Python worker"
@@ -369,7 +387,7 @@ async fn jobserv_python_worker_runs_builds_and_hands_over_to_jobserv_worker() {
     );
 
     // 4. Our worker, same name, same host tag, runs the next build.
-    let second = build_passes_on(&cluster, "pyworker", || worker.log()).await;
+    let second = build_passes_on(&cluster, "pyworker", false, || worker.log()).await;
     assert!(second > first);
 
     // 5. `unregister` of another, fresh Python worker removes it.

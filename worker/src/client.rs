@@ -210,6 +210,9 @@ pub struct HttpReporter {
     token: String,
     /// Where the acknowledged console length is kept for a restarted worker (`None`: not kept).
     offset_file: Option<PathBuf>,
+    /// Where this runner's console starts in the run's log: 0, unless somebody wrote before it (JobServ's
+    /// Python worker posts its own lines before it hands the run to `jobserv-worker execute`).
+    console_base: u64,
 }
 
 impl HttpReporter {
@@ -220,7 +223,42 @@ impl HttpReporter {
             rundef,
             token,
             offset_file,
+            console_base: 0,
         }
+    }
+
+    /// Appends this runner's console after the `base` bytes already in the run's log.
+    pub fn with_console_base(mut self, base: u64) -> Self {
+        self.console_base = base;
+        self
+    }
+
+    /// The run's console length now: an empty append without an offset (JobServ's way: at the end), whose
+    /// reply carries the length.
+    pub async fn console_length(&self) -> Result<u64> {
+        let urls = self.run_urls("");
+        let (url, resp) = self
+            .client
+            .send_failover(&urls, RUN_RETRY_LIMIT, |url| {
+                self.client
+                    .http
+                    .post(url)
+                    .timeout(REQUEST_TIMEOUT)
+                    .header("Authorization", &self.token)
+                    .header(HEADER_PROTOCOL, API_VERSION)
+            })
+            .await
+            .map_err(|e| WorkerError::Report(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(WorkerError::Report(
+                rejected(&url, resp.status(), resp).await.to_string(),
+            ));
+        }
+        resp.headers()
+            .get(HEADER_OFFSET)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| WorkerError::Report(format!("{url}: no valid {HEADER_OFFSET} header")))
     }
 
     /// The run's URL on every node we know: the rundef's own, then its path on each learned node.
@@ -264,7 +302,7 @@ impl HttpReporter {
 impl RunReporter for HttpReporter {
     async fn append_console(&self, chunk: ConsoleChunk<'_>) -> Result<ControlReply> {
         let urls = self.run_urls("");
-        let mut offset = chunk.offset;
+        let mut offset = self.console_base + chunk.offset;
         let mut bytes = chunk.bytes;
         // A 409 moves the offset forward; a well-behaved node needs at most two rounds.
         for _ in 0..8 {

@@ -44,6 +44,9 @@ pub async fn execute_assigned(
     // No worker key: every call of the run protocol is authorised by the run key alone.
     let client = Arc::new(NodeClient::new(&config, String::new())?);
     let reporter = HttpReporter::new(client, rundef.clone(), None);
+    // The caller may have written to the console already ("Setting up runner on worker"): continue after it.
+    let base = reporter.console_length().await?;
+    let reporter = reporter.with_console_base(base);
     execute_run(&rundef, &reporter, &opts.runner, workspace).await
 }
 
