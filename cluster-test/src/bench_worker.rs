@@ -95,8 +95,13 @@ pub async fn run(dir: &Path, bin_dir: &Path, samples: usize) -> anyhow::Result<W
                 running_at = Some(created.elapsed());
             }
             if status == "PASSED" {
-                let started = r["data"]["run"]["started"].as_u64().unwrap_or(0);
-                let completed = r["data"]["run"]["completed"].as_u64().unwrap_or(0);
+                let ms = |key: &str| {
+                    r["data"]["run"][key]
+                        .as_str()
+                        .and_then(jobserv_protocol::time::ms_from_iso)
+                        .unwrap_or(0)
+                };
+                let (started, completed) = (ms("started"), ms("completed"));
                 if i > 0 {
                     // the first sample warms up connections and the image cache
                     to_running.push(running_at.unwrap_or_default());

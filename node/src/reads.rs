@@ -328,6 +328,7 @@ pub fn wants_stale(query: &str) -> bool {
 pub fn exempt(path: &str) -> bool {
     path.starts_with("/raft/")
         || path == "/health"
+        || path == "/healthz"
         || path == "/metrics"
         || path == "/version"
         || path == "/worker"

@@ -54,7 +54,8 @@ async fn projects_and_builds_round_trip_with_queue_reasons() {
     );
 
     let (s, yml) = node
-        .get_text("/projects/demo/builds/latest/project.yml")
+        // `latest` alone is JobServ's newest PASSED build; `?all=1` the newest whatever its status.
+        .get_text("/projects/demo/builds/latest/project.yml?all=1")
         .await;
     assert_eq!(s, 200);
     assert!(yml.contains("lint-{loop}"));

@@ -221,3 +221,160 @@ async fn simulator_download_and_server_side_validation() {
         .expect("post");
     assert_eq!(r.status().as_u16(), 400);
 }
+
+const ONE_RUN: &str = r#"
+timeout: 5
+triggers:
+  - name: manual
+    type: simple
+    runs:
+      - name: only
+        container: busybox:latest
+        host-tag: amd64
+        script: s
+  - name: other
+    type: simple
+    runs:
+      - name: only
+        container: busybox:latest
+        host-tag: amd64
+        script: s
+scripts:
+  s: |
+    #!/bin/sh
+    true
+"#;
+
+/// Starts a build of `trigger`; returns its number.
+async fn start_build(node: &TestNode, trigger: &str) -> u64 {
+    let (s, b) = node
+        .post(
+            "/projects/shapes/builds/",
+            json!({"trigger-name": trigger, "project-definition": ONE_RUN}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    b["data"]["build_id"].as_u64().expect("build_id")
+}
+
+/// Takes the next queued run as worker `w1` and reports it PASSED.
+async fn pass_next_run(node: &TestNode) {
+    let reply: Value = node
+        .client
+        .get(node.u("/workers/w1/?available_runners=1"))
+        .header("Authorization", format!("Token {WORKER_KEY}"))
+        .send()
+        .await
+        .expect("check in")
+        .json()
+        .await
+        .expect("json");
+    let rundef = &reply["data"]["worker"]["run-defs"][0];
+    let r = node
+        .client
+        .post(rundef["run_url"].as_str().expect("run_url"))
+        .header(
+            "Authorization",
+            format!("Token {}", rundef["api_key"].as_str().expect("key")),
+        )
+        .header("X-RUN-STATUS", "PASSED")
+        .body("ok\n")
+        .send()
+        .await
+        .expect("report");
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+/// Timestamps in JobServ's ISO 8601 format, JobServ's run keys beside ours, and `builds/latest/` as JobServ
+/// means it: the newest PASSED build (of a trigger with `?trigger_name=`); `?all=1` the newest of any status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_and_run_shapes_and_latest_follow_jobserv() {
+    let dir = tempdir();
+    let node = TestNode::start(dir.path()).await;
+    let (s, _) = node.post("/projects/", json!({"name": "shapes"})).await;
+    assert_eq!(s, 201);
+    register_and_enlist_worker(&node, "w1", 1).await;
+    let first = start_build(&node, "manual").await;
+    pass_next_run(&node).await;
+    let second = start_build(&node, "other").await;
+    pass_next_run(&node).await;
+    let third = start_build(&node, "manual").await; // stays QUEUED: nobody checks in
+
+    let (s, b) = node
+        .get(&format!("/projects/shapes/builds/{second}/"))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let build = &b["data"]["build"];
+    let created = build["created"].as_str().expect("created is a string");
+    let created_ms = jobserv_protocol::time::ms_from_iso(created).expect("ISO 8601");
+    assert!(created.ends_with("+00:00"), "{created}");
+    assert!(
+        build["completed"]
+            .as_str()
+            .and_then(jobserv_protocol::time::ms_from_iso)
+            .expect("completed")
+            >= created_ms
+    );
+    assert_eq!(
+        build["runs_url"],
+        format!("{}/projects/shapes/builds/{second}/runs/", node.url)
+    );
+    let run = &build["runs"][0];
+    assert_eq!(run["worker_name"], "w1", "{run}");
+    assert_eq!(run["build"], second, "{run}");
+    assert!(run["duration_seconds"].is_u64(), "{run}");
+    assert!(
+        run["started"]
+            .as_str()
+            .and_then(jobserv_protocol::time::ms_from_iso)
+            .is_some(),
+        "{run}"
+    );
+
+    let (_, list) = node.get("/projects/shapes/builds/").await;
+    let builds = list["data"]["builds"].as_array().expect("builds");
+    assert_eq!(builds.len(), 3);
+    assert!(
+        builds
+            .iter()
+            .all(|b| b["runs"].as_array().is_some_and(|r| r.len() == 1)),
+        "{list}"
+    );
+
+    let latest = |q: &'static str| {
+        let node = &node;
+        async move {
+            let (s, b) = node
+                .get(&format!("/projects/shapes/builds/latest/{q}"))
+                .await;
+            (s, b["data"]["build"]["build_id"].as_u64())
+        }
+    };
+    assert_eq!(latest("").await, (200, Some(second)));
+    assert_eq!(latest("?trigger_name=manual").await, (200, Some(first)));
+    assert_eq!(latest("?all=1").await, (200, Some(third)));
+    assert_eq!(latest("?trigger_name=nope").await.0, 404);
+
+    // /health/runs/ in JobServ's shape (under `health`).
+    let (s, h) = node.get("/health/runs/").await;
+    assert_eq!(s, 200, "{h}");
+    let health = &h["data"]["health"];
+    assert_eq!(health["statuses"]["PASSED"], 2, "{h}");
+    assert_eq!(health["QUEUED"][0]["build"], third, "{h}");
+    assert_eq!(health["QUEUED"][0]["run"], "only", "{h}");
+    assert_eq!(health["RUNNING"], json!({}), "{h}");
+}
+
+/// JobServ's liveness path answers like `/health`, without a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_is_served() {
+    let dir = tempdir();
+    let node = TestNode::start(dir.path()).await;
+    let r = node
+        .client
+        .get(node.u("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(r.status().as_u16(), 200);
+}

@@ -145,7 +145,7 @@ pub enum BuildCmd {
     /// A build and its runs.
     Show {
         project: String,
-        /// A build number or `latest`.
+        /// A build number or `latest` (the newest build, whatever its status).
         build: String,
     },
     /// Wait for a build to complete, printing run status changes; exit 0 only if it passed.

@@ -48,9 +48,15 @@ pub fn cell(v: &Value) -> String {
     }
 }
 
-/// Milliseconds since the epoch (the API's timestamps) as `YYYY-MM-DD HH:MM:SS` UTC; `-` when absent.
+/// A timestamp of the API (JobServ's ISO 8601 string; milliseconds since the epoch from older nodes).
+fn millis(v: &Value) -> Option<u64> {
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(jobserv_protocol::time::ms_from_iso))
+}
+
+/// An API timestamp as `YYYY-MM-DD HH:MM:SS` UTC; `-` when absent.
 pub fn time(v: &Value) -> String {
-    match v.as_u64() {
+    match millis(v) {
         Some(ms) => utc(ms / 1000),
         None => "-".to_string(),
     }
@@ -58,7 +64,7 @@ pub fn time(v: &Value) -> String {
 
 fn utc(secs: u64) -> String {
     let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
+    let (y, m, d) = jobserv_protocol::time::civil_from_days(days as i64);
     format!(
         "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
         rem / 3600,
@@ -67,23 +73,9 @@ fn utc(secs: u64) -> String {
     )
 }
 
-/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 /// Seconds between two millisecond timestamps, e.g. `42s`; `-` when either is missing.
 pub fn duration(start: &Value, end: &Value) -> String {
-    match (start.as_u64(), end.as_u64()) {
+    match (millis(start), millis(end)) {
         (Some(s), Some(e)) if e >= s => format!("{}s", (e - s) / 1000),
         _ => "-".to_string(),
     }
@@ -126,6 +118,17 @@ mod tests {
         assert_eq!(time(&json!(0)), "1970-01-01 00:00:00");
         assert_eq!(time(&json!(1_709_210_096_000u64)), "2024-02-29 12:34:56");
         assert_eq!(time(&Value::Null), "-");
+        assert_eq!(
+            time(&json!("2024-02-29T12:34:56.000000+00:00")),
+            "2024-02-29 12:34:56"
+        );
+        assert_eq!(
+            duration(
+                &json!("2024-02-29T12:34:56.000000+00:00"),
+                &json!("2024-02-29T12:35:38.500000+00:00")
+            ),
+            "42s"
+        );
     }
 
     #[test]

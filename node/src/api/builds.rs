@@ -6,6 +6,8 @@ use crate::app::App;
 use crate::auth::{require_admin, require_user};
 use crate::error::{created, success, ApiError, ApiResult};
 use actix_web::{web, HttpRequest, HttpResponse};
+use jobserv_protocol::time::iso_from_ms;
+use jobserv_protocol::RunStatus;
 use jobserv_raft::model::Build;
 use jobserv_raft::Command;
 use serde::Deserialize;
@@ -48,8 +50,9 @@ fn build_json(app: &App, b: &Build, with_runs: bool) -> Result<serde_json::Value
         "reason": b.reason,
         "params": b.params,
         "queue_priority": b.queue_priority,
-        "created": b.created,
-        "completed": b.completed,
+        "created": iso_from_ms(b.created),
+        "completed": b.completed.map(iso_from_ms),
+        "runs_url": format!("{}runs/", build_url(base, &b.project, b.number)),
         "name": b.promoted.as_ref().map(|p| p.name.clone()),
         "annotation": b.promoted.as_ref().and_then(|p| p.annotation.clone()),
     });
@@ -65,13 +68,27 @@ fn build_json(app: &App, b: &Build, with_runs: bool) -> Result<serde_json::Value
     Ok(j)
 }
 
-/// `<n>` or `latest`.
-fn resolve_build(app: &App, project: &str, n: &str) -> Result<Build, ApiError> {
+/// What `latest` means (JobServ's `GET …/builds/latest/`): the newest PASSED build, of one trigger with
+/// `?trigger_name=`; `?all=1` (ours) the newest build whatever its status.
+#[derive(Deserialize, Default)]
+pub struct Latest {
+    trigger_name: Option<String>,
+    all: Option<String>,
+}
+
+impl Latest {
+    fn any_status(&self) -> bool {
+        matches!(self.all.as_deref(), Some("1" | "true"))
+    }
+}
+
+/// `<n>` or `latest` (see [`Latest`]).
+fn resolve_build(app: &App, project: &str, n: &str, latest: &Latest) -> Result<Build, ApiError> {
     if app.state().project(project)?.is_none() {
         return Err(ApiError::NotFound(format!("project {project}")));
     }
     let build = if n == "latest" {
-        app.state().latest_build(project)?
+        newest_matching(app, project, latest)?
     } else {
         let number: u64 = n.parse().map_err(|_| {
             ApiError::BadRequest(format!(
@@ -83,8 +100,32 @@ fn resolve_build(app: &App, project: &str, n: &str) -> Result<Build, ApiError> {
     build.ok_or_else(|| ApiError::NotFound(format!("build {project}/{n}")))
 }
 
-pub(super) fn resolve(app: &App, project: &str, n: &str) -> Result<Build, ApiError> {
-    resolve_build(app, project, n)
+pub(super) fn resolve(
+    app: &App,
+    project: &str,
+    n: &str,
+    latest: &Latest,
+) -> Result<Build, ApiError> {
+    resolve_build(app, project, n, latest)
+}
+
+/// Walks the project's builds newest first (a page at a time) to the first that `latest` accepts.
+fn newest_matching(app: &App, project: &str, latest: &Latest) -> Result<Option<Build>, ApiError> {
+    let mut before = None;
+    loop {
+        let page = app.state().builds_page(project, before, 100)?;
+        let found = page.builds.into_iter().find(|b| {
+            (latest.any_status() || b.status == RunStatus::Passed)
+                && latest
+                    .trigger_name
+                    .as_ref()
+                    .is_none_or(|t| *t == b.trigger_name)
+        });
+        if found.is_some() || page.next_before.is_none() {
+            return Ok(found);
+        }
+        before = page.next_before;
+    }
 }
 
 #[derive(Deserialize)]
@@ -112,7 +153,7 @@ async fn list(
     let builds: Result<Vec<_>, ApiError> = result
         .builds
         .iter()
-        .map(|b| build_json(&app, b, false))
+        .map(|b| build_json(&app, b, true))
         .collect();
     let next = result.next_before.map(|n| {
         format!(
@@ -120,7 +161,12 @@ async fn list(
             app.cluster.advertise_url
         )
     });
-    Ok(success(json!({ "builds": builds?, "next": next })))
+    // As JobServ: `next` only when there is a next page (scripts loop `while "next" in data`).
+    let mut data = json!({ "builds": builds?, "limit": limit });
+    if let Some(next) = next {
+        data["next"] = json!(next);
+    }
+    Ok(success(data))
 }
 
 #[derive(Deserialize)]
@@ -188,10 +234,11 @@ async fn get(
     req: HttpRequest,
     app: web::Data<App>,
     path: web::Path<(String, String)>,
+    latest: web::Query<Latest>,
 ) -> ApiResult {
     require_user(&req, app.state())?;
     let (project, n) = path.into_inner();
-    let build = resolve_build(&app, &project, &n)?;
+    let build = resolve_build(&app, &project, &n, &latest)?;
     Ok(success(json!({ "build": build_json(&app, &build, true)? })))
 }
 
@@ -199,10 +246,11 @@ async fn definition(
     req: HttpRequest,
     app: web::Data<App>,
     path: web::Path<(String, String)>,
+    latest: web::Query<Latest>,
 ) -> Result<HttpResponse, ApiError> {
     require_user(&req, app.state())?;
     let (project, n) = path.into_inner();
-    let build = resolve_build(&app, &project, &n)?;
+    let build = resolve_build(&app, &project, &n, &latest)?;
     Ok(HttpResponse::Ok()
         .content_type("application/yaml")
         .body(build.definition))
@@ -226,7 +274,7 @@ async fn promote(
     let b: PromoteBody = parse_json(&body)?;
     jobserv_raft::state::validate_name("promotion", &b.name)
         .map_err(|e| ApiError::BadRequest(format!("name: {e}")))?;
-    let build = resolve_build(&app, &project, &n)?;
+    let build = resolve_build(&app, &project, &n, &Latest::default())?;
     let cmd = Command::PromoteBuild {
         project: project.clone(),
         build: build.number,
@@ -234,10 +282,13 @@ async fn promote(
         annotation: b.annotation,
     };
     app.cluster.propose(cmd).await?;
-    let build = resolve_build(&app, &project, &build.number.to_string())?;
-    Ok(success(
-        json!({ "build": build_json(&app, &build, false)? }),
-    ))
+    let build = resolve_build(
+        &app,
+        &project,
+        &build.number.to_string(),
+        &Latest::default(),
+    )?;
+    Ok(success(json!({ "build": build_json(&app, &build, true)? })))
 }
 
 async fn promoted(req: HttpRequest, app: web::Data<App>, path: web::Path<String>) -> ApiResult {

@@ -10,6 +10,7 @@ use jobserv_protocol::api::{
     CreateSignedReply, CreateSignedRequest, TestReport, HEADER_CANCEL, HEADER_OFFSET,
     HEADER_RUN_METADATA, HEADER_RUN_STATUS,
 };
+use jobserv_protocol::time::iso_from_ms;
 use jobserv_protocol::{RunDef, RunStatus};
 use jobserv_raft::command::RunUpdate;
 use jobserv_raft::model::{Run, RunRef};
@@ -109,10 +110,14 @@ pub fn run_json(app: &App, run: &Run, detailed: bool) -> Result<serde_json::Valu
         "url": url,
         "log_url": format!("{url}console.log"),
         "host_tag": run.host_tag,
+        "build": run.build,
         "worker": run.worker,
-        "created": run.created,
-        "started": run.started,
-        "completed": run.completed,
+        // JobServ's name for it.
+        "worker_name": run.worker,
+        "created": iso_from_ms(run.created),
+        "started": run.started.map(iso_from_ms),
+        "completed": run.completed.map(iso_from_ms),
+        "duration_seconds": run.started.zip(run.completed).map(|(s, c)| c.saturating_sub(s) / 1000),
         "failure_reason": run.failure_reason,
         "log_bytes": run.log_len,
         "metadata": run.metadata,
@@ -147,10 +152,11 @@ async fn list(
     req: HttpRequest,
     app: web::Data<App>,
     path: web::Path<(String, String)>,
+    latest: web::Query<super::builds::Latest>,
 ) -> ApiResult {
     require_user(&req, app.state())?;
     let (project, n) = path.into_inner();
-    let build = resolve(&app, &project, &n)?;
+    let build = resolve(&app, &project, &n, &latest)?;
     let runs: Result<Vec<_>, ApiError> = app
         .state()
         .runs_of_build(&project, build.number)?

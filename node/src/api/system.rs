@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health))
+        // JobServ's liveness path (Kubernetes probes written for JobServ).
+        .route("/healthz", web::get().to(health))
         .route("/health/runs/", web::get().to(health_runs))
         .route("/version", web::get().to(version))
         .route("/metrics", web::get().to(metrics))
@@ -43,7 +45,20 @@ async fn health(app: web::Data<App>) -> HttpResponse {
 async fn health_runs(app: web::Data<App>) -> ApiResult {
     let mut queued: BTreeMap<String, u64> = BTreeMap::new();
     let mut reasons: BTreeMap<String, BTreeMap<&'static str, u64>> = BTreeMap::new();
+    // JobServ's shape, under `health`: every active run, queued in queue order, running by worker.
+    let item = |run: &jobserv_raft::model::Run| {
+        json!({
+            "project": run.project,
+            "build": run.build,
+            "run": run.name,
+            "url": App::run_url(&app.cluster.advertise_url, &run.project, run.build, &run.name),
+            "created": jobserv_protocol::time::iso_from_ms(run.created),
+        })
+    };
+    let mut jobserv_queued = Vec::new();
+    let mut jobserv_running: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
     for run in app.state().queued_runs(100_000)? {
+        jobserv_queued.push(item(&run));
         *queued.entry(run.host_tag.clone()).or_default() += 1;
         let reason = super::runs::queue_reason(&app, &run)?;
         *reasons
@@ -56,6 +71,10 @@ async fn health_runs(app: web::Data<App>) -> ApiResult {
     for worker in app.state().workers()? {
         for run in app.state().worker_runs(&worker.name)? {
             *running.entry(run.host_tag.clone()).or_default() += 1;
+            jobserv_running
+                .entry(worker.name.clone())
+                .or_default()
+                .push(item(&run));
         }
     }
     let counts: BTreeMap<&str, u64> = app
@@ -68,6 +87,11 @@ async fn health_runs(app: web::Data<App>) -> ApiResult {
         RunStatus::Queued.as_str(): queued,
         RunStatus::Running.as_str(): running,
         "queue_reasons": reasons,
+        "health": {
+            "statuses": counts.iter().filter(|(_, n)| **n > 0).collect::<BTreeMap<_, _>>(),
+            "QUEUED": jobserv_queued,
+            "RUNNING": jobserv_running,
+        },
         "totals": counts,
     })))
 }

@@ -6,6 +6,7 @@ pub mod api;
 pub mod project;
 pub mod rundef;
 pub mod status;
+pub mod time;
 
 pub use rundef::RunDef;
 pub use status::RunStatus;

@@ -26,14 +26,7 @@ pub async fn run(ctx: &Ctx, cmd: BuildCmd, out: &mut dyn Write) -> Result<Outcom
             ctx.emit(out, &data, render_list)
         }
         BuildCmd::Show { project, build } => {
-            let data = ctx
-                .client
-                .get(&format!(
-                    "/projects/{}/builds/{}/",
-                    seg(&project),
-                    build_ref(&build)?
-                ))
-                .await?;
+            let data = ctx.client.get(&build_path(&project, &build)?).await?;
             ctx.emit(out, &data, |d| render_build(&d["build"]))
         }
         BuildCmd::Follow {
@@ -135,18 +128,20 @@ pub fn build_ref(s: &str) -> Result<&str, CliError> {
     }
 }
 
+/// `GET` path of build `s`. On the CLI `latest` is the newest build whatever its status (`?all=1`); the
+/// API's bare `latest` is JobServ's newest PASSED build.
+fn build_path(project: &str, s: &str) -> Result<String, CliError> {
+    let b = build_ref(s)?;
+    let query = if b == "latest" { "?all=1" } else { "" };
+    Ok(format!("/projects/{}/builds/{b}/{query}", seg(project)))
+}
+
 /// The number of build `s`, asking the server what `latest` is.
 pub async fn build_number(client: &Client, project: &str, s: &str) -> Result<u64, CliError> {
     if let Ok(n) = s.parse::<u64>() {
         return Ok(n);
     }
-    let data = client
-        .get(&format!(
-            "/projects/{}/builds/{}/",
-            seg(project),
-            build_ref(s)?
-        ))
-        .await?;
+    let data = client.get(&build_path(project, s)?).await?;
     data["build"]["build_id"]
         .as_u64()
         .ok_or_else(|| CliError::Reply {
