@@ -15,6 +15,11 @@ fn legacy_host(tags: &str) -> Value {
     })
 }
 
+/// A `GET` without any token.
+async fn anonymous_get(node: &TestNode, path: &str) -> reqwest::Response {
+    node.client.get(node.u(path)).send().await.expect("GET")
+}
+
 async fn as_worker(
     node: &TestNode,
     method: reqwest::Method,
@@ -137,21 +142,11 @@ async fn jobserv_routes_answer_in_jobserv_shapes() {
             .contains("legacy_worker_script"),
         "{b}"
     );
-    let r = node
-        .client
-        .get(node.u("/worker"))
-        .send()
-        .await
-        .expect("GET /worker");
+    let r = anonymous_get(&node, "/worker").await;
     assert_eq!(r.headers()["content-type"], "application/octet-stream");
 
     // The runner wheel is a ZIP holding the handler.
-    let r = node
-        .client
-        .get(node.u("/runner/jobserv_runner.whl"))
-        .send()
-        .await
-        .expect("wheel");
+    let r = anonymous_get(&node, "/runner/jobserv_runner.whl").await;
     assert_eq!(r.status().as_u16(), 200);
     let wheel = r.bytes().await.expect("bytes");
     assert!(wheel.starts_with(b"PK\x03\x04"));
@@ -177,12 +172,7 @@ async fn simulator_download_and_server_side_validation() {
     let dir = tempdir();
     let node = TestNode::start(dir.path()).await;
 
-    let r = node
-        .client
-        .get(node.u("/simulator"))
-        .send()
-        .await
-        .expect("simulator");
+    let r = anonymous_get(&node, "/simulator").await;
     assert_eq!(r.status().as_u16(), 200);
     let version = r.headers()["x-jobserv-simulator-version"]
         .to_str()
@@ -193,12 +183,7 @@ async fn simulator_download_and_server_side_validation() {
         script.starts_with("#!/bin/sh") && script.contains("simulate"),
         "{script}"
     );
-    let r = node
-        .client
-        .get(node.u(&format!("/simulator?version={version}")))
-        .send()
-        .await
-        .expect("simulator");
+    let r = anonymous_get(&node, &format!("/simulator?version={version}")).await;
     assert_eq!(r.status().as_u16(), 304);
 
     let definition: Value = serde_yaml::from_str(SIMPLE_PROJECT).expect("yaml");
@@ -370,11 +355,6 @@ async fn build_and_run_shapes_and_latest_follow_jobserv() {
 async fn healthz_is_served() {
     let dir = tempdir();
     let node = TestNode::start(dir.path()).await;
-    let r = node
-        .client
-        .get(node.u("/healthz"))
-        .send()
-        .await
-        .expect("healthz");
+    let r = anonymous_get(&node, "/healthz").await;
     assert_eq!(r.status().as_u16(), 200);
 }

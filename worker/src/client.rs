@@ -233,20 +233,23 @@ impl HttpReporter {
         self
     }
 
+    /// A `POST` of the run protocol to `url`: the run key, the protocol version, the request timeout.
+    fn run_post(&self, url: &str) -> reqwest::RequestBuilder {
+        self.client
+            .http
+            .post(url)
+            .timeout(REQUEST_TIMEOUT)
+            .header("Authorization", &self.token)
+            .header(HEADER_PROTOCOL, API_VERSION)
+    }
+
     /// The run's console length now: an empty append without an offset (JobServ's way: at the end), whose
     /// reply carries the length.
     pub async fn console_length(&self) -> Result<u64> {
         let urls = self.run_urls("");
         let (url, resp) = self
             .client
-            .send_failover(&urls, RUN_RETRY_LIMIT, |url| {
-                self.client
-                    .http
-                    .post(url)
-                    .timeout(REQUEST_TIMEOUT)
-                    .header("Authorization", &self.token)
-                    .header(HEADER_PROTOCOL, API_VERSION)
-            })
+            .send_failover(&urls, RUN_RETRY_LIMIT, |url| self.run_post(url))
             .await
             .map_err(|e| WorkerError::Report(e.to_string()))?;
         if !resp.status().is_success() {
@@ -310,12 +313,7 @@ impl RunReporter for HttpReporter {
                 .client
                 .send_failover(&urls, RUN_RETRY_LIMIT, |url| {
                     let mut req = self
-                        .client
-                        .http
-                        .post(url)
-                        .timeout(REQUEST_TIMEOUT)
-                        .header("Authorization", &self.token)
-                        .header(HEADER_PROTOCOL, API_VERSION)
+                        .run_post(url)
                         .header(HEADER_OFFSET, offset.to_string())
                         .body(bytes.to_vec());
                     if let Some(status) = chunk.status {
@@ -380,15 +378,7 @@ impl RunReporter for HttpReporter {
         for test in tests {
             let (url, resp) = self
                 .client
-                .send_failover(&urls, RUN_RETRY_LIMIT, |url| {
-                    self.client
-                        .http
-                        .post(url)
-                        .timeout(REQUEST_TIMEOUT)
-                        .header("Authorization", &self.token)
-                        .header(HEADER_PROTOCOL, API_VERSION)
-                        .json(test)
-                })
+                .send_failover(&urls, RUN_RETRY_LIMIT, |url| self.run_post(url).json(test))
                 .await?;
             // 409: the test is already stored (a retry after a node failed mid-request).
             if !resp.status().is_success() && resp.status() != StatusCode::CONFLICT {
@@ -416,13 +406,7 @@ impl RunReporter for HttpReporter {
             let (url, resp) = self
                 .client
                 .send_failover(&urls, RUN_RETRY_LIMIT, |url| {
-                    self.client
-                        .http
-                        .post(url)
-                        .timeout(REQUEST_TIMEOUT)
-                        .header("Authorization", &self.token)
-                        .header(HEADER_PROTOCOL, API_VERSION)
-                        .json(&request)
+                    self.run_post(url).json(&request)
                 })
                 .await?;
             if !resp.status().is_success() {

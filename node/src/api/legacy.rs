@@ -189,6 +189,17 @@ pub fn legacy_worker_script(app: &App) -> Result<HttpResponse, ApiError> {
         .body(text))
 }
 
+/// The worker's own key, and (as JobServ) 403 until an admin enlisted it.
+fn require_enlisted_worker(req: &HttpRequest, app: &App, name: &str) -> Result<(), ApiError> {
+    let worker = require_worker(req, app.state(), name)?;
+    if !worker.enlisted {
+        return Err(ApiError::Forbidden(format!(
+            "worker {name} is not enlisted"
+        )));
+    }
+    Ok(())
+}
+
 /// `DELETE /workers/<name>/` (`jobserv_worker.py unregister`): the worker itself or an admin.
 async fn delete_worker(
     req: HttpRequest,
@@ -246,12 +257,7 @@ async fn volumes_deleted(
     body: web::Bytes,
 ) -> ApiResult {
     let name = path.into_inner();
-    let worker = require_worker(&req, app.state(), &name)?;
-    if !worker.enlisted {
-        return Err(ApiError::Forbidden(format!(
-            "worker {name} is not enlisted"
-        )));
-    }
+    require_enlisted_worker(&req, &app, &name)?;
     let query: VolumesQuery = if body.is_empty() {
         VolumesQuery { directories: None }
     } else {
@@ -355,12 +361,7 @@ pub async fn events(
     body: web::Bytes,
 ) -> ApiResult {
     let name = path.into_inner();
-    let worker = require_worker(&req, app.state(), &name)?;
-    if !worker.enlisted {
-        return Err(ApiError::Forbidden(format!(
-            "worker {name} is not enlisted"
-        )));
-    }
+    require_enlisted_worker(&req, &app, &name)?;
     let event: Value = parse_json(&body)?;
     tracing::info!(worker = %name, event = %event, "worker event");
     Ok(created(json!({})))
