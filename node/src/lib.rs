@@ -19,3 +19,4 @@ pub mod reads;
 pub mod scheduler;
 pub mod tls;
 pub mod triggers;
+pub mod ui;

@@ -244,6 +244,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
                 }
             })
             .configure(crate::api::configure)
+            .configure(crate::ui::configure)
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(crate::error::ApiError::NotFound(
                     "no such endpoint".into(),
@@ -318,13 +319,14 @@ fn spawn_raft_watchdog(cluster: Arc<Cluster>, server: ServerHandle, fatal: Arc<O
 fn jsend_error_body<B: actix_web::body::MessageBody + 'static>(
     res: actix_web::dev::ServiceResponse<B>,
 ) -> actix_web::Result<ErrorHandlerResponse<B>> {
-    let is_json = res
+    // JSON already (the API's errors) or a page (the UI's error and login pages): left as they are.
+    let written = res
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("json"));
+        .is_some_and(|v| v.contains("json") || v.starts_with("text/html"));
     let status = res.status();
-    if is_json || !(status.is_client_error() || status.is_server_error()) {
+    if written || !(status.is_client_error() || status.is_server_error()) {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }
     let message = match status {

@@ -329,6 +329,7 @@ pub fn exempt(path: &str) -> bool {
     path.starts_with("/raft/")
         || path == "/health"
         || path == "/healthz"
+        || path.starts_with("/ui/static/")
         || path == "/metrics"
         || path == "/version"
         || path == "/worker"

@@ -14,6 +14,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
 use jobserv_raft::model::ArtifactMeta;
+use jobserv_raft::model::RunRef;
 use jobserv_raft::state::validate_artifact_path;
 use jobserv_raft::Command;
 use serde::Deserialize;
@@ -165,6 +166,18 @@ pub async fn get_artifact(
 ) -> Result<HttpResponse, ApiError> {
     require_user(&req, app.state())?;
     let (r, artifact) = split(path)?;
+    download(&req, &app, &r, &artifact).await
+}
+
+/// Artifact `artifact` of run `r` to a caller already authorised (the API's token, the UI's session):
+/// Range, ETag, If-None-Match, If-Range, HEAD; from this node, a peer or the object store.
+pub async fn download(
+    req: &HttpRequest,
+    app: &App,
+    r: &RunRef,
+    artifact: &str,
+) -> Result<HttpResponse, ApiError> {
+    let (r, artifact) = (r.clone(), artifact.to_string());
     let Some(meta) = app.state().artifact_meta(&r, &artifact)? else {
         // An artifact stored inline before the blob store.
         let bytes = app

@@ -1,6 +1,6 @@
 //! `/projects/<p>/builds/`, promotion and run history.
 use super::parse_json;
-use super::runs::run_json;
+use super::runs::{run_json, RunFields};
 use crate::actors::project::CreateBuild;
 use crate::app::App;
 use crate::auth::{require_admin, require_user};
@@ -38,7 +38,12 @@ pub fn build_url(base: &str, project: &str, number: u64) -> String {
     )
 }
 
-fn build_json(app: &App, b: &Build, with_runs: bool) -> Result<serde_json::Value, ApiError> {
+/// A build; with `runs` its runs as [`run_json`] shows them with those fields.
+fn build_json(
+    app: &App,
+    b: &Build,
+    runs: Option<RunFields>,
+) -> Result<serde_json::Value, ApiError> {
     let base = &app.cluster.advertise_url;
     let mut j = json!({
         "build_id": b.number,
@@ -56,12 +61,12 @@ fn build_json(app: &App, b: &Build, with_runs: bool) -> Result<serde_json::Value
         "name": b.promoted.as_ref().map(|p| p.name.clone()),
         "annotation": b.promoted.as_ref().and_then(|p| p.annotation.clone()),
     });
-    if with_runs {
+    if let Some(fields) = runs {
         let runs: Result<Vec<_>, ApiError> = app
             .state()
             .runs_of_build(&b.project, b.number)?
             .iter()
-            .map(|r| run_json(app, r, false))
+            .map(|r| run_json(app, r, fields))
             .collect();
         j["runs"] = json!(runs?);
     }
@@ -153,7 +158,7 @@ async fn list(
     let builds: Result<Vec<_>, ApiError> = result
         .builds
         .iter()
-        .map(|b| build_json(&app, b, true))
+        .map(|b| build_json(&app, b, Some(RunFields::Summary)))
         .collect();
     let next = result.next_before.map(|n| {
         format!(
@@ -239,7 +244,9 @@ async fn get(
     require_user(&req, app.state())?;
     let (project, n) = path.into_inner();
     let build = resolve_build(&app, &project, &n, &latest)?;
-    Ok(success(json!({ "build": build_json(&app, &build, true)? })))
+    Ok(success(
+        json!({ "build": build_json(&app, &build, Some(RunFields::WithQueueReason))? }),
+    ))
 }
 
 async fn definition(
@@ -288,7 +295,9 @@ async fn promote(
         &build.number.to_string(),
         &Latest::default(),
     )?;
-    Ok(success(json!({ "build": build_json(&app, &build, true)? })))
+    Ok(success(
+        json!({ "build": build_json(&app, &build, Some(RunFields::WithQueueReason))? }),
+    ))
 }
 
 async fn promoted(req: HttpRequest, app: web::Data<App>, path: web::Path<String>) -> ApiResult {
@@ -298,7 +307,7 @@ async fn promoted(req: HttpRequest, app: web::Data<App>, path: web::Path<String>
         .state()
         .promoted_builds(&project)?
         .iter()
-        .map(|b| build_json(&app, b, false))
+        .map(|b| build_json(&app, b, None))
         .collect();
     Ok(success(json!({ "builds": builds? })))
 }
@@ -316,7 +325,9 @@ async fn promoted_one(
         .into_iter()
         .find(|b| b.promoted.as_ref().is_some_and(|p| p.name == name))
         .ok_or_else(|| ApiError::NotFound(format!("promoted build {name} of {project}")))?;
-    Ok(success(json!({ "build": build_json(&app, &build, true)? })))
+    Ok(success(
+        json!({ "build": build_json(&app, &build, Some(RunFields::WithQueueReason))? }),
+    ))
 }
 
 async fn history(
@@ -330,7 +341,7 @@ async fn history(
         .state()
         .run_history(&project, &run, 100)?
         .iter()
-        .map(|r| run_json(&app, r, false))
+        .map(|r| run_json(&app, r, RunFields::WithQueueReason))
         .collect();
     Ok(success(json!({ "runs": runs? })))
 }

@@ -19,7 +19,10 @@ pub const MAX_JSON_BODY: usize = 2 * 1024 * 1024;
 /// Console chunks and artifacts.
 pub const MAX_CHUNK_BODY: usize = 32 * 1024 * 1024;
 
+pub use artifacts::download as download_artifact;
 pub use legacy::RUNNER_WHEEL_PATH;
+pub use runs::{queue_reason, viewer_rundef, QueueExplainer};
+pub use system::cluster_view;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     raft_rpc::configure(cfg);

@@ -78,26 +78,56 @@ fn load_run(app: &App, r: &RunRef) -> Result<Run, ApiError> {
 
 /// Why a queued run waits, from the replicated workers and this node's view of who is online.
 pub fn queue_reason(app: &App, run: &Run) -> Result<jobserv_raft::model::QueueReason, ApiError> {
-    let timeout = Duration::from_secs(app.config.worker_timeout_secs);
-    let workers: Vec<_> = app
-        .state()
-        .workers()?
-        .into_iter()
-        .map(|w| {
-            let online = app.presence.is_online(&w.name, timeout);
-            let free = app
-                .presence
-                .get(&w.name)
-                .map(|h| h.available_runners)
-                .unwrap_or(0);
-            (w, online, free)
-        })
-        .collect();
-    let gate = crate::actors::checkin::synchronous_gate(&app.cluster, std::slice::from_ref(run))?;
-    Ok(crate::scheduler::queue_reason(run, &workers, &gate))
+    Ok(QueueExplainer::new(app, std::slice::from_ref(run))?.reason(run))
 }
 
-pub fn run_json(app: &App, run: &Run, detailed: bool) -> Result<serde_json::Value, ApiError> {
+/// Explains many queued runs at the price of one: the workers and the synchronous-build gate are read once
+/// (a queue page, `/health/runs/`, a 200-run build page).
+pub struct QueueExplainer {
+    workers: Vec<(jobserv_raft::model::Worker, bool, u32)>,
+    gate: crate::scheduler::SyncGate,
+}
+
+impl QueueExplainer {
+    pub fn new(app: &App, runs: &[Run]) -> Result<QueueExplainer, ApiError> {
+        let timeout = Duration::from_secs(app.config.worker_timeout_secs);
+        let workers = app
+            .state()
+            .workers()?
+            .into_iter()
+            .map(|w| {
+                let online = app.presence.is_online(&w.name, timeout);
+                let free = app
+                    .presence
+                    .get(&w.name)
+                    .map(|h| h.available_runners)
+                    .unwrap_or(0);
+                (w, online, free)
+            })
+            .collect();
+        let gate = crate::actors::checkin::synchronous_gate(&app.cluster, runs)?;
+        Ok(QueueExplainer { workers, gate })
+    }
+
+    pub fn reason(&self, run: &Run) -> jobserv_raft::model::QueueReason {
+        crate::scheduler::queue_reason(run, &self.workers, &self.gate)
+    }
+}
+
+/// How much of a run [`run_json`] shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunFields {
+    /// The run's own record: what lists of builds carry (no per-run scheduling work: a page of 1,000
+    /// builds must not ask the scheduler 1,000 times).
+    Summary,
+    /// Plus `queue_reason` for a QUEUED run.
+    WithQueueReason,
+    /// Plus tests and artifacts (`GET <run>/`).
+    Detailed,
+}
+
+pub fn run_json(app: &App, run: &Run, fields: RunFields) -> Result<serde_json::Value, ApiError> {
+    let detailed = fields == RunFields::Detailed;
     let url = App::run_url(
         &app.cluster.advertise_url,
         &run.project,
@@ -122,7 +152,7 @@ pub fn run_json(app: &App, run: &Run, detailed: bool) -> Result<serde_json::Valu
         "log_bytes": run.log_len,
         "metadata": run.metadata,
     });
-    if run.status == RunStatus::Queued {
+    if run.status == RunStatus::Queued && fields != RunFields::Summary {
         j["queue_reason"] = json!(queue_reason(app, run)?);
     }
     if detailed {
@@ -161,7 +191,7 @@ async fn list(
         .state()
         .runs_of_build(&project, build.number)?
         .iter()
-        .map(|r| run_json(&app, r, false))
+        .map(|r| run_json(&app, r, RunFields::WithQueueReason))
         .collect();
     Ok(success(json!({ "runs": runs? })))
 }
@@ -174,7 +204,9 @@ async fn get(
     require_user(&req, app.state())?;
     let r = run_ref(path.into_inner())?;
     let run = load_run(&app, &r)?;
-    Ok(success(json!({ "run": run_json(&app, &run, true)? })))
+    Ok(success(
+        json!({ "run": run_json(&app, &run, RunFields::Detailed)? }),
+    ))
 }
 
 fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
@@ -401,15 +433,21 @@ async fn rundef(
         Ok(fence) if fence == run.fence => rundef_for(&app, &run, Some(fence))?,
         _ => {
             require_user(&req, app.state())?;
-            rundef_for(&app, &run, None)?.redacted_with_names(
-                &app.state()
-                    .build(&r.project, r.build)?
-                    .map(|b| b.secrets)
-                    .unwrap_or_default(),
-            )
+            viewer_rundef(&app, &r)?
         }
     };
     Ok(HttpResponse::Ok().json(def))
+}
+
+/// The run definition as a viewer without the run key sees it (API and UI): no key, secret names only.
+pub fn viewer_rundef(app: &App, r: &RunRef) -> Result<RunDef, ApiError> {
+    let run = load_run(app, r)?;
+    Ok(rundef_for(app, &run, None)?.redacted_with_names(
+        &app.state()
+            .build(&r.project, r.build)?
+            .map(|b| b.secrets)
+            .unwrap_or_default(),
+    ))
 }
 
 trait RedactWithNames {
@@ -472,7 +510,7 @@ async fn rerun(
         })
         .await?;
     Ok(success(
-        json!({ "run": run_json(&app, &load_run(&app, &r)?, false)? }),
+        json!({ "run": run_json(&app, &load_run(&app, &r)?, RunFields::WithQueueReason)? }),
     ))
 }
 
@@ -490,7 +528,7 @@ async fn cancel(
         })
         .await?;
     Ok(success(
-        json!({ "run": run_json(&app, &load_run(&app, &r)?, false)? }),
+        json!({ "run": run_json(&app, &load_run(&app, &r)?, RunFields::WithQueueReason)? }),
     ))
 }
 

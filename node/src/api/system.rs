@@ -57,10 +57,12 @@ async fn health_runs(app: web::Data<App>) -> ApiResult {
     };
     let mut jobserv_queued = Vec::new();
     let mut jobserv_running: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
-    for run in app.state().queued_runs(100_000)? {
-        jobserv_queued.push(item(&run));
+    let all_queued = app.state().queued_runs(100_000)?;
+    let explainer = super::runs::QueueExplainer::new(&app, &all_queued)?;
+    for run in &all_queued {
+        jobserv_queued.push(item(run));
         *queued.entry(run.host_tag.clone()).or_default() += 1;
-        let reason = super::runs::queue_reason(&app, &run)?;
+        let reason = explainer.reason(run);
         *reasons
             .entry(run.host_tag.clone())
             .or_default()
@@ -111,6 +113,12 @@ async fn metrics(app: web::Data<App>) -> HttpResponse {
 
 async fn cluster(req: HttpRequest, app: web::Data<App>) -> ApiResult {
     require_admin(&req, app.state())?;
+    Ok(success(cluster_view(&app).await?))
+}
+
+/// The cluster as this node sees it: Raft figures, members with role and gossip state, storage format,
+/// artifact replication (`GET /cluster/` and the UI's cluster page).
+pub async fn cluster_view(app: &App) -> Result<serde_json::Value, ApiError> {
     let m = app.cluster.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership();
     let voters: Vec<u64> = membership.voter_ids().collect();
@@ -137,7 +145,7 @@ async fn cluster(req: HttpRequest, app: web::Data<App>) -> ApiResult {
             })
         })
         .collect();
-    Ok(success(json!({
+    Ok(json!({
         "leader": m.current_leader,
         "term": m.current_term,
         "nodes": nodes,
@@ -155,7 +163,7 @@ async fn cluster(req: HttpRequest, app: web::Data<App>) -> ApiResult {
             "under_replicated": keeper.under_replicated,
             "this_node": keeper,
         },
-    })))
+    }))
 }
 
 #[derive(serde::Deserialize)]
