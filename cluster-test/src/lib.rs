@@ -6,6 +6,7 @@ pub mod bench;
 pub mod bench_failover;
 pub mod bench_node;
 pub mod bench_triggers;
+pub mod bench_ui;
 pub mod bench_worker;
 pub mod big_log;
 pub mod chaos;

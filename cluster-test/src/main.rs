@@ -50,6 +50,17 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The web UI's heaviest pages on a warm node: a RUNS-run build page, a run page with a LOG_MIB log.
+    BenchUi {
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+        #[arg(long, default_value_t = 50)]
+        log_mib: u64,
+        #[arg(long, default_value_t = 20)]
+        samples: usize,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// A console log of MIB through 3 nodes: ingest, read back whole and from offsets, snapshot cost.
     BigLog {
         #[arg(long, default_value_t = 200)]
@@ -385,6 +396,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for f in cluster_test::bench::artifacts::run(&cluster, &plan).await? {
                 println!("{} = {:.1}  ({})", f.key, f.value, f.workload);
             }
+        }
+        Cmd::BenchUi {
+            runs,
+            log_mib,
+            samples,
+            dir,
+        } => {
+            let (dir, _guard) = work_dir(dir)?;
+            let opts = cluster_test::bench_ui::UiBenchOptions {
+                runs,
+                log_mib,
+                samples,
+            };
+            println!(
+                "{}",
+                cluster_test::bench_ui::run(&dir, &bin_dir, &opts).await?
+            );
         }
         Cmd::BigLog { mib, dir } => {
             let (dir, _guard) = work_dir(dir)?;

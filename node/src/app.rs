@@ -16,6 +16,8 @@ pub struct App {
     pub log_stats: Arc<jobserv_raft::log_store::FlushStats>,
     /// Artifact bytes (`blobs/`).
     pub blobs: Arc<crate::blobs::BlobStore>,
+    /// Queue depth by host tag over the last hour, sampled by this node (the UI's queue chart).
+    pub queue_history: Arc<crate::ui::charts::QueueHistory>,
 }
 
 impl App {

@@ -151,7 +151,20 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         &config,
         worker.as_ref().map(|w| (worker_name, w.id())),
     )?;
+    let login_link = match api
+        .call(reqwest::Method::POST, "/ui/login-links", None)
+        .await
+    {
+        Ok((201, reply)) => reply["data"]["url"].as_str().unwrap_or("").to_string(),
+        Ok((status, reply)) => format!("(no login link: HTTP {status} {reply})"),
+        Err(e) => format!("(no login link: {e})"),
+    };
     println!();
+    println!("  web UI:       {}/ui/", config.advertise_url);
+    println!("  log in once:  {login_link}");
+    println!(
+        "                (valid for one browser, 10 minutes; then log in with the admin token)"
+    );
     println!("  URL:          {}", config.advertise_url);
     println!(
         "  admin token:  {}",

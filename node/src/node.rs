@@ -194,7 +194,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             .map_err(|e| StartError::Blobs(e.to_string()))?,
     );
     crate::blobs::keeper::spawn(cluster.clone(), blobs.clone());
+    let queue_history = Arc::new(crate::ui::charts::QueueHistory::default());
+    crate::ui::charts::spawn_sampler(cluster.clone(), queue_history.clone());
     let app = web::Data::new(App {
+        queue_history,
         blobs,
         cluster: cluster.clone(),
         presence,

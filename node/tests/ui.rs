@@ -265,6 +265,19 @@ async fn login_pages_console_and_actions_on_every_node() {
         (end, ""),
         "a finished run answers at once with nothing new"
     );
+    let (s, whole) = page(
+        n2,
+        &cookie,
+        "/ui/projects/web/builds/1/runs/unit/console.log",
+    )
+    .await;
+    assert_eq!(
+        (s, whole.as_str()),
+        (200, "line one\nerror: something broke\nline three\ndone\n")
+    );
+    let (s, yml) = page(n2, &cookie, "/ui/projects/web/builds/1/project.yml").await;
+    assert_eq!(s, 200);
+    assert!(yml.contains("lint-{loop}"), "{yml}");
 
     // Admin actions need the page's CSRF value.
     let rerun = n1.u("/ui/projects/web/builds/1/runs/unit/rerun");
@@ -289,6 +302,73 @@ async fn login_pages_console_and_actions_on_every_node() {
         run["data"]["run"]["status"], "QUEUED",
         "rerun through the UI: {run}"
     );
+
+    // Pictures: the project's builds and the queue by host tag, as inline SVG.
+    let (_, html) = page(n1, &cookie, "/ui/projects/web/").await;
+    assert!(
+        html.contains("<svg") && html.contains("Build durations and results"),
+        "{html}"
+    );
+    let (_, html) = page(n1, &cookie, "/ui/queue/").await;
+    assert!(
+        html.contains("<svg")
+            && html.contains("Queue depth by host tag")
+            && html.contains("nowhere"),
+        "{html}"
+    );
+
+    // Cancel the build (every run still going) and delist the worker, from their pages' forms.
+    let r = browser(n1)
+        .post(n1.u("/ui/projects/web/builds/1/cancel"))
+        .header("Cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("cancel build");
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(r.headers()["location"], "/ui/projects/web/builds/1/");
+    let (_, runs) = n1.get("/projects/web/builds/1/runs/").await;
+    for run in runs["data"]["runs"].as_array().expect("runs") {
+        assert_eq!(run["status"], "FAILED", "cancelled: {run}");
+    }
+    let r = browser(n1)
+        .post(n1.u("/ui/workers/w1/delist"))
+        .header("Cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("delist");
+    assert_eq!(r.status().as_u16(), 303);
+    let (_, workers) = n1.get("/workers/").await;
+    assert_eq!(
+        workers["data"]["workers"][0]["enlisted"], false,
+        "{workers}"
+    );
+
+    // A one-time login link (what `jobserv-node dev` prints) works once, on any node.
+    let (s, link) = n1.post("/ui/login-links", json!({})).await;
+    assert_eq!(s, 201, "{link}");
+    let url = link["data"]["url"].as_str().expect("url").to_string();
+    let path = &url[url.find("/ui/login/once").expect("path")..];
+    let r = browser(n2).get(n2.u(path)).send().await.expect("link");
+    assert_eq!(r.status().as_u16(), 303);
+    let linked = r.headers()["set-cookie"].to_str().expect("cookie");
+    let linked = linked.split(';').next().expect("cookie").to_string();
+    let (s, html) = page(&nodes[2], &linked, "/ui/cluster/").await;
+    assert_eq!(s, 200);
+    assert!(html.contains("(admin)"), "{html}");
+    let r = browser(&nodes[2])
+        .get(nodes[2].u(path))
+        .send()
+        .await
+        .expect("link");
+    assert_eq!(r.status().as_u16(), 401, "a second use is refused");
+    let r = browser(n1)
+        .post(n1.u("/ui/login-links"))
+        .send()
+        .await
+        .expect("no token");
+    assert_eq!(r.status().as_u16(), 401, "only an admin makes links");
 
     // Logout clears the cookie; a cookie signed with another secret is not a session.
     let r = browser(n1)

@@ -151,6 +151,19 @@ pub enum Command {
     DeleteWorker {
         name: String,
     },
+    /// A one-time UI login link (`hash`: sha256 of its code) for the token `token_hash`, until `expires`.
+    /// Links already expired at `now` are removed in the same entry.
+    AddLoginLink {
+        hash: String,
+        token_hash: String,
+        expires: u64,
+        now: u64,
+    },
+    /// Uses a login link: it is removed, so it works once, on whichever node takes it.
+    UseLoginLink {
+        hash: String,
+        now: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -200,6 +213,10 @@ pub enum CommandResult {
     Rejected(StateError),
     /// The builds `DeleteBuilds` removed (the others were running, promoted or already gone).
     BuildsDeleted(Vec<u64>),
+    /// `UseLoginLink` succeeded: the session is for this token.
+    LoginLink {
+        token_hash: String,
+    },
 }
 
 /// Why the state machine refused a command. The node maps each to an HTTP status.

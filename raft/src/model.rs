@@ -194,3 +194,11 @@ pub struct BlobRecord {
     pub refs: u64,
     pub created: u64,
 }
+
+/// A one-time login link for the web UI: using it logs the browser in as the token whose hash is here.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoginLink {
+    pub token_hash: String,
+    /// Unix ms after which the link no longer works.
+    pub expires: u64,
+}

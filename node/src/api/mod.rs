@@ -21,7 +21,7 @@ pub const MAX_CHUNK_BODY: usize = 32 * 1024 * 1024;
 
 pub use artifacts::download as download_artifact;
 pub use legacy::RUNNER_WHEEL_PATH;
-pub use runs::{queue_reason, viewer_rundef, QueueExplainer};
+pub use runs::{queue_reason, viewer_rundef, whole_log, QueueExplainer};
 pub use system::cluster_view;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -330,10 +330,15 @@ async fn console(
             .content_type("text/plain")
             .body(text));
     }
-    // The log up to its length now, streamed in slices: a log of hundreds of MiB is never held in memory.
+    Ok(whole_log(app.into_inner(), &run, offset))
+}
+
+/// The log from `offset` up to its length now, streamed in slices: a log of hundreds of MiB is never held
+/// in memory (the API's `console.log` and the UI's download).
+pub fn whole_log(app: std::sync::Arc<App>, run: &Run, offset: u64) -> HttpResponse {
     let end = run.log_len.max(offset);
     let stream = futures::stream::unfold(
-        (app.into_inner(), r, offset),
+        (app, run.run_ref(), offset),
         move |(app, r, at)| async move {
             if at >= end {
                 return None;
@@ -352,12 +357,12 @@ async fn console(
             }
         },
     );
-    Ok(HttpResponse::Ok()
+    HttpResponse::Ok()
         .insert_header((HEADER_RUN_STATUS, run.status.as_str()))
         .insert_header((HEADER_OFFSET, end.to_string()))
         .content_type("text/plain; charset=utf-8")
         .no_chunking(end - offset)
-        .streaming(stream))
+        .streaming(stream)
 }
 
 /// Largest console bytes per Raft entry (see `update`).

@@ -151,6 +151,18 @@ pub async fn cluster_view(app: &App) -> Result<serde_json::Value, ApiError> {
         "nodes": nodes,
         "this_node": app.cluster.id,
         "last_applied": m.last_applied.map(|l| l.index),
+        "last_log_index": m.last_log_index,
+        // On the leader: how far each member's log matches its own (the commit index is what a majority
+        // matched); elsewhere null.
+        "replication": m.replication.as_ref().map(|r| {
+            r.iter()
+                .map(|(id, matched)| (id.to_string(), matched.map(|l| l.index)))
+                .collect::<BTreeMap<_, _>>()
+        }),
+        "health": match &m.running_state {
+            Ok(()) => "running".to_string(),
+            Err(fatal) => format!("stopped: {fatal}"),
+        },
         "snapshot": m.snapshot.map(|l| l.index),
         "purged": m.purged.map(|l| l.index),
         "storage_format": app.state().format_version()?,

@@ -4,6 +4,7 @@ use super::{error_page, viewer, Viewer};
 use crate::app::App;
 use crate::error::ApiError;
 use actix_web::{web, HttpRequest, HttpResponse};
+use jobserv_protocol::RunStatus;
 use jobserv_raft::model::{Build, Run};
 use maud::{html, Markup};
 use serde::Deserialize;
@@ -54,7 +55,11 @@ fn projects_body(app: &App) -> Result<Markup, ApiError> {
 }
 
 pub fn build_href(b: &Build) -> String {
-    format!("/ui/projects/{}/builds/{}/", seg(&b.project), b.number)
+    build_href_of(&b.project, b.number)
+}
+
+pub fn build_href_of(project: &str, number: u64) -> String {
+    format!("/ui/projects/{}/builds/{number}/", seg(project))
 }
 
 #[derive(Deserialize)]
@@ -86,9 +91,13 @@ fn project_body(app: &App, name: &str, before: Option<u64>) -> Result<Markup, Ap
         .project(name)?
         .ok_or_else(|| ApiError::NotFound(format!("project {name}")))?;
     let page = app.state().builds_page(name, before, BUILDS_PER_PAGE)?;
+    let last_100 = app.state().builds_page(name, None, 100)?.builds;
     Ok(html! {
         div.crumbs { a href="/ui/" { "Projects" } " / " }
         h1 { (name) }
+        @if !last_100.is_empty() {
+            (super::charts::builds(&last_100, jobserv_raft::state::now_ms()))
+        }
         @if page.builds.is_empty() {
             p.muted { "No builds." }
         } @else {
@@ -184,7 +193,7 @@ fn build_body(app: &App, v: &Viewer, project: &str, number: u64) -> Result<Marku
                 dt { "Created" } dd { (time(b.created)) " (" (age(b.created)) ")" }
                 dt { "Duration" } dd { (took(Some(b.created), b.completed)) }
                 @if let Some(p) = &b.promoted { dt { "Promoted" } dd { (p.name) @if let Some(a) = &p.annotation { " — " (a) } } }
-                dt { "Definition" } dd { a href={ "/projects/" (seg(project)) "/builds/" (number) "/project.yml" } { "project.yml" } }
+                dt { "Definition" } dd { a href={ (build_href(&b)) "project.yml" } { "project.yml" } }
             }
         }
         h2 { "Runs (" (runs.len()) ")" }
@@ -214,6 +223,45 @@ fn build_body(app: &App, v: &Viewer, project: &str, number: u64) -> Result<Marku
                 }
             }
         }
-        @if v.session.is_admin() { p.muted { "Admin actions are on each run's page." } }
+        @if v.session.is_admin() {
+            h2 { "Actions" }
+            div.actions {
+                @if !matches!(b.status, RunStatus::Passed | RunStatus::Failed) {
+                    form method="post" action={ (build_href(&b)) "cancel" } {
+                        input type="hidden" name="csrf" value=(v.csrf);
+                        button.danger type="submit" { "Cancel build" }
+                    }
+                }
+                @if b.status == RunStatus::Passed && b.promoted.is_none() {
+                    form method="post" action={ (build_href(&b)) "promote" } {
+                        input type="hidden" name="csrf" value=(v.csrf);
+                        input type="text" name="name" placeholder="release name" required;
+                        input type="text" name="annotation" placeholder="annotation (optional)";
+                        button type="submit" { "Promote" }
+                    }
+                }
+            }
+            p.muted { "Rerun or cancel a single run on its page." }
+        }
     })
+}
+
+/// The project definition the build ran with.
+pub async fn definition(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<(String, u64)>,
+) -> HttpResponse {
+    let v = match viewer(&req, &app) {
+        Ok(v) => v,
+        Err(login) => return login,
+    };
+    let (project, number) = path.into_inner();
+    match app.state().build(&project, number) {
+        Ok(Some(b)) => HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .body(b.definition),
+        Ok(None) => error_page(&v, ApiError::NotFound(format!("build {project}/{number}"))),
+        Err(e) => error_page(&v, e.into()),
+    }
 }

@@ -2,13 +2,17 @@
 //! (maud), our own CSS and a little JavaScript (`static/`), nothing loaded from outside the node.
 //!
 //! - `session.rs`: login with a user or admin token → a signed cookie every node accepts; CSRF tokens.
+//!   `links.rs`: one-time login links (what `jobserv-node dev` prints).
 //! - `builds.rs`: projects, a project's builds, a build's runs. `runs.rs`: a run, its live console (long-poll
 //!   slices with offsets: resumable through any node), tests, artifacts. `system.rs`: workers, queue, cluster.
 //!
 //! Every page reads through the same linearizable read path as the API (the reads middleware runs first),
 //! so a page served by any node shows everything acknowledged before it was asked for.
+mod actions;
 mod builds;
+pub mod charts;
 mod layout;
+mod links;
 mod runs;
 pub mod session;
 mod system;
@@ -24,10 +28,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/ui", web::get().to(to_root))
         .route("/ui/", web::get().to(builds::projects))
         .route("/ui/login", web::post().to(login))
+        .route("/ui/login-links", web::post().to(links::create))
+        .route("/ui/login/once", web::get().to(links::use_link))
         .route("/ui/logout", web::post().to(logout))
         .route("/ui/static/{file}", web::get().to(asset))
         .route("/ui/projects/{p}/", web::get().to(builds::project))
         .route("/ui/projects/{p}/builds/{n}/", web::get().to(builds::build))
+        .route(
+            "/ui/projects/{p}/builds/{n}/project.yml",
+            web::get().to(builds::definition),
+        )
+        .route(
+            "/ui/projects/{p}/builds/{n}/runs/{r}/console.log",
+            web::get().to(runs::whole_log),
+        )
         .route(
             "/ui/projects/{p}/builds/{n}/runs/{r}/",
             web::get().to(runs::run),
@@ -46,8 +60,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .route(
             "/ui/projects/{p}/builds/{n}/runs/{r}/{action}",
-            web::post().to(runs::action),
+            web::post().to(actions::run),
         )
+        .route(
+            "/ui/projects/{p}/builds/{n}/{action}",
+            web::post().to(actions::build),
+        )
+        .route("/ui/workers/{w}/{action}", web::post().to(actions::worker))
         .route("/ui/workers/", web::get().to(system::workers))
         .route("/ui/queue/", web::get().to(system::queue))
         .route("/ui/cluster/", web::get().to(system::cluster));

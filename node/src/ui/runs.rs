@@ -19,7 +19,7 @@ const CONSOLE_SLICE: u64 = 256 * 1024;
 /// Longest wait of one console poll for new bytes.
 const MAX_WAIT: Duration = Duration::from_secs(25);
 
-fn run_ref(project: String, build: u64, run: String) -> RunRef {
+pub fn run_ref(project: String, build: u64, run: String) -> RunRef {
     RunRef {
         project,
         build,
@@ -27,7 +27,7 @@ fn run_ref(project: String, build: u64, run: String) -> RunRef {
     }
 }
 
-fn run_base(r: &RunRef) -> String {
+pub fn run_base(r: &RunRef) -> String {
     format!(
         "/ui/projects/{}/builds/{}/runs/{}/",
         seg(&r.project),
@@ -73,13 +73,6 @@ fn run_body(app: &App, v: &Viewer, r: &RunRef) -> Result<Markup, ApiError> {
         .console_progress
         .as_ref()
         .map(|p| p.progress_pattern.clone());
-    let api_run = format!(
-        "{}/projects/{}/builds/{}/runs/{}/",
-        app.cluster.advertise_url.trim_end_matches('/'),
-        seg(&r.project),
-        r.build,
-        seg(&r.run)
-    );
     Ok(html! {
         div.crumbs {
             a href="/ui/" { "Projects" } " / "
@@ -107,7 +100,7 @@ fn run_body(app: &App, v: &Viewer, r: &RunRef) -> Result<Markup, ApiError> {
         h2 { "Console" }
         @if start > 0 {
             p.muted { "Showing the last " (CONSOLE_SLICE / 1024) " KiB of " (run.log_len / 1024) " KiB. "
-                a href={ (api_run) "console.log" } { "Whole log (API)" } }
+                a href={ (base) "console.log" } { "Download the whole log" } }
         }
         pre.console data-console={ (base) "console" } data-start=(start) data-progress=[progress.as_deref()] {}
         h2 { "Tests (" (tests.len()) ")" }
@@ -151,20 +144,24 @@ fn run_body(app: &App, v: &Viewer, r: &RunRef) -> Result<Markup, ApiError> {
     })
 }
 
+/// Rerun (a finished run) and Cancel (a run still going): both are rendered, and the page's script shows
+/// the one that fits as the status changes live.
 fn admin_actions(v: &Viewer, base: &str, s: RunStatus) -> Markup {
+    let state = if matches!(s, RunStatus::Passed | RunStatus::Failed) {
+        "done"
+    } else {
+        "active"
+    };
     html! {
         h2 { "Actions" }
-        div.actions {
-            @if matches!(s, RunStatus::Passed | RunStatus::Failed) {
-                form method="post" action={ (base) "rerun" } {
-                    input type="hidden" name="csrf" value=(v.csrf);
-                    button type="submit" { "Rerun" }
-                }
-            } @else {
-                form method="post" action={ (base) "cancel" } {
-                    input type="hidden" name="csrf" value=(v.csrf);
-                    button.danger type="submit" { "Cancel" }
-                }
+        div.actions #run-actions data-run-state=(state) {
+            form.when-done method="post" action={ (base) "rerun" } {
+                input type="hidden" name="csrf" value=(v.csrf);
+                button type="submit" { "Rerun" }
+            }
+            form.when-active method="post" action={ (base) "cancel" } {
+                input type="hidden" name="csrf" value=(v.csrf);
+                button.danger type="submit" { "Cancel" }
             }
         }
     }
@@ -231,6 +228,25 @@ pub async fn console(
     }
 }
 
+/// The whole log, as a download (the run page itself never sends it whole).
+pub async fn whole_log(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<(String, u64, String)>,
+) -> HttpResponse {
+    let v = match viewer(&req, &app) {
+        Ok(v) => v,
+        Err(login) => return login,
+    };
+    let (p, n, r) = path.into_inner();
+    let r = run_ref(p, n, r);
+    match app.state().run(&r) {
+        Ok(Some(run)) => crate::api::whole_log(app.into_inner(), &run, 0),
+        Ok(None) => error_page(&v, ApiError::NotFound(format!("run {r}"))),
+        Err(e) => error_page(&v, e.into()),
+    }
+}
+
 /// The run definition as a viewer may see it (no run key; secret names without values).
 pub async fn rundef(
     req: HttpRequest,
@@ -283,51 +299,4 @@ mod tests {
         assert_eq!(human_size(50 * 1024 * 1024), "50.0 MiB");
         assert_eq!(human_size(2_147_483_648), "2.0 GiB");
     }
-}
-
-/// `POST …/runs/<r>/rerun` or `…/cancel` from the run page's forms: an admin session and its CSRF value;
-/// the same Raft commands the API's routes propose. Answers 303 back to the run.
-pub async fn action(
-    req: HttpRequest,
-    app: web::Data<App>,
-    path: web::Path<(String, u64, String, String)>,
-    form: web::Form<super::CsrfForm>,
-) -> HttpResponse {
-    let v = match viewer(&req, &app) {
-        Ok(v) => v,
-        Err(login) => return login,
-    };
-    if !v.session.check_csrf(&app.config.cluster_secret, &form.csrf) {
-        return error_page(
-            &v,
-            ApiError::Forbidden("csrf: missing or wrong form token: reload the page".into()),
-        );
-    }
-    if !v.session.is_admin() {
-        return error_page(
-            &v,
-            ApiError::Forbidden("only an admin may rerun or cancel a run".into()),
-        );
-    }
-    let (p, n, r, verb) = path.into_inner();
-    let r = run_ref(p, n, r);
-    let now = jobserv_raft::state::now_ms();
-    let cmd = match verb.as_str() {
-        "rerun" => jobserv_raft::Command::RerunRun {
-            run: r.clone(),
-            now,
-        },
-        "cancel" => jobserv_raft::Command::CancelRun {
-            run: r.clone(),
-            now,
-        },
-        other => return error_page(&v, ApiError::NotFound(format!("no action {other:?}"))),
-    };
-    if let Err(e) = app.cluster.propose(cmd).await {
-        return error_page(&v, e);
-    }
-    tracing::info!(run = %r, action = %verb, by = %v.session.token_name, "UI action");
-    HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, run_base(&r)))
-        .finish()
 }

@@ -61,7 +61,11 @@ fn now_secs() -> u64 {
 
 /// The cookie for a login with `token` (already checked to be a user or admin token).
 pub fn login_cookie(secret: &str, token: &str) -> Cookie<'static> {
-    let hash = hash_token(token);
+    login_cookie_for_hash(secret, &hash_token(token))
+}
+
+/// The cookie for a session of the token whose sha256 is `hash` (a one-time login link names the hash).
+pub fn login_cookie_for_hash(secret: &str, hash: &str) -> Cookie<'static> {
     let expires = now_secs() + SESSION_SECS;
     let value = format!(
         "v1.{hash}.{expires}.{}",

@@ -14,13 +14,13 @@ pub async fn workers(req: HttpRequest, app: web::Data<App>) -> HttpResponse {
         Ok(v) => v,
         Err(login) => return login,
     };
-    match workers_body(&app) {
+    match workers_body(&app, &v) {
         Ok(body) => v.page("Workers", body),
         Err(e) => error_page(&v, e),
     }
 }
 
-fn workers_body(app: &App) -> Result<Markup, ApiError> {
+fn workers_body(app: &App, v: &super::Viewer) -> Result<Markup, ApiError> {
     let timeout = Duration::from_secs(app.config.worker_timeout_secs);
     let workers = app.state().workers()?;
     let mut rows = Vec::new();
@@ -37,7 +37,15 @@ fn workers_body(app: &App) -> Result<Markup, ApiError> {
                     tr data-worker=(w.name) {
                         td { (w.name) }
                         td { @if app.presence.is_online(&w.name, timeout) { "online" } @else { span.muted { "offline" } } }
-                        td { (if w.enlisted { "yes" } else { "no" }) }
+                        td {
+                            (if w.enlisted { "yes" } else { "no" })
+                            @if v.session.is_admin() {
+                                form method="post" action={ "/ui/workers/" (super::layout::seg(&w.name)) "/" (if w.enlisted { "delist" } else { "enlist" }) } {
+                                    input type="hidden" name="csrf" value=(v.csrf);
+                                    button type="submit" { (if w.enlisted { "Delist" } else { "Enlist" }) }
+                                }
+                            }
+                        }
                         td { (health.as_ref().and_then(|h| h.load_avg_1).map(|l| format!("{l:.2}")).unwrap_or_else(|| "-".into())) }
                         td {
                             (runs.len()) " / " (w.facts.concurrent_runs)
@@ -75,8 +83,14 @@ fn queue_body(app: &App) -> Result<Markup, ApiError> {
     for r in &queued {
         *by_tag.entry(r.host_tag.as_str()).or_default() += 1;
     }
+    let mut samples = app.queue_history.samples();
+    samples.push((
+        jobserv_raft::state::now_ms(),
+        super::charts::depth_now(app.state()),
+    ));
     Ok(html! {
         h1 { "Queue (" (queued.len()) ")" }
+        (super::charts::queue(&samples))
         @if queued.is_empty() { p.muted { "Nothing is waiting." } } @else {
             div.card { @for (tag, n) in &by_tag { span { strong { (tag) } ": " (n) } "  " } }
             table {
@@ -125,6 +139,8 @@ fn cluster_body(c: &serde_json::Value) -> Markup {
                 dt { "Leader" } dd { (cell(&c["leader"])) }
                 dt { "Term" } dd { (cell(&c["term"])) }
                 dt { "This node" } dd { (cell(&c["this_node"])) }
+                dt { "Raft core" } dd { (cell(&c["health"])) }
+                dt { "Last log index" } dd { (cell(&c["last_log_index"])) }
                 dt { "Applied index" } dd { (cell(&c["last_applied"])) }
                 dt { "Snapshot at" } dd { (cell(&c["snapshot"])) }
                 dt { "Storage format" } dd { "v" (cell(&c["storage_format"])) }
@@ -133,7 +149,7 @@ fn cluster_body(c: &serde_json::Value) -> Markup {
             }
         }
         table {
-            thead { tr { th { "Node" } th { "URL" } th { "Raft role" } th { "Gossip" } th { "Generation" } } }
+            thead { tr { th { "Node" } th { "URL" } th { "Raft role" } th { "Gossip" } th { "Generation" } th.num { "Log matched" } } }
             tbody {
                 @for n in nodes {
                     tr data-node=(cell(&n["id"])) {
@@ -142,6 +158,7 @@ fn cluster_body(c: &serde_json::Value) -> Markup {
                         td { (cell(&n["raft_role"])) }
                         td { (cell(&n["gossip_state"])) }
                         td { (cell(&n["generation"])) }
+                        td.num { (cell(&c["replication"][cell(&n["id"])])) }
                     }
                 }
             }

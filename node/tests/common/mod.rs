@@ -4,6 +4,7 @@ use jobserv_node::config::NodeConfig;
 use std::path::{Path, PathBuf};
 
 pub mod artifacts;
+pub mod webdriver;
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -4,7 +4,7 @@ use super::keys;
 use super::txn::Txn;
 use super::{validate_name, State, StateResult};
 use crate::command::{Command, CommandResult, NewBuild, RunUpdate, StateError};
-use crate::model::{ApiToken, Build, Project, Run, RunRef, Test, Trigger, Worker};
+use crate::model::{ApiToken, Build, LoginLink, Project, Run, RunRef, Test, Trigger, Worker};
 use jobserv_protocol::RunStatus;
 
 type Outcome = Result<CommandResult, StateError>;
@@ -256,6 +256,42 @@ fn apply_command(txn: &mut Txn, log_index: u64, cmd: &Command) -> StateResult<Ou
             }
             txn.remove(key);
             Ok(Ok(CommandResult::Done))
+        }
+        Command::AddLoginLink {
+            hash,
+            token_hash,
+            expires,
+            now,
+        } => {
+            for (key, value) in txn.scan_prefix(keys::LOGIN_LINKS)? {
+                if crate::codec::decode::<LoginLink>(&value).is_ok_and(|l| l.expires < *now) {
+                    txn.remove(key);
+                }
+            }
+            txn.put(
+                keys::login_link(hash),
+                &LoginLink {
+                    token_hash: token_hash.clone(),
+                    expires: *expires,
+                },
+            )?;
+            Ok(Ok(CommandResult::Done))
+        }
+        Command::UseLoginLink { hash, now } => {
+            let key = keys::login_link(hash);
+            let Some(link) = txn.get::<LoginLink>(&key)? else {
+                return Ok(Err(StateError::NotFound(
+                    "login link (unknown or already used)".into(),
+                )));
+            };
+            // An expired link is refused (and removed by the next `AddLoginLink`: a refusal writes nothing).
+            if link.expires < *now {
+                return Ok(Err(StateError::Invalid("login link expired".into())));
+            }
+            txn.remove(key);
+            Ok(Ok(CommandResult::LoginLink {
+                token_hash: link.token_hash,
+            }))
         }
         Command::Noop => Ok(Ok(CommandResult::Done)),
         Command::SetFormatVersion { version } => {

@@ -155,3 +155,9 @@ pub const BLOBS: &[u8] = b"B/";
 pub fn of_build(tag: char, project: &str, number: u64) -> Vec<u8> {
     format!("{tag}/{project}/{number:020}/").into_bytes()
 }
+
+/// One-time UI login links (`L/<sha256 of the link's code>`).
+pub fn login_link(hash: &str) -> Vec<u8> {
+    format!("L/{hash}").into_bytes()
+}
+pub const LOGIN_LINKS: &[u8] = b"L/";

@@ -151,4 +151,36 @@ mod tests {
             CommandResult::Rejected(StateError::NotFound(_))
         ));
     }
+
+    /// A login link works once, and not after it expired.
+    #[test]
+    fn login_links_work_once() {
+        let mut m = Machine::new();
+        let add = |hash: &str, expires| Command::AddLoginLink {
+            hash: hash.into(),
+            token_hash: "t".into(),
+            expires,
+            now: 10,
+        };
+        assert_eq!(m.apply(add("a", 100)), CommandResult::Done);
+        let use_link = |hash: &str, now| Command::UseLoginLink {
+            hash: hash.into(),
+            now,
+        };
+        assert_eq!(
+            m.apply(use_link("a", 50)),
+            CommandResult::LoginLink {
+                token_hash: "t".into()
+            }
+        );
+        assert!(matches!(
+            m.apply(use_link("a", 50)),
+            CommandResult::Rejected(StateError::NotFound(_))
+        ));
+        assert_eq!(m.apply(add("b", 20)), CommandResult::Done);
+        assert!(matches!(
+            m.apply(use_link("b", 30)),
+            CommandResult::Rejected(StateError::Invalid(_))
+        ));
+    }
 }

@@ -41,6 +41,8 @@
     statusEl.textContent = s;
     statusEl.className = "badge s-" + s;
     document.body.dataset.runStatus = s;
+    const actions = document.getElementById("run-actions");
+    if (actions) actions.dataset.runState = terminal.has(s) ? "done" : "active";
   }
 
   async function poll() {
