@@ -101,6 +101,11 @@ pub async fn run(dir: &Path, bin_dir: &Path, opts: &UiBenchOptions) -> anyhow::R
         .and_then(|s| s.split('"').next())
         .and_then(|s| s.parse().ok())
         .context("data-start on the run page")?;
+    ensure!(
+        start + (256 << 10) == opts.log_mib << 20,
+        "the run page starts its console at the last 256 KiB of the {} MiB log (data-start {start})",
+        opts.log_mib
+    );
     let slice = format!("{run_page}console?offset={start}");
 
     let mut build_ms = Vec::new();

@@ -244,17 +244,7 @@ async fn start_build(node: &TestNode, trigger: &str) -> u64 {
 
 /// Takes the next queued run as worker `w1` and reports it PASSED.
 async fn pass_next_run(node: &TestNode) {
-    let reply: Value = node
-        .client
-        .get(node.u("/workers/w1/?available_runners=1"))
-        .header("Authorization", format!("Token {WORKER_KEY}"))
-        .send()
-        .await
-        .expect("check in")
-        .json()
-        .await
-        .expect("json");
-    let rundef = &reply["data"]["worker"]["run-defs"][0];
+    let rundef = take_run(node, "w1").await;
     let r = node
         .client
         .post(rundef["run_url"].as_str().expect("run_url"))

@@ -61,29 +61,6 @@ fn csrf_of(html: &str) -> String {
     html[at..at + 32].to_string()
 }
 
-const PROJECT: &str = r#"
-timeout: 5
-triggers:
-  - name: manual
-    type: simple
-    runs:
-      - name: unit
-        container: busybox:latest
-        host-tag: amd64
-        script: s
-      - name: lint-{loop}
-        container: busybox:latest
-        host-tag: nowhere
-        script: s
-        loop-on:
-          - param: FLAVOUR
-            values: [a, b]
-scripts:
-  s: |
-    #!/bin/sh
-    true
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_pages_console_and_actions_on_every_node() {
     let dir = tempdir();
@@ -116,23 +93,13 @@ async fn login_pages_console_and_actions_on_every_node() {
     let (s, b) = n1
         .post(
             "/projects/web/builds/",
-            json!({"trigger-name": "manual", "project-definition": PROJECT}),
+            json!({"trigger-name": "manual", "project-definition": UI_PROJECT}),
         )
         .await;
     assert_eq!(s, 201, "{b}");
     register_and_enlist_worker(n1, "w1", 1).await;
-    let reply: Value = n1
-        .client
-        .get(n1.u("/workers/w1/?available_runners=1"))
-        .header("Authorization", format!("Token {WORKER_KEY}"))
-        .send()
-        .await
-        .expect("check in")
-        .json()
-        .await
-        .expect("json");
-    let rundef = reply["data"]["worker"]["run-defs"][0].clone();
-    assert_eq!(rundef["run"], "unit", "{reply}");
+    let rundef = take_run(n1, "w1").await;
+    assert_eq!(rundef["run"], "unit", "{rundef}");
     let post_console = |text: &'static str, status: Option<&'static str>| {
         let rundef = rundef.clone();
         let client = n1.client.clone();

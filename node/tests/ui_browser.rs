@@ -10,29 +10,6 @@ use std::path::PathBuf;
 
 const ADMIN: &str = "admin-token-0123456789abcdef0123456789abcdef";
 
-const PROJECT: &str = r#"
-timeout: 5
-triggers:
-  - name: manual
-    type: simple
-    runs:
-      - name: unit
-        container: busybox:latest
-        host-tag: amd64
-        script: s
-      - name: lint-{loop}
-        container: busybox:latest
-        host-tag: nowhere
-        script: s
-        loop-on:
-          - param: FLAVOUR
-            values: [a, b]
-scripts:
-  s: |
-    #!/bin/sh
-    true
-"#;
-
 fn screenshots_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/ui-screenshots");
     std::fs::create_dir_all(&dir).expect("screenshots dir");
@@ -90,22 +67,12 @@ async fn a_browser_follows_a_run_through_a_leader_kill() {
     let (s, b) = nodes[0]
         .post(
             "/projects/web/builds/",
-            json!({"trigger-name": "manual", "project-definition": PROJECT}),
+            json!({"trigger-name": "manual", "project-definition": UI_PROJECT}),
         )
         .await;
     assert_eq!(s, 201, "{b}");
     register_and_enlist_worker(&nodes[0], "w1", 1).await;
-    let reply: Value = nodes[0]
-        .client
-        .get(nodes[0].u("/workers/w1/?available_runners=1"))
-        .header("Authorization", format!("Token {WORKER_KEY}"))
-        .send()
-        .await
-        .expect("check in")
-        .json()
-        .await
-        .expect("json");
-    let rundef = reply["data"]["worker"]["run-defs"][0].clone();
+    let rundef = take_run(&nodes[0], "w1").await;
     let mut alive = [true, true, true];
     stream(&nodes, &alive, &rundef, "== starting\n", Some("RUNNING")).await;
 

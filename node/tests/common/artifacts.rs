@@ -30,15 +30,7 @@ pub async fn held_run(node: &TestNode) -> Value {
         .await;
     assert_eq!(s, 201, "{body}");
     register_and_enlist_worker(node, "w1", 1).await;
-    let r = node
-        .client
-        .get(node.u("/workers/w1/?available_runners=1"))
-        .header("Authorization", format!("Token {WORKER_KEY}"))
-        .send()
-        .await
-        .unwrap();
-    let reply: Value = r.json().await.unwrap();
-    reply["data"]["worker"]["run-defs"][0].clone()
+    take_run(node, "w1").await
 }
 
 pub async fn signed_urls(node: &TestNode, rundef: &Value, paths: &[&str]) -> Value {

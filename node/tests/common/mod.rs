@@ -249,6 +249,46 @@ scripts:
     echo "$GREETING from $H_RUN"
 "#;
 
+/// `unit` can run on an `amd64` worker; `lint-a` and `lint-b` wait for a host tag nobody has.
+pub const UI_PROJECT: &str = r#"
+timeout: 5
+triggers:
+  - name: manual
+    type: simple
+    runs:
+      - name: unit
+        container: busybox:latest
+        host-tag: amd64
+        script: s
+      - name: lint-{loop}
+        container: busybox:latest
+        host-tag: nowhere
+        script: s
+        loop-on:
+          - param: FLAVOUR
+            values: [a, b]
+scripts:
+  s: |
+    #!/bin/sh
+    true
+"#;
+
+/// Checks in once as worker `worker` (key [`WORKER_KEY`]) with one free slot; the run definition it got
+/// (`Null` when none).
+pub async fn take_run(node: &TestNode, worker: &str) -> serde_json::Value {
+    let reply: serde_json::Value = node
+        .client
+        .get(node.u(&format!("/workers/{worker}/?available_runners=1")))
+        .header("Authorization", format!("Token {WORKER_KEY}"))
+        .send()
+        .await
+        .expect("check in")
+        .json()
+        .await
+        .expect("check-in reply");
+    reply["data"]["worker"]["run-defs"][0].clone()
+}
+
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
