@@ -13,6 +13,8 @@ use jobserv_raft::Command;
 use serde::Deserialize;
 
 /// The viewer if they are an admin and the form's CSRF value is theirs; else the page to answer.
+// The error is the page to answer instead, built once per request: boxing it would only add noise.
+#[allow(clippy::result_large_err)]
 fn admin(req: &HttpRequest, app: &App, csrf: &str) -> Result<Viewer, HttpResponse> {
     let v = viewer(req, app)?;
     if !v.session.check_csrf(&app.config.cluster_secret, csrf) {

@@ -85,6 +85,8 @@ impl Viewer {
 }
 
 /// The viewer, or (`Err`) the login page to answer with instead.
+// The error is the page to answer instead, built once per request: boxing it would only add noise.
+#[allow(clippy::result_large_err)]
 pub fn viewer(req: &HttpRequest, app: &App) -> Result<Viewer, HttpResponse> {
     let secret = &app.config.cluster_secret;
     match session::session(req, secret, app.state()) {

@@ -69,7 +69,7 @@ pub fn login_cookie_for_hash(secret: &str, hash: &str) -> Cookie<'static> {
     let expires = now_secs() + SESSION_SECS;
     let value = format!(
         "v1.{hash}.{expires}.{}",
-        mac(secret, &signed_part(&hash, expires))
+        mac(secret, &signed_part(hash, expires))
     );
     Cookie::build(COOKIE, value)
         .path("/ui")
