@@ -65,6 +65,9 @@ async fn without_a_quorum_reads_answer_503_in_bounded_time_unless_stale_is_asked
     // Every node has the project (a linearizable read on each proves it applied it).
     for n in &nodes {
         assert_eq!(n.get("/projects/q/").await.0, 200);
+        // Ready: caught up with the leader.
+        let (s, body) = n.get("/health/ready").await;
+        assert_eq!((s, &body["data"]["ready"]), (200, &json!(true)), "{body}");
     }
     let [a, b, c] = &mut nodes;
     a.kill();
@@ -88,4 +91,17 @@ async fn without_a_quorum_reads_answer_503_in_bounded_time_unless_stale_is_asked
     let (s, body) = c.get("/health").await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(body["data"]["raft"], "running");
+    // ...but it is not ready to serve: no quorum can tell it is up to date. Answered within the bound.
+    let started = Instant::now();
+    let (s, body) = c.get("/health/ready").await;
+    assert_eq!(s, 503, "{body}");
+    assert!(
+        body["message"].as_str().unwrap_or("").contains("not ready"),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "bounded: {:?}",
+        started.elapsed()
+    );
 }

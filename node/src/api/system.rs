@@ -11,6 +11,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health))
         // JobServ's liveness path (Kubernetes probes written for JobServ).
         .route("/healthz", web::get().to(health))
+        .route("/health/ready", web::get().to(ready))
         .route("/health/runs/", web::get().to(health_runs))
         .route("/version", web::get().to(version))
         .route("/metrics", web::get().to(metrics))
@@ -37,6 +38,31 @@ async fn health(app: web::Data<App>) -> HttpResponse {
             "state": format!("{:?}", m.state),
             "leader": m.current_leader,
             "last_applied": m.last_applied.map(|l| l.index),
+        })),
+    }
+}
+
+/// How long readiness waits for this node to prove it is caught up.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Readiness (a load balancer's or Kubernetes' probe): 200 only when this node can serve a linearizable
+/// read now — a leader answered its read index and this node has applied up to it, i.e. it has caught up
+/// with everything committed. 503 with the reason otherwise (no quorum, still catching up after a restart
+/// or a wipe). Never waits longer than 2 s. Liveness is `/health`.
+async fn ready(app: web::Data<App>) -> HttpResponse {
+    match tokio::time::timeout(READY_WAIT, app.cluster.reads.linearize(false)).await {
+        Ok(Ok(_)) => success(json!({
+            "ready": true,
+            "node": app.cluster.id,
+            "applied": app.cluster.applied_index(),
+        })),
+        Ok(Err(e)) => HttpResponse::ServiceUnavailable().json(json!({
+            "status": "error",
+            "message": format!("not ready: {e}"),
+        })),
+        Err(_) => HttpResponse::ServiceUnavailable().json(json!({
+            "status": "error",
+            "message": format!("not ready: not caught up with the leader within {READY_WAIT:?}"),
         })),
     }
 }
