@@ -3,11 +3,11 @@
 //! value; every action answers 303 back to the page it came from.
 use super::builds::build_href_of;
 use super::runs::{run_base, run_ref};
-use super::{error_page, viewer, Viewer};
+use super::{error_page, Viewer};
 use crate::app::App;
 use crate::error::ApiError;
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use jobserv_protocol::RunStatus;
 use jobserv_raft::Command;
 use serde::Deserialize;
@@ -15,8 +15,7 @@ use serde::Deserialize;
 /// The viewer if they are an admin and the form's CSRF value is theirs; else the page to answer.
 // The error is the page to answer instead, built once per request: boxing it would only add noise.
 #[allow(clippy::result_large_err)]
-fn admin(req: &HttpRequest, app: &App, csrf: &str) -> Result<Viewer, HttpResponse> {
-    let v = viewer(req, app)?;
+fn admin(v: Viewer, app: &App, csrf: &str) -> Result<Viewer, HttpResponse> {
     if !v.session.check_csrf(&app.config.cluster_secret, csrf) {
         return Err(error_page(
             &v,
@@ -47,12 +46,12 @@ pub struct Form {
 
 /// `POST /ui/projects/<p>/builds/<n>/runs/<r>/{rerun,cancel}`.
 pub async fn run(
-    req: HttpRequest,
+    v: Viewer,
     app: web::Data<App>,
     path: web::Path<(String, u64, String, String)>,
     form: web::Form<Form>,
 ) -> HttpResponse {
-    let v = match admin(&req, &app, &form.csrf) {
+    let v = match admin(v, &app, &form.csrf) {
         Ok(v) => v,
         Err(page) => return page,
     };
@@ -80,12 +79,12 @@ pub async fn run(
 /// `POST /ui/projects/<p>/builds/<n>/{cancel,promote}`: cancel every run still going; promote (name and
 /// annotation from the form) a PASSED build.
 pub async fn build(
-    req: HttpRequest,
+    v: Viewer,
     app: web::Data<App>,
     path: web::Path<(String, u64, String)>,
     form: web::Form<Form>,
 ) -> HttpResponse {
-    let v = match admin(&req, &app, &form.csrf) {
+    let v = match admin(v, &app, &form.csrf) {
         Ok(v) => v,
         Err(page) => return page,
     };
@@ -136,12 +135,12 @@ async fn cancel_build(app: &App, project: &str, number: u64) -> Result<(), ApiEr
 
 /// `POST /ui/workers/<w>/{enlist,delist}`.
 pub async fn worker(
-    req: HttpRequest,
+    v: Viewer,
     app: web::Data<App>,
     path: web::Path<(String, String)>,
     form: web::Form<Form>,
 ) -> HttpResponse {
-    let v = match admin(&req, &app, &form.csrf) {
+    let v = match admin(v, &app, &form.csrf) {
         Ok(v) => v,
         Err(page) => return page,
     };

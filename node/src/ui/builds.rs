@@ -1,20 +1,16 @@
 //! Projects (with each one's last build), a project's builds (paged), a build's runs grouped by run name.
 use super::layout::{age, seg, status, time, took};
-use super::{error_page, viewer, Viewer};
+use super::{error_page, Viewer};
 use crate::app::App;
 use crate::error::ApiError;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use jobserv_protocol::RunStatus;
 use jobserv_raft::model::{Build, Run};
 use maud::{html, Markup};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-pub async fn projects(req: HttpRequest, app: web::Data<App>) -> HttpResponse {
-    let v = match viewer(&req, &app) {
-        Ok(v) => v,
-        Err(login) => return login,
-    };
+pub async fn projects(v: Viewer, app: web::Data<App>) -> HttpResponse {
     match projects_body(&app) {
         Ok(body) => v.page("Projects", body),
         Err(e) => error_page(&v, e),
@@ -68,15 +64,11 @@ pub struct Page {
 }
 
 pub async fn project(
-    req: HttpRequest,
+    v: Viewer,
     app: web::Data<App>,
     path: web::Path<String>,
     page: web::Query<Page>,
 ) -> HttpResponse {
-    let v = match viewer(&req, &app) {
-        Ok(v) => v,
-        Err(login) => return login,
-    };
     let name = path.into_inner();
     match project_body(&app, &name, page.before) {
         Ok(body) => v.page(&name, body),
@@ -124,15 +116,7 @@ fn project_body(app: &App, name: &str, before: Option<u64>) -> Result<Markup, Ap
     })
 }
 
-pub async fn build(
-    req: HttpRequest,
-    app: web::Data<App>,
-    path: web::Path<(String, u64)>,
-) -> HttpResponse {
-    let v = match viewer(&req, &app) {
-        Ok(v) => v,
-        Err(login) => return login,
-    };
+pub async fn build(v: Viewer, app: web::Data<App>, path: web::Path<(String, u64)>) -> HttpResponse {
     let (project, number) = path.into_inner();
     match build_body(&app, &v, &project, number) {
         Ok(body) => v.page(&format!("{project} #{number}"), body),
@@ -248,14 +232,10 @@ fn build_body(app: &App, v: &Viewer, project: &str, number: u64) -> Result<Marku
 
 /// The project definition the build ran with.
 pub async fn definition(
-    req: HttpRequest,
+    v: Viewer,
     app: web::Data<App>,
     path: web::Path<(String, u64)>,
 ) -> HttpResponse {
-    let v = match viewer(&req, &app) {
-        Ok(v) => v,
-        Err(login) => return login,
-    };
     let (project, number) = path.into_inner();
     match app.state().build(&project, number) {
         Ok(Some(b)) => HttpResponse::Ok()

@@ -84,22 +84,50 @@ impl Viewer {
     }
 }
 
-/// The viewer, or (`Err`) the login page to answer with instead.
-// The error is the page to answer instead, built once per request: boxing it would only add noise.
-#[allow(clippy::result_large_err)]
-pub fn viewer(req: &HttpRequest, app: &App) -> Result<Viewer, HttpResponse> {
-    let secret = &app.config.cluster_secret;
-    match session::session(req, secret, app.state()) {
-        Some(session) => Ok(Viewer {
-            csrf: session.csrf(secret),
-            session,
-        }),
-        // The login form, in place of the page; after logging in the browser comes back here.
-        None => Err(login_page(
-            actix_web::http::StatusCode::OK,
-            req.path(),
-            None,
-        )),
+/// Every page takes its viewer as an extractor: without a session the handler never runs and the
+/// browser gets the login form in place of the page (after logging in it comes back here).
+impl actix_web::FromRequest for Viewer {
+    type Error = LoginRequired;
+    type Future = std::future::Ready<Result<Viewer, LoginRequired>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let next = || LoginRequired {
+            next: req.path().to_string(),
+        };
+        let viewer = req
+            .app_data::<web::Data<App>>()
+            .ok_or_else(next)
+            .and_then(|app| {
+                let secret = &app.config.cluster_secret;
+                let session = session::session(req, secret, app.state()).ok_or_else(next)?;
+                Ok(Viewer {
+                    csrf: session.csrf(secret),
+                    session,
+                })
+            });
+        std::future::ready(viewer)
+    }
+}
+
+/// No session: answered with the login form (200, a page like any other), returning to `next`.
+#[derive(Debug)]
+pub struct LoginRequired {
+    next: String,
+}
+
+impl std::fmt::Display for LoginRequired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "log in to see {}", self.next)
+    }
+}
+
+impl actix_web::ResponseError for LoginRequired {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        actix_web::http::StatusCode::OK
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        login_page(actix_web::http::StatusCode::OK, &self.next, None)
     }
 }
 

@@ -3,7 +3,7 @@
 //! command.
 use super::builds::build_href;
 use super::layout::{seg, status, time, took};
-use super::{error_page, viewer, Viewer};
+use super::{error_page, Viewer};
 use crate::app::App;
 use crate::error::ApiError;
 use actix_web::http::header;
@@ -37,14 +37,10 @@ pub fn run_base(r: &RunRef) -> String {
 }
 
 pub async fn run(
-    req: HttpRequest,
+    v: Viewer,
     app: web::Data<App>,
     path: web::Path<(String, u64, String)>,
 ) -> HttpResponse {
-    let v = match viewer(&req, &app) {
-        Ok(v) => v,
-        Err(login) => return login,
-    };
     let (p, n, r) = path.into_inner();
     let r = run_ref(p, n, r);
     match run_body(&app, &v, &r) {
@@ -192,12 +188,12 @@ pub struct ConsoleQuery {
 /// `offset` or the run's end. Headers: `X-Offset` (where the next slice starts), `X-Run-Status`,
 /// `X-Log-Length`. 401 without a session (the script reloads the page, which shows the login form).
 pub async fn console(
-    req: HttpRequest,
+    v: Option<Viewer>,
     app: web::Data<App>,
     path: web::Path<(String, u64, String)>,
     q: web::Query<ConsoleQuery>,
 ) -> HttpResponse {
-    if viewer(&req, &app).is_err() {
+    if v.is_none() {
         return HttpResponse::Unauthorized().body("log in again");
     }
     let (p, n, r) = path.into_inner();
@@ -230,14 +226,10 @@ pub async fn console(
 
 /// The whole log, as a download (the run page itself never sends it whole).
 pub async fn whole_log(
-    req: HttpRequest,
+    v: Viewer,
     app: web::Data<App>,
     path: web::Path<(String, u64, String)>,
 ) -> HttpResponse {
-    let v = match viewer(&req, &app) {
-        Ok(v) => v,
-        Err(login) => return login,
-    };
     let (p, n, r) = path.into_inner();
     let r = run_ref(p, n, r);
     match app.state().run(&r) {
@@ -249,14 +241,10 @@ pub async fn whole_log(
 
 /// The run definition as a viewer may see it (no run key; secret names without values).
 pub async fn rundef(
-    req: HttpRequest,
+    v: Viewer,
     app: web::Data<App>,
     path: web::Path<(String, u64, String)>,
 ) -> HttpResponse {
-    let v = match viewer(&req, &app) {
-        Ok(v) => v,
-        Err(login) => return login,
-    };
     let (p, n, r) = path.into_inner();
     let r = run_ref(p, n, r);
     match crate::api::viewer_rundef(&app, &r) {
@@ -273,14 +261,11 @@ pub async fn rundef(
 
 /// An artifact, through the API's download (Range, ETag; from any node).
 pub async fn artifact(
+    v: Viewer,
     req: HttpRequest,
     app: web::Data<App>,
     path: web::Path<(String, u64, String, String)>,
 ) -> HttpResponse {
-    let v = match viewer(&req, &app) {
-        Ok(v) => v,
-        Err(login) => return login,
-    };
     let (p, n, r, file) = path.into_inner();
     let r = run_ref(p, n, r);
     match crate::api::download_artifact(&req, &app, &r, &file).await {

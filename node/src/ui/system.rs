@@ -1,26 +1,22 @@
 //! Workers, the queue by host tag, and the cluster as this node sees it.
 use super::builds::run_href;
 use super::layout::{age, duration};
-use super::{error_page, viewer};
+use super::{error_page, Viewer};
 use crate::app::App;
 use crate::error::ApiError;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use maud::{html, Markup};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-pub async fn workers(req: HttpRequest, app: web::Data<App>) -> HttpResponse {
-    let v = match viewer(&req, &app) {
-        Ok(v) => v,
-        Err(login) => return login,
-    };
+pub async fn workers(v: Viewer, app: web::Data<App>) -> HttpResponse {
     match workers_body(&app, &v) {
         Ok(body) => v.page("Workers", body),
         Err(e) => error_page(&v, e),
     }
 }
 
-fn workers_body(app: &App, v: &super::Viewer) -> Result<Markup, ApiError> {
+fn workers_body(app: &App, v: &Viewer) -> Result<Markup, ApiError> {
     let timeout = Duration::from_secs(app.config.worker_timeout_secs);
     let workers = app.state().workers()?;
     let mut rows = Vec::new();
@@ -62,11 +58,7 @@ fn workers_body(app: &App, v: &super::Viewer) -> Result<Markup, ApiError> {
     })
 }
 
-pub async fn queue(req: HttpRequest, app: web::Data<App>) -> HttpResponse {
-    let v = match viewer(&req, &app) {
-        Ok(v) => v,
-        Err(login) => return login,
-    };
+pub async fn queue(v: Viewer, app: web::Data<App>) -> HttpResponse {
     match queue_body(&app) {
         Ok(body) => v.page("Queue", body),
         Err(e) => error_page(&v, e),
@@ -110,11 +102,7 @@ fn queue_body(app: &App) -> Result<Markup, ApiError> {
     })
 }
 
-pub async fn cluster(req: HttpRequest, app: web::Data<App>) -> HttpResponse {
-    let v = match viewer(&req, &app) {
-        Ok(v) => v,
-        Err(login) => return login,
-    };
+pub async fn cluster(v: Viewer, app: web::Data<App>) -> HttpResponse {
     match crate::api::cluster_view(&app).await {
         Ok(c) => v.page("Cluster", cluster_body(&c)),
         Err(e) => error_page(&v, e),
