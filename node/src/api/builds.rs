@@ -1,6 +1,6 @@
 //! `/projects/<p>/builds/`, promotion and run history.
 use super::parse_json;
-use super::runs::{run_json, RunFields};
+use super::runs::{runs_json, RunFields};
 use crate::actors::project::CreateBuild;
 use crate::app::App;
 use crate::auth::{require_admin, require_user};
@@ -62,13 +62,12 @@ fn build_json(
         "annotation": b.promoted.as_ref().and_then(|p| p.annotation.clone()),
     });
     if let Some(fields) = runs {
-        let runs: Result<Vec<_>, ApiError> = app
-            .state()
-            .runs_of_build(&b.project, b.number)?
-            .iter()
-            .map(|r| run_json(app, r, fields))
-            .collect();
-        j["runs"] = json!(runs?);
+        let runs = runs_json(
+            app,
+            &app.state().runs_of_build(&b.project, b.number)?,
+            fields,
+        )?;
+        j["runs"] = json!(runs);
     }
     Ok(j)
 }
@@ -337,11 +336,10 @@ async fn history(
 ) -> ApiResult {
     require_user(&req, app.state())?;
     let (project, run) = path.into_inner();
-    let runs: Result<Vec<_>, ApiError> = app
-        .state()
-        .run_history(&project, &run, 100)?
-        .iter()
-        .map(|r| run_json(&app, r, RunFields::WithQueueReason))
-        .collect();
-    Ok(success(json!({ "runs": runs? })))
+    let runs = runs_json(
+        &app,
+        &app.state().run_history(&project, &run, 100)?,
+        RunFields::WithQueueReason,
+    )?;
+    Ok(success(json!({ "runs": runs })))
 }

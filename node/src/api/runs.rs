@@ -127,6 +127,33 @@ pub enum RunFields {
 }
 
 pub fn run_json(app: &App, run: &Run, fields: RunFields) -> Result<serde_json::Value, ApiError> {
+    let mut one = runs_json(app, std::slice::from_ref(run), fields)?;
+    Ok(one.pop().unwrap_or_default())
+}
+
+/// [`run_json`] of many runs, explaining their queue reasons with one [`QueueExplainer`] (a 200-run build
+/// reads the workers once, not 200 times).
+pub fn runs_json(
+    app: &App,
+    runs: &[Run],
+    fields: RunFields,
+) -> Result<Vec<serde_json::Value>, ApiError> {
+    let explainer = match fields {
+        RunFields::Summary => None,
+        _ if runs.iter().all(|r| r.status != RunStatus::Queued) => None,
+        _ => Some(QueueExplainer::new(app, runs)?),
+    };
+    runs.iter()
+        .map(|r| one_run_json(app, r, fields, explainer.as_ref()))
+        .collect()
+}
+
+fn one_run_json(
+    app: &App,
+    run: &Run,
+    fields: RunFields,
+    explainer: Option<&QueueExplainer>,
+) -> Result<serde_json::Value, ApiError> {
     let detailed = fields == RunFields::Detailed;
     let url = App::run_url(
         &app.cluster.advertise_url,
@@ -152,8 +179,8 @@ pub fn run_json(app: &App, run: &Run, fields: RunFields) -> Result<serde_json::V
         "log_bytes": run.log_len,
         "metadata": run.metadata,
     });
-    if run.status == RunStatus::Queued && fields != RunFields::Summary {
-        j["queue_reason"] = json!(queue_reason(app, run)?);
+    if let Some(explainer) = explainer.filter(|_| run.status == RunStatus::Queued) {
+        j["queue_reason"] = json!(explainer.reason(run));
     }
     if detailed {
         let r = run.run_ref();
@@ -187,13 +214,12 @@ async fn list(
     require_user(&req, app.state())?;
     let (project, n) = path.into_inner();
     let build = resolve(&app, &project, &n, &latest)?;
-    let runs: Result<Vec<_>, ApiError> = app
-        .state()
-        .runs_of_build(&project, build.number)?
-        .iter()
-        .map(|r| run_json(&app, r, RunFields::WithQueueReason))
-        .collect();
-    Ok(success(json!({ "runs": runs? })))
+    let runs = runs_json(
+        &app,
+        &app.state().runs_of_build(&project, build.number)?,
+        RunFields::WithQueueReason,
+    )?;
+    Ok(success(json!({ "runs": runs })))
 }
 
 async fn get(
