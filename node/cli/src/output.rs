@@ -57,20 +57,9 @@ fn millis(v: &Value) -> Option<u64> {
 /// An API timestamp as `YYYY-MM-DD HH:MM:SS` UTC; `-` when absent.
 pub fn time(v: &Value) -> String {
     match millis(v) {
-        Some(ms) => utc(ms / 1000),
+        Some(ms) => jobserv_protocol::time::utc_text(ms),
         None => "-".to_string(),
     }
-}
-
-fn utc(secs: u64) -> String {
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = jobserv_protocol::time::civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// Seconds between two millisecond timestamps, e.g. `42s`; `-` when either is missing.

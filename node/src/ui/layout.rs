@@ -47,8 +47,7 @@ pub fn status(s: RunStatus) -> Markup {
 
 /// `YYYY-MM-DD HH:MM:SS` UTC of a millisecond timestamp.
 pub fn time(ms: u64) -> String {
-    let iso = jobserv_protocol::time::iso_from_ms(ms);
-    iso[..19].replace('T', " ")
+    jobserv_protocol::time::utc_text(ms)
 }
 
 /// `1h 2m`, `3m 4s`, `5s`.

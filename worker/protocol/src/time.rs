@@ -17,6 +17,19 @@ pub fn iso_from_ms(ms: u64) -> String {
     )
 }
 
+/// `ms` since the Unix epoch as `YYYY-MM-DD HH:MM:SS` (UTC), for people: the CLI's tables, the UI's pages.
+pub fn utc_text(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// Milliseconds since the Unix epoch of `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+00:00)`; `None` for anything else
 /// (other offsets are not produced by this API).
 pub fn ms_from_iso(s: &str) -> Option<u64> {
@@ -58,7 +71,7 @@ pub fn ms_from_iso(s: &str) -> Option<u64> {
 }
 
 /// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian).
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -92,6 +105,7 @@ mod tests {
         // 2026-12-03T21:53:02.125Z, checked with Python: datetime(2026,12,3,21,53,2,125000,tzinfo=utc).timestamp()
         let ms = 1_796_334_782_125;
         assert_eq!(iso_from_ms(ms), "2026-12-03T21:53:02.125000+00:00");
+        assert_eq!(utc_text(ms), "2026-12-03 21:53:02");
         assert_eq!(ms_from_iso("2026-12-03T21:53:02.125000+00:00"), Some(ms));
         assert_eq!(ms_from_iso("2026-12-03T21:53:02.125Z"), Some(ms));
         assert_eq!(ms_from_iso("2026-12-03T21:53:02Z"), Some(ms - 125));
