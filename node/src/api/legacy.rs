@@ -99,18 +99,18 @@ struct LegacyPatch {
     host_tags: Option<String>,
 }
 
-pub fn legacy_patched_facts(body: &[u8], facts: &WorkerFacts) -> Result<WorkerFacts, ApiError> {
+/// JobServ's PATCH body as the facts patch the node applies (the rest is ignored, not refused).
+pub(super) fn legacy_patch(body: &[u8]) -> Result<super::workers::WorkerPatch, ApiError> {
     let patch: LegacyPatch = parse_json(body)?;
-    let mut facts = facts.clone();
-    facts.distro = patch.distro.unwrap_or(facts.distro);
-    facts.mem_total = patch.mem_total.unwrap_or(facts.mem_total);
-    facts.cpu_total = patch.cpu_total.unwrap_or(facts.cpu_total);
-    facts.cpu_type = patch.cpu_type.unwrap_or(facts.cpu_type);
-    facts.concurrent_runs = patch.concurrent_runs.unwrap_or(facts.concurrent_runs);
-    if let Some(tags) = patch.host_tags {
-        facts.host_tags = split_host_tags(&tags);
-    }
-    Ok(facts)
+    Ok(super::workers::WorkerPatch {
+        distro: patch.distro,
+        mem_total: patch.mem_total,
+        cpu_total: patch.cpu_total,
+        cpu_type: patch.cpu_type,
+        concurrent_runs: patch.concurrent_runs,
+        host_tags: patch.host_tags.as_deref().map(split_host_tags),
+        ..Default::default()
+    })
 }
 
 /// JobServ's check-in reply: `run-defs` are JSON strings whose `runner_url` is the wheel, and `version`

@@ -77,18 +77,18 @@ async fn register(app: web::Data<App>, path: web::Path<String>, body: web::Bytes
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct WorkerPatch {
-    enlisted: Option<bool>,
-    distro: Option<String>,
-    mem_total: Option<u64>,
-    cpu_total: Option<u32>,
-    cpu_type: Option<String>,
-    concurrent_runs: Option<u32>,
-    host_tags: Option<Vec<String>>,
-    surges_only: Option<bool>,
-    version: Option<String>,
+pub(super) struct WorkerPatch {
+    pub enlisted: Option<bool>,
+    pub distro: Option<String>,
+    pub mem_total: Option<u64>,
+    pub cpu_total: Option<u32>,
+    pub cpu_type: Option<String>,
+    pub concurrent_runs: Option<u32>,
+    pub host_tags: Option<Vec<String>>,
+    pub surges_only: Option<bool>,
+    pub version: Option<String>,
 }
 
 /// Admins may enlist or delist; the worker itself may update its facts.
@@ -109,21 +109,13 @@ async fn update(
     } else {
         require_worker(&req, app.state(), &name)?
     };
-    if !is_admin && crate::legacy::is_legacy(&worker.facts) {
-        // JobServ's worker PATCHes its whole host-properties object; JobServ answers 200 with no data.
-        let facts = super::legacy::legacy_patched_facts(&body, &worker.facts)?;
-        if facts != worker.facts {
-            app.cluster
-                .propose(Command::UpdateWorker {
-                    name: name.clone(),
-                    enlisted: None,
-                    facts: Some(facts),
-                })
-                .await?;
-        }
-        return Ok(success(json!({})));
-    }
-    let patch: WorkerPatch = parse_json(&body)?;
+    // JobServ's worker PATCHes its whole host-properties object, read leniently as JobServ does.
+    let legacy = !is_admin && crate::legacy::is_legacy(&worker.facts);
+    let patch: WorkerPatch = if legacy {
+        super::legacy::legacy_patch(&body)?
+    } else {
+        parse_json(&body)?
+    };
     if !is_admin && patch.enlisted.is_some() {
         return Err(ApiError::Forbidden(
             "enlisted: only an admin may enlist or delist a worker".into(),
@@ -147,6 +139,10 @@ async fn update(
                 facts,
             })
             .await?;
+    }
+    if legacy {
+        // JobServ answers 200 with no data.
+        return Ok(success(json!({})));
     }
     let worker = app
         .state()
