@@ -343,6 +343,7 @@ fn chaos_options() -> ClusterOptions {
         requeue_lost_runs: false,
         partitionable: false,
         node_env: Vec::new(),
+        restore_from: None,
     }
 }
 

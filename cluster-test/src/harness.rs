@@ -404,6 +404,25 @@ impl NodeProcess {
         self.config.data_dir.with_extension("log")
     }
 
+    /// `jobserv-node restore --from BACKUP --config` this node's config (before its first start).
+    pub fn restore(&self, backup: &Path) -> anyhow::Result<String> {
+        let out = Command::new(&self.binary)
+            .args(["restore", "--from"])
+            .arg(backup)
+            .arg("--config")
+            .arg(&self.config_path)
+            .output()
+            .with_context(|| format!("starting {}", self.binary.display()))?;
+        if !out.status.success() {
+            bail!(
+                "jobserv-node restore failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
     pub fn spawn(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)

@@ -2,6 +2,7 @@
 //! on 127.0.0.1 with allocated ports, kill (SIGKILL) / stop (SIGTERM) / restart them on the same data dir,
 //! and the scenarios and benchmarks built on that (`crash_loop`, `bench_node`).
 pub mod artifacts;
+pub mod backup;
 pub mod bench;
 pub mod bench_failover;
 pub mod bench_node;
@@ -10,7 +11,9 @@ pub mod bench_ui;
 pub mod bench_worker;
 pub mod big_log;
 pub mod chaos;
+pub mod compose;
 pub mod crash_loop;
+pub mod fill;
 pub mod harness;
 pub mod history;
 pub mod local_cluster;

@@ -19,6 +19,8 @@ pub struct LocalCluster {
     pub ca_cert: PathBuf,
     /// One fault-injecting proxy per node (same order as `nodes`), when partitionable.
     pub proxies: Vec<crate::proxy::FaultProxy>,
+    /// What `jobserv-node restore` printed, when the cluster was restored from a backup.
+    pub restore_output: Option<String>,
 }
 
 pub struct ClusterOptions {
@@ -32,6 +34,8 @@ pub struct ClusterOptions {
     pub partitionable: bool,
     /// Extra environment for every node process.
     pub node_env: Vec<(String, String)>,
+    /// Restore this backup into node 1 (`jobserv-node restore`) before any node first starts.
+    pub restore_from: Option<PathBuf>,
 }
 
 impl Default for ClusterOptions {
@@ -45,6 +49,7 @@ impl Default for ClusterOptions {
             requeue_lost_runs: false,
             partitionable: false,
             node_env: Vec::new(),
+            restore_from: None,
         }
     }
 }
@@ -88,8 +93,13 @@ impl LocalCluster {
             }
         }
         let mut nodes = Vec::new();
+        let mut restore_output = None;
         for config in configs {
+            let restore = opts.restore_from.as_ref().filter(|_| config.id == 1);
             let mut node = NodeProcess::new(config, bin_dir)?;
+            if let Some(backup) = restore {
+                restore_output = Some(node.restore(backup)?);
+            }
             node.env = opts.node_env.clone();
             node.spawn()?;
             nodes.push(node);
@@ -106,6 +116,7 @@ impl LocalCluster {
             client,
             ca_cert,
             proxies,
+            restore_output,
         };
         if opts.workers > 0 && opts.executor == "docker" {
             busybox_image(&repo_root())?;

@@ -68,6 +68,17 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Backup of a 3-node cluster with BUILDS completed builds taken while builds run (`jobserv-node backup
+    /// --with-blobs`), restored into a fresh 3-node cluster (`jobserv-node restore`): times and size;
+    /// `--compare` also reads every build back from both and requires them identical.
+    BenchBackup {
+        #[arg(long, default_value_t = 10000)]
+        builds: usize,
+        #[arg(long)]
+        compare: bool,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Disk use of 3 nodes with BUILDS completed builds (log + artifact each), and after retention deleted 90 %.
     RetentionDisk {
         #[arg(long, default_value_t = 10000)]
@@ -417,6 +428,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::BigLog { mib, dir } => {
             let (dir, _guard) = work_dir(dir)?;
             println!("{}", cluster_test::big_log::run(&dir, &bin_dir, mib).await?);
+        }
+        Cmd::BenchBackup {
+            builds,
+            compare,
+            dir,
+        } => {
+            let (dir, _guard) = work_dir(dir)?;
+            let report = cluster_test::backup::run(&dir, &bin_dir, builds, compare).await?;
+            println!("{report}");
         }
         Cmd::RetentionDisk { builds, dir } => {
             let (dir, _guard) = work_dir(dir)?;

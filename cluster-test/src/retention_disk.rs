@@ -2,9 +2,10 @@
 //! with one run, a 4 KiB console log and a 16 KiB artifact of its own), then after a project `retention`
 //! that keeps a tenth of them: what the nodes' sled stores (`raft/`) and blob stores (`blobs/`) occupy
 //! before, right after the deletion, and once sled has had time to reclaim its segments.
-use crate::harness::{call, dir_size_mb};
+use crate::fill;
+use crate::harness::dir_size_mb;
 use crate::local_cluster::{ClusterOptions, LocalCluster};
-use anyhow::{ensure, Context};
+use anyhow::ensure;
 use reqwest::Method;
 use serde_json::json;
 use std::path::Path;
@@ -12,14 +13,14 @@ use std::time::{Duration, Instant};
 
 const PROJECT: &str = "disk";
 const WORKER_KEY: &str = "disk-worker-key-0123456789abcdef";
-const BATCH: usize = 50;
-
-fn definition(retention: Option<u64>) -> String {
-    let retention = retention
-        .map(|n| format!("retention:\n  builds: {n}\n"))
-        .unwrap_or_default();
-    format!("timeout: 5\n{retention}triggers:\n  - name: t\n    type: simple\n    runs:\n      - name: r\n        container: busybox:latest\n        host-tag: disk\n        script: s\nscripts:\n  s: |\n    #!/bin/sh\n    true\n")
-}
+const BATCH: usize = fill::BATCH;
+const FILL: fill::Fill<'static> = fill::Fill {
+    project: PROJECT,
+    worker: "disk-w",
+    key: WORKER_KEY,
+    host_tag: "disk",
+    tests: false,
+};
 
 /// (raft MiB, blobs MiB) summed over the nodes.
 fn disk(cluster: &LocalCluster) -> (f64, f64) {
@@ -29,91 +30,6 @@ fn disk(cluster: &LocalCluster) -> (f64, f64) {
             b + dir_size_mb(&n.config.data_dir.join("blobs")),
         )
     })
-}
-
-/// Creates `count` builds, hands their runs to the worker, and completes each with a log and an artifact.
-async fn complete_builds(
-    cluster: &LocalCluster,
-    count: usize,
-    retention: Option<u64>,
-) -> anyhow::Result<()> {
-    let url = cluster.nodes[0].url().to_string();
-    let client = &cluster.nodes[0].client;
-    let def = definition(retention);
-    let path = format!("/projects/{PROJECT}/builds/");
-    let creates = (0..count).map(|_| {
-        cluster.api(
-            Method::POST,
-            &path,
-            Some(json!({"trigger-name": "t", "project-definition": def})),
-        )
-    });
-    for r in futures::future::join_all(creates).await {
-        let (s, b) = r?;
-        ensure!(s == 201, "create build: {s} {b}");
-    }
-    let mut defs = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while defs.len() < count {
-        ensure!(
-            Instant::now() < deadline,
-            "runs not handed out: {} of {count}",
-            defs.len()
-        );
-        let (s, b) = call(
-            client,
-            Method::GET,
-            &format!(
-                "{url}/workers/disk-w/?available_runners={}",
-                count - defs.len()
-            ),
-            WORKER_KEY,
-            None,
-        )
-        .await?;
-        ensure!(s == 200, "check in: {s} {b}");
-        defs.extend(
-            b["data"]["worker"]["run-defs"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default(),
-        );
-    }
-    let work = defs.into_iter().map(|d| async move {
-        let run_url = d["run_url"].as_str().context("run_url")?.to_string();
-        let key = d["api_key"].as_str().context("api_key")?.to_string();
-        let (s, b) = call(
-            client,
-            Method::POST,
-            &format!("{run_url}create_signed"),
-            &key,
-            Some(json!({"paths": ["out.bin"]})),
-        )
-        .await?;
-        ensure!(s == 200, "create_signed: {s} {b}");
-        let put = b["data"]["urls"]["out.bin"]
-            .as_str()
-            .context("url")?
-            .to_string();
-        let artifact: Vec<u8> = (0..16384).map(|_| rand::random::<u8>()).collect();
-        let r = client.put(&put).body(artifact).send().await?;
-        ensure!(r.status().is_success(), "artifact: {}", r.status());
-        let log = format!("{}\n", "x".repeat(4095));
-        let r = client
-            .post(&run_url)
-            .header("Authorization", format!("Token {key}"))
-            .header("X-OFFSET", "0")
-            .header("X-RUN-STATUS", "PASSED")
-            .body(log)
-            .send()
-            .await?;
-        ensure!(r.status().is_success(), "complete: {}", r.status());
-        anyhow::Ok(())
-    });
-    for r in futures::future::join_all(work).await {
-        r?;
-    }
-    Ok(())
 }
 
 pub async fn run(dir: &Path, bin_dir: &Path, builds: usize) -> anyhow::Result<String> {
@@ -131,33 +47,17 @@ pub async fn run(dir: &Path, bin_dir: &Path, builds: usize) -> anyhow::Result<St
         ..Default::default()
     };
     let cluster = LocalCluster::up(&dir.join("cluster"), bin_dir, &opts).await?;
-    let node = &cluster.nodes[0];
     let (s, b) = cluster
         .api(Method::POST, "/projects/", Some(json!({"name": PROJECT})))
         .await?;
     ensure!(s == 201, "project: {s} {b}");
-    let reg = json!({"api_key": WORKER_KEY, "distro": "x", "mem_total": 1, "cpu_total": 1, "cpu_type": "x", "concurrent_runs": BATCH, "host_tags": ["disk"]});
-    let r = node
-        .client
-        .post(format!("{}/workers/disk-w/", node.url()))
-        .json(&reg)
-        .send()
-        .await?;
-    ensure!(r.status().as_u16() == 201, "register: {}", r.status());
-    let (s, b) = cluster
-        .api(
-            Method::PATCH,
-            "/workers/disk-w/",
-            Some(json!({"enlisted": true})),
-        )
-        .await?;
-    ensure!(s == 200, "enlist: {s} {b}");
+    fill::register_worker(&cluster, "disk-w", WORKER_KEY, "disk").await?;
 
     let started = Instant::now();
     let mut made = 0;
     while made < builds {
         let n = BATCH.min(builds - made);
-        complete_builds(&cluster, n, None).await?;
+        fill::complete_builds(&cluster, &FILL, n, None).await?;
         made += n;
         if made % 1000 == 0 {
             println!(
@@ -171,7 +71,7 @@ pub async fn run(dir: &Path, bin_dir: &Path, builds: usize) -> anyhow::Result<St
     let before = disk(&cluster);
     // One more build whose definition keeps a tenth: the newest definition is the project's word.
     let keep = (builds / 10) as u64;
-    complete_builds(&cluster, 1, Some(keep)).await?;
+    fill::complete_builds(&cluster, &FILL, 1, Some(keep)).await?;
     let deleting = Instant::now();
     let oldest_kept = builds as u64 + 1 - keep + 1;
     let deadline = Instant::now() + Duration::from_secs(1800);
@@ -213,7 +113,7 @@ pub async fn run(dir: &Path, bin_dir: &Path, builds: usize) -> anyhow::Result<St
     let mut made = 0;
     while made < refill {
         let n = BATCH.min(refill - made);
-        complete_builds(&cluster, n, Some(keep)).await?;
+        fill::complete_builds(&cluster, &FILL, n, Some(keep)).await?;
         made += n;
     }
     tokio::time::sleep(Duration::from_secs(20)).await;

@@ -29,6 +29,8 @@ pub struct Cluster {
     /// Set while this node, started on an empty store, catches up with a cluster that already committed
     /// entries (a wiped or replaced disk): it grants no votes until it has applied a read index.
     pub rejoining: std::sync::atomic::AtomicBool,
+    /// Set once a graceful stop began (`node::graceful_stop`): `/health/ready` answers 503.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// Reply of `GET /raft/status`, `codec`-encoded.

@@ -23,10 +23,18 @@ pub struct NodeConfig {
     /// The CA that signed every node's certificate (trusted for node-to-node calls).
     pub ca_cert: PathBuf,
     /// Shared by every node; authenticates Raft RPCs, forwarded writes and signs run keys.
+    #[serde(default)]
     pub cluster_secret: String,
+    /// A file holding `cluster_secret` (what `jobserv-node init-secrets` writes; a mounted Kubernetes
+    /// Secret, a compose volume), read at load when `cluster_secret` is not given.
+    #[serde(default)]
+    pub cluster_secret_file: Option<PathBuf>,
     /// An admin token to install at start (its hash goes through Raft), so a fresh cluster is usable.
     #[serde(default)]
     pub admin_token: Option<String>,
+    /// A file holding `admin_token`, read at load when `admin_token` is not given.
+    #[serde(default)]
+    pub admin_token_file: Option<PathBuf>,
     /// A worker that has not checked in for this long loses its runs.
     #[serde(default = "default_worker_timeout")]
     pub worker_timeout_secs: u64,
@@ -105,6 +113,11 @@ pub enum ConfigError {
         path: String,
         source: toml::de::Error,
     },
+    #[error("{key} is missing: {hint}")]
+    Missing {
+        key: &'static str,
+        hint: &'static str,
+    },
     #[error("environment variable {var}: {message}")]
     Env { var: String, message: String },
 }
@@ -131,7 +144,9 @@ impl NodeConfig {
             tls_key: pki.node_key.clone(),
             ca_cert: pki.ca_cert.clone(),
             cluster_secret,
+            cluster_secret_file: None,
             admin_token,
+            admin_token_file: None,
             worker_timeout_secs: default_worker_timeout(),
             requeue_lost_runs: false,
             max_artifact_bytes: default_max_artifact(),
@@ -160,10 +175,41 @@ impl NodeConfig {
                 source,
             })?;
         apply_env_overrides(&mut table)?;
-        table.try_into().map_err(|source| ConfigError::Parse {
+        let mut config: NodeConfig = table.try_into().map_err(|source| ConfigError::Parse {
             path: path.display().to_string(),
             source,
-        })
+        })?;
+        config.read_secret_files()?;
+        Ok(config)
+    }
+
+    /// Fills `cluster_secret` and `admin_token` from their `_file` keys when they are not given inline,
+    /// and refuses a node without a cluster secret.
+    fn read_secret_files(&mut self) -> Result<(), ConfigError> {
+        let read = |path: &PathBuf| -> Result<String, ConfigError> {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            Ok(text.trim().to_string())
+        };
+        if self.cluster_secret.is_empty() {
+            if let Some(path) = &self.cluster_secret_file {
+                self.cluster_secret = read(path)?;
+            }
+        }
+        if self.cluster_secret.is_empty() {
+            return Err(ConfigError::Missing {
+                key: "cluster_secret",
+                hint: "set cluster_secret or cluster_secret_file (jobserv-node init-secrets makes one)",
+            });
+        }
+        if self.admin_token.is_none() {
+            if let Some(path) = &self.admin_token_file {
+                self.admin_token = Some(read(path)?).filter(|t| !t.is_empty());
+            }
+        }
+        Ok(())
     }
 
     pub fn to_toml(&self) -> String {
@@ -174,7 +220,9 @@ impl NodeConfig {
 /// Every top-level key can be overridden by `JOBSERV_<KEY>`; values are parsed as TOML when they can be
 /// (numbers, booleans, arrays), else taken as strings.
 fn apply_env_overrides(table: &mut toml::Table) -> Result<(), ConfigError> {
-    const KEYS: [&str; 24] = [
+    const KEYS: [&str; 26] = [
+        "cluster_secret_file",
+        "admin_token_file",
         "legacy_worker_upgrade",
         "legacy_worker_script",
         "retention_interval_secs",

@@ -31,6 +31,8 @@ pub const KEY_BLOBS: &str = "blobs";
 pub enum GossipError {
     #[error("gossip address {0:?} is not host:port")]
     Address(String),
+    #[error("gossip address {0:?} does not resolve: {1}")]
+    Resolve(String, String),
     #[error("starting gossip: {0}")]
     Start(String),
 }
@@ -69,6 +71,39 @@ pub fn host_port(url: &str) -> Option<String> {
     hp.contains(':').then(|| hp.to_string())
 }
 
+/// The gossip address peers reach this node at, as chitchat needs it: an IP and port. A host name (a
+/// compose service, a StatefulSet pod's DNS name) is resolved, waiting up to a minute for its record: a
+/// Kubernetes pod's name resolves only a moment after the pod starts.
+async fn resolve_advertise(advertise: &str) -> Result<SocketAddr, GossipError> {
+    if let Ok(addr) = advertise.parse() {
+        return Ok(addr);
+    }
+    if advertise.rsplit_once(':').is_none() {
+        return Err(GossipError::Address(advertise.to_string()));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match tokio::net::lookup_host(advertise).await {
+            Ok(mut addrs) => {
+                if let Some(addr) = addrs.next() {
+                    return Ok(addr);
+                }
+            }
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(GossipError::Resolve(advertise.to_string(), e.to_string()));
+            }
+            Err(e) => tracing::info!(%advertise, error = %e, "gossip address does not resolve yet"),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(GossipError::Resolve(
+                advertise.to_string(),
+                "no address".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 impl Gossip {
     /// Gossips on UDP `listen`; peers reach it at `advertise` (`host:port`).
     pub async fn start(
@@ -83,9 +118,7 @@ impl Gossip {
         let listen_addr: SocketAddr = listen
             .parse()
             .map_err(|_| GossipError::Address(listen.to_string()))?;
-        let advertise: SocketAddr = advertise
-            .parse()
-            .map_err(|_| GossipError::Address(advertise.to_string()))?;
+        let advertise = resolve_advertise(advertise).await?;
         let config = ChitchatConfig {
             chitchat_id: ChitchatId {
                 node_id: format!("node-{raft_id}").into(),

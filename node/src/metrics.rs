@@ -17,6 +17,9 @@ pub struct Metrics {
     pub read_seconds: HistogramVec,
     /// Reads answered 503 because no read index could be obtained or applied in time.
     pub read_failures: IntCounter,
+    /// Leadership hand-overs on a graceful stop (`handover.rs`), by outcome: `done` and `failed` on the
+    /// stopping leader, `campaigned` on the successor.
+    pub handovers: IntCounterVec,
     /// Artifact and blob figures (`blobs/`): bytes uploaded and downloaded through this node, blobs this
     /// node should hold but lacks, blobs with fewer holders than voters, repairs and collections.
     pub blobs: BlobMetrics,
@@ -72,6 +75,13 @@ impl Metrics {
             "jobserv_read_failures_total",
             "Reads answered 503: not linearizable within the read timeout",
         )?;
+        let handovers = IntCounterVec::new(
+            Opts::new(
+                "jobserv_leader_handovers_total",
+                "Leadership hand-overs on graceful stops (done, failed: on the leader; campaigned: on the successor)",
+            ),
+            &["outcome"],
+        )?;
         let queue_depth = IntGaugeVec::new(
             Opts::new("jobserv_queue_depth", "Queued runs by host tag"),
             &["host_tag"],
@@ -94,6 +104,7 @@ impl Metrics {
         registry.register(Box::new(read_rounds.clone()))?;
         registry.register(Box::new(read_seconds.clone()))?;
         registry.register(Box::new(read_failures.clone()))?;
+        registry.register(Box::new(handovers.clone()))?;
         registry.register(Box::new(queue_depth.clone()))?;
         registry.register(Box::new(queue_oldest_seconds.clone()))?;
         registry.register(Box::new(runs.clone()))?;
@@ -108,6 +119,7 @@ impl Metrics {
             read_rounds,
             read_seconds,
             read_failures,
+            handovers,
             queue_depth,
             queue_oldest_seconds,
             runs,

@@ -57,7 +57,8 @@ pub struct RunningNode {
 }
 
 impl RunningNode {
-    /// Serves until the server stops (SIGTERM/SIGINT are handled by actix-web: graceful stop).
+    /// Serves until the server stops: on SIGTERM or SIGINT, `graceful_stop` (readiness false, leadership
+    /// handed over, requests drained), or when the Raft core fails.
     pub async fn wait(self) -> std::io::Result<()> {
         let result = self
             .server_task
@@ -152,6 +153,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         id: config.id,
         reads,
         rejoining: std::sync::atomic::AtomicBool::new(false),
+        draining: std::sync::atomic::AtomicBool::new(false),
         raft,
         state,
         state_machine,
@@ -255,6 +257,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             }))
     })
     .shutdown_timeout(5)
+    // Our own signal handling (`spawn_signal_handler`): the leader hands over before the server stops.
+    .disable_signals()
     .bind_rustls_0_23(&config.listen, tls)
     .map_err(|source| StartError::Bind {
         addr: config.listen.clone(),
@@ -284,6 +288,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     }
     let fatal = Arc::new(OnceLock::new());
     spawn_raft_watchdog(cluster.clone(), handle.clone(), fatal.clone());
+    spawn_signal_handler(cluster.clone(), handle.clone());
     tracing::info!(node = config.id, url = %cluster.advertise_url, "node serving");
     Ok(RunningNode {
         cluster,
@@ -291,6 +296,60 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         server_task,
         fatal,
     })
+}
+
+/// SIGTERM or SIGINT: `graceful_stop`. A second signal while it runs stops at once.
+fn spawn_signal_handler(cluster: Arc<Cluster>, server: ServerHandle) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install SIGTERM/SIGINT handlers");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping gracefully"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping gracefully"),
+        }
+        tokio::select! {
+            _ = graceful_stop(&cluster, &server) => {}
+            _ = term.recv() => server.stop(false).await,
+            _ = int.recv() => server.stop(false).await,
+        }
+    });
+}
+
+/// Stops this node the way a rolling restart wants it: `/health/ready` answers 503 from now on (load
+/// balancers and Kubernetes stop sending), a leader hands its leadership to a caught-up follower
+/// (`handover.rs`: no election timeout for the cluster), then the server finishes the requests it has
+/// (up to 5 s) and `wait` shuts Raft down.
+pub async fn graceful_stop(cluster: &Cluster, server: &ServerHandle) {
+    cluster
+        .draining
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    match crate::handover::hand_over(cluster).await {
+        Ok(crate::handover::Handover::NotLeader) => {}
+        Ok(crate::handover::Handover::Done { to, took }) => {
+            cluster.metrics.handovers.with_label_values(&["done"]).inc();
+            tracing::info!(
+                node = cluster.id,
+                to,
+                took_ms = took.as_millis() as u64,
+                "leadership handed over"
+            );
+        }
+        Err(e) => {
+            cluster
+                .metrics
+                .handovers
+                .with_label_values(&["failed"])
+                .inc();
+            tracing::warn!(node = cluster.id, error = %e, "leadership not handed over; the cluster will elect after the lease");
+        }
+    }
+    server.stop(true).await;
 }
 
 /// A node whose Raft core has quit (a storage error, a violated invariant) must not go on answering as if

@@ -7,6 +7,7 @@
 //! - the log is `(last_purged, last]` without holes, and the state machine holds at least what was purged;
 //!   `open_store` checks this (repairing what a crash can leave) and so does every snapshot install;
 //! - everything stored or sent between nodes goes through `codec` and carries a format version.
+pub mod backup;
 pub mod codec;
 pub mod command;
 pub mod hooks;

@@ -167,6 +167,16 @@ impl StoreLink {
         Ok(self.read_meta::<Option<LogId>>(LAST_PURGED)?.flatten())
     }
 
+    /// Writes and flushes a vote outside openraft (a restore's first vote, before the node starts).
+    pub(crate) fn write_vote(&self, vote: &Vote) -> Result<(), StorageError> {
+        let bytes = codec::encode(vote).map_err(|e| vote_err(ErrorVerb::Write, e))?;
+        self.meta
+            .insert(VOTE, bytes)
+            .map_err(|e| vote_err(ErrorVerb::Write, e))?;
+        self.db.flush().map_err(|e| vote_err(ErrorVerb::Write, e))?;
+        Ok(())
+    }
+
     pub(crate) fn read_vote(&self) -> Result<Option<Vote>, StorageError> {
         match self
             .meta

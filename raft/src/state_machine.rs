@@ -271,6 +271,43 @@ impl SledStateMachine {
     }
 }
 
+/// A consistent cut of the state tree: every pair, taken while no entry is being applied.
+pub struct StateCut {
+    pub applied: Option<LogId>,
+    pub pairs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl SledStateMachine {
+    /// Copies the whole state tree at one applied index (the apply lock held for reading, as a snapshot
+    /// build does; the copy is in memory, so the lock is held for the copy only, not for the transfer).
+    pub async fn cut(&self) -> Result<StateCut, crate::backup::BackupError> {
+        let _cut = self.apply_lock.read().await;
+        let mut pairs = Vec::new();
+        let mut applied = None;
+        for item in self.state.tree().iter() {
+            let (k, v) = item.map_err(|e| crate::backup::BackupError::Store(e.to_string()))?;
+            if &*k == keys::LAST_APPLIED {
+                applied = codec::decode::<Option<LogId>>(&v)
+                    .map_err(|e| crate::backup::BackupError::Store(e.to_string()))?;
+            }
+            pairs.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(StateCut { applied, pairs })
+    }
+
+    /// A restore's snapshot file (`backup::restore_store`), written durably; `reinstall_from_file`
+    /// then installs it as a crash-interrupted install is completed.
+    pub(crate) fn write_restored_snapshot(
+        &self,
+        meta: SnapshotMeta,
+        pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<(), StorageError> {
+        let data =
+            codec::encode(&SnapshotPayload { pairs }).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        self.write_snapshot_file(&StoredSnapshot { meta, data })
+    }
+}
+
 impl SledStateMachine {
     /// The steps of an install, each durable before the next: the snapshot file, the state, the purge mark.
     async fn install(

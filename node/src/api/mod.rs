@@ -5,6 +5,7 @@
 use actix_web::web;
 
 mod artifacts;
+mod backup;
 mod builds;
 mod legacy;
 mod projects;

@@ -19,6 +19,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/membership", web::post().to(membership))
             .route("/read-index", web::post().to(read_index))
             .route("/status", web::get().to(status))
+            .route("/campaign", web::post().to(campaign))
             .route("/blobs/", web::put().to(super::artifacts::receive_blob))
             .route("/blobs/{sha}", web::get().to(super::artifacts::send_blob)),
     );
@@ -147,4 +148,13 @@ async fn status(req: HttpRequest, app: web::Data<App>) -> Result<HttpResponse, A
         initialized,
         last_applied,
     })
+}
+
+/// The leader, stopping gracefully, asks this caught-up follower to start an election now (`handover.rs`).
+async fn campaign(req: HttpRequest, app: web::Data<App>) -> Result<HttpResponse, ApiError> {
+    check_secret(&req, &app)?;
+    crate::handover::campaign(&app.cluster)
+        .await
+        .map_err(ApiError::Internal)?;
+    Ok(HttpResponse::Ok().finish())
 }

@@ -17,6 +17,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics))
         .route("/cluster/", web::get().to(cluster))
         .route("/cluster/snapshot", web::post().to(snapshot))
+        .route("/cluster/backup", web::get().to(super::backup::backup))
         .route("/cluster/nodes/", web::post().to(add_node))
         .route("/cluster/nodes/{id}/", web::delete().to(remove_node))
         .route("/worker", web::get().to(worker_download))
@@ -50,6 +51,16 @@ const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// with everything committed. 503 with the reason otherwise (no quorum, still catching up after a restart
 /// or a wipe). Never waits longer than 2 s. Liveness is `/health`.
 async fn ready(app: web::Data<App>) -> HttpResponse {
+    if app
+        .cluster
+        .draining
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        return HttpResponse::ServiceUnavailable().json(json!({
+            "status": "error",
+            "message": "not ready: this node is stopping",
+        }));
+    }
     match tokio::time::timeout(READY_WAIT, app.cluster.reads.linearize(false)).await {
         Ok(Ok(_)) => success(json!({
             "ready": true,
