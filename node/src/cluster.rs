@@ -31,6 +31,9 @@ pub struct Cluster {
     pub rejoining: std::sync::atomic::AtomicBool,
     /// Set once a graceful stop began (`node::graceful_stop`): `/health/ready` answers 503.
     pub draining: std::sync::atomic::AtomicBool,
+    /// The term in which this node became leader and when (`handover::spawn_leader_clock`): a leader
+    /// grants a successor's vote only a lease after its own election.
+    pub leader_since: std::sync::Mutex<Option<(u64, std::time::Instant)>>,
 }
 
 /// Reply of `GET /raft/status`, `codec`-encoded.

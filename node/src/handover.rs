@@ -43,9 +43,49 @@ pub enum Handover {
     Done { to: NodeId, took: Duration },
 }
 
+/// Records when this node became leader, and in which term (`Cluster::leader_since`).
+pub fn spawn_leader_clock(cluster: std::sync::Arc<Cluster>) {
+    tokio::spawn(async move {
+        let mut metrics = cluster.raft.metrics();
+        loop {
+            let (leader, term) = {
+                let m = metrics.borrow_and_update();
+                (m.current_leader, m.current_term)
+            };
+            if let Ok(mut since) = cluster.leader_since.lock() {
+                *since = match (*since, leader == Some(cluster.id)) {
+                    (Some((t, at)), true) if t == term => Some((t, at)),
+                    (_, true) => Some((term, Instant::now())),
+                    (_, false) => None,
+                };
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// Waits out the rest of the lease after this node's election: before that the leader refuses the
+/// successor's vote (see the module comment).
+async fn wait_for_own_lease(cluster: &Cluster) {
+    let lease = Duration::from_millis(jobserv_raft::raft_config().election_timeout_max);
+    let since = cluster.leader_since.lock().ok().and_then(|s| *s);
+    if let Some((_, at)) = since {
+        let ripe = at + lease + Duration::from_millis(50);
+        if let Some(wait) = ripe.checked_duration_since(Instant::now()) {
+            tracing::info!(wait_ms = wait.as_millis() as u64, "leader elected less than a lease ago: waiting before handing over");
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
 /// Hands this node's leadership to the caught-up voter, trying each once. Returns once another node leads.
 pub async fn hand_over(cluster: &Cluster) -> Result<Handover, HandoverError> {
     let start = Instant::now();
+    if cluster.is_leader() {
+        wait_for_own_lease(cluster).await;
+    }
     let mut metrics = cluster.raft.metrics();
     let mut tried: Vec<NodeId> = Vec::new();
     let mut last_error = None;
@@ -91,7 +131,8 @@ pub async fn hand_over(cluster: &Cluster) -> Result<Handover, HandoverError> {
         }
         let elected = tokio::time::timeout(
             ELECTION_WAIT,
-            metrics.wait_for(|m| m.current_leader != Some(cluster.id)),
+            // Until another node is known to lead (right after stepping down this node knows none).
+            metrics.wait_for(|m| m.current_leader.is_some_and(|l| l != cluster.id)),
         )
         .await;
         if !matches!(elected, Ok(Ok(_))) {

@@ -74,6 +74,9 @@ impl RunningNode {
     }
 
     pub async fn stop(self) {
+        self.cluster
+            .draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.server.stop(true).await;
         let _ = self.cluster.raft.shutdown().await;
     }
@@ -154,6 +157,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         reads,
         rejoining: std::sync::atomic::AtomicBool::new(false),
         draining: std::sync::atomic::AtomicBool::new(false),
+        leader_since: std::sync::Mutex::new(None),
         raft,
         state,
         state_machine,
@@ -289,6 +293,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     let fatal = Arc::new(OnceLock::new());
     spawn_raft_watchdog(cluster.clone(), handle.clone(), fatal.clone());
     spawn_signal_handler(cluster.clone(), handle.clone());
+    crate::handover::spawn_leader_clock(cluster.clone());
     tracing::info!(node = config.id, url = %cluster.advertise_url, "node serving");
     Ok(RunningNode {
         cluster,
@@ -360,6 +365,10 @@ fn spawn_raft_watchdog(cluster: Arc<Cluster>, server: ServerHandle, fatal: Arc<O
         let mut metrics = cluster.raft.metrics();
         loop {
             let state = metrics.borrow_and_update().running_state.clone();
+            if cluster.draining.load(std::sync::atomic::Ordering::SeqCst) {
+                // A stop we asked for (`graceful_stop`, `stop`): Raft is shut down on purpose.
+                return;
+            }
             if let Err(e) = state {
                 let reason = e.to_string();
                 tracing::error!(node = cluster.id, %reason, "raft core stopped; stopping the node");
