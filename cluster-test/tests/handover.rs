@@ -52,7 +52,9 @@ async fn sigterm_on_the_leader_hands_leadership_over_in_one_term() {
         executor: "host".into(),
         ..Default::default()
     };
-    let mut cluster = LocalCluster::up(dir.path(), &bins, &opts).await.expect("cluster");
+    let mut cluster = LocalCluster::up(dir.path(), &bins, &opts)
+        .await
+        .expect("cluster");
     let (s, b) = cluster
         .api(Method::POST, "/projects/", Some(json!({"name": "before"})))
         .await
@@ -60,28 +62,61 @@ async fn sigterm_on_the_leader_hands_leadership_over_in_one_term() {
     assert_eq!(s, 201, "{b}");
 
     // A follower's SIGTERM: nothing to hand over, the leader stays.
-    let leader = cluster.wait_leader(Duration::from_secs(30)).await.expect("leader");
-    let term = own_view(&cluster, leader).await["term"].as_u64().expect("term");
+    let leader = cluster
+        .wait_leader(Duration::from_secs(30))
+        .await
+        .expect("leader");
+    let term = own_view(&cluster, leader).await["term"]
+        .as_u64()
+        .expect("term");
     let follower = (1..=3).find(|id| *id != leader).expect("a follower");
     cluster.node(follower).expect("node").terminate();
-    assert_eq!(cluster.wait_leader(Duration::from_secs(30)).await.expect("leader"), leader);
-    cluster.node(follower).expect("node").spawn().expect("restart follower");
+    assert_eq!(
+        cluster
+            .wait_leader(Duration::from_secs(30))
+            .await
+            .expect("leader"),
+        leader
+    );
+    cluster
+        .node(follower)
+        .expect("node")
+        .spawn()
+        .expect("restart follower");
     cluster.nodes[follower as usize - 1]
         .wait_ready(Duration::from_secs(60))
         .await
         .expect("follower back");
-    assert_eq!(own_view(&cluster, leader).await["term"].as_u64(), Some(term));
+    assert_eq!(
+        own_view(&cluster, leader).await["term"].as_u64(),
+        Some(term)
+    );
 
     // The leader's SIGTERM: a successor campaigns at its request and leads in term + 1.
     let stopped_at = Instant::now();
     cluster.node(leader).expect("node").terminate();
-    let log = std::fs::read_to_string(cluster.nodes[leader as usize - 1].log_path()).unwrap_or_default();
-    assert!(log.contains("leadership handed over"), "the leader's log:\n{log}");
-    let new_leader = cluster.wait_leader(Duration::from_secs(30)).await.expect("new leader");
+    let log =
+        std::fs::read_to_string(cluster.nodes[leader as usize - 1].log_path()).unwrap_or_default();
+    assert!(
+        log.contains("leadership handed over"),
+        "the leader's log:\n{log}"
+    );
+    let new_leader = cluster
+        .wait_leader(Duration::from_secs(30))
+        .await
+        .expect("new leader");
     assert_ne!(new_leader, leader);
     let view = own_view(&cluster, new_leader).await;
-    assert_eq!(view["term"].as_u64(), Some(term + 1), "one election round: {view}");
-    assert_eq!(campaigned(&cluster, new_leader).await, 1, "node {new_leader} campaigned at the leader's request");
+    assert_eq!(
+        view["term"].as_u64(),
+        Some(term + 1),
+        "one election round: {view}"
+    );
+    assert_eq!(
+        campaigned(&cluster, new_leader).await,
+        1,
+        "node {new_leader} campaigned at the leader's request"
+    );
     let (s, b) = cluster
         .api(Method::POST, "/projects/", Some(json!({"name": "after"})))
         .await

@@ -74,7 +74,10 @@ async fn wait_for_own_lease(cluster: &Cluster) {
     if let Some((_, at)) = since {
         let ripe = at + lease + Duration::from_millis(50);
         if let Some(wait) = ripe.checked_duration_since(Instant::now()) {
-            tracing::info!(wait_ms = wait.as_millis() as u64, "leader elected less than a lease ago: waiting before handing over");
+            tracing::info!(
+                wait_ms = wait.as_millis() as u64,
+                "leader elected less than a lease ago: waiting before handing over"
+            );
             tokio::time::sleep(wait).await;
         }
     }

@@ -54,6 +54,18 @@ pub struct RunnerOptions {
     pub flush_bytes: usize,
     /// When the script is silent, an empty console POST is sent this often so that a cancel is noticed.
     pub heartbeat: Duration,
+    /// Who gets the files a run's container wrote into the workspace and volumes once the run is over
+    /// (`chown -R` in a container of the run's image): the worker's own user when it is not root (a
+    /// systemd unit's dedicated user could otherwise not clean up what a root container left). `None`:
+    /// left as written.
+    pub file_owner: Option<(u32, u32)>,
+}
+
+/// The worker's user and group when it is not root.
+fn non_root_owner() -> Option<(u32, u32)> {
+    // SAFETY: geteuid/getegid cannot fail and touch no memory.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    (uid != 0).then_some((uid, gid))
 }
 
 impl RunnerOptions {
@@ -66,6 +78,7 @@ impl RunnerOptions {
             flush_interval: Duration::from_secs(1),
             flush_bytes: 64 * 1024,
             heartbeat: Duration::from_secs(3),
+            file_owner: non_root_owner(),
         }
     }
 }

@@ -34,6 +34,8 @@ pub enum WorkerError {
     Report(String),
     #[error("self-update: {0}")]
     Update(String),
+    #[error("handing files back: {0}")]
+    HandBack(String),
 }
 
 pub type Result<T, E = WorkerError> = std::result::Result<T, E>;

@@ -294,6 +294,38 @@ async fn persistent_volume_keeps_data_between_runs() {
     assert!(dir.path().join("volumes/cache/data").exists());
 }
 
+/// A worker that is not root (a systemd unit's dedicated user) gets back what a root container wrote: the
+/// run's files are handed to `file_owner` once the run is over, so it can read and delete them.
+#[tokio::test]
+async fn files_a_root_container_wrote_are_handed_back_to_the_worker_user() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tmp();
+    let mut opts = options(dir.path(), ExecutorKind::Docker);
+    opts.file_owner = Some((65534, 65533));
+    let mut rd = rundef(
+        "owner",
+        "id -u\nmkdir -p /cache/sub\necho kept > /cache/sub/data\n",
+    );
+    rd.persistent_volumes
+        .insert("cache".into(), "/cache".into());
+    let (outcome, reporter) = run_with(&rd, &opts).await;
+    assert_eq!(
+        outcome.status,
+        RunStatus::Passed,
+        "{}",
+        reporter.console_text()
+    );
+    assert!(
+        reporter.console_text().contains("\n0\n"),
+        "the run ran as root: {}",
+        reporter.console_text()
+    );
+    for path in ["volumes/cache/sub", "volumes/cache/sub/data"] {
+        let meta = std::fs::metadata(dir.path().join(path)).expect(path);
+        assert_eq!((meta.uid(), meta.gid()), (65534, 65533), "{path}");
+    }
+}
+
 #[tokio::test]
 async fn simulator_output_equals_what_the_reporter_saw() {
     let dir = tmp();

@@ -50,6 +50,11 @@ pub async fn run(spec: ExecSpec, out: ExecOutput, kill: CancellationToken) -> Re
         .await?;
     let id = created.id;
     let result = run_created(&docker, &id, &out, &kill).await;
+    if let Some(owner) = spec.file_owner {
+        if let Err(err) = hand_back_files(&docker, &spec, owner).await {
+            tracing::warn!("handing the run's files back to {owner:?} failed: {err}");
+        }
+    }
     // Removal is best effort: a leftover container is reaped by label on the next start.
     let remove = RemoveContainerOptionsBuilder::new()
         .force(true)
@@ -123,6 +128,66 @@ async fn wait_exit_code(docker: &Docker, id: &str) -> Result<i64> {
             let inspect = docker.inspect_container(id, None).await?;
             Ok(inspect.state.and_then(|s| s.exit_code).unwrap_or(-1))
         }
+    }
+}
+
+/// `chown -R uid:gid` of every directory the run's container could write (archive, repository, volumes),
+/// as root in a container of the run's image: what a root container wrote, a non-root worker can then
+/// read and delete.
+async fn hand_back_files(docker: &Docker, spec: &ExecSpec, (uid, gid): (u32, u32)) -> Result<()> {
+    let writable: Vec<String> = container_config(spec)
+        .host_config
+        .and_then(|h| h.binds)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|b| !b.ends_with(":ro"))
+        .collect();
+    let mut cmd = vec!["-R".to_string(), format!("{uid}:{gid}")];
+    cmd.extend(
+        writable
+            .iter()
+            .filter_map(|b| b.rsplit_once(':').map(|(_, c)| c.to_string())),
+    );
+    let config = ContainerCreateBody {
+        image: Some(spec.rundef.container.clone()),
+        entrypoint: Some(vec!["chown".to_string()]),
+        cmd: Some(cmd),
+        user: Some("0".to_string()),
+        labels: Some(HashMap::from([
+            (LABEL_WORKER.to_string(), spec.worker_name.clone()),
+            (LABEL_HOME.to_string(), spec.worker_home.clone()),
+            (LABEL_RUN_DIR.to_string(), spec.run_id.clone()),
+        ])),
+        host_config: Some(HostConfig {
+            binds: Some(writable),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let name = format!(
+        "jobserv-{}-chown-{:08x}",
+        spec.run_id,
+        rand::random::<u32>()
+    );
+    let created = docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::new().name(&name).build()),
+            config,
+        )
+        .await?;
+    let result = async {
+        docker.start_container(&created.id, None).await?;
+        wait_exit_code(docker, &created.id).await
+    }
+    .await;
+    let remove = RemoveContainerOptionsBuilder::new()
+        .force(true)
+        .v(true)
+        .build();
+    let _ = docker.remove_container(&created.id, Some(remove)).await;
+    match result? {
+        0 => Ok(()),
+        code => Err(WorkerError::HandBack(format!("chown exited with {code}"))),
     }
 }
 

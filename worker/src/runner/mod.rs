@@ -50,6 +50,8 @@ pub struct ExecSpec {
     pub worker_home: String,
     /// [`run_id`] of the run: names the container and the worker's `runs/<id>` directory.
     pub run_id: String,
+    /// `RunnerOptions::file_owner`.
+    pub file_owner: Option<(u32, u32)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -245,6 +247,7 @@ async fn prepare_and_supervise<R: RunReporter>(
         worker_name: opts.worker_name.clone(),
         worker_home: opts.data_dir.display().to_string(),
         run_id: run_id(rundef),
+        file_owner: opts.file_owner,
     };
     let (tx, mut rx) = mpsc::channel::<Bytes>(64);
     let kill = CancellationToken::new();
