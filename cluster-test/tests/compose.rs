@@ -99,18 +99,26 @@ async fn wait_run_running(stack: &ComposeStack, project: &str, n: u64, run: &str
     }
 }
 
+/// The run's console log from whichever node answers (one may be down).
 async fn console(stack: &ComposeStack, project: &str, n: u64, run: &str) -> String {
-    let r = stack
-        .client
-        .get(format!(
-            "{}/projects/{project}/builds/{n}/runs/{run}/console.log",
-            stack.url(1)
-        ))
-        .header("Authorization", format!("Token {}", stack.token))
-        .send()
-        .await
-        .expect("console");
-    r.text().await.unwrap_or_default()
+    let mut last = String::new();
+    for node in 1..=3 {
+        let r = stack
+            .client
+            .get(format!(
+                "{}/projects/{project}/builds/{n}/runs/{run}/console.log",
+                stack.url(node)
+            ))
+            .header("Authorization", format!("Token {}", stack.token))
+            .send()
+            .await;
+        match r {
+            Ok(r) if r.status() == 200 => return r.text().await.unwrap_or_default(),
+            Ok(r) => last = format!("node{node}: {}", r.status()),
+            Err(e) => last = format!("node{node}: {e}"),
+        }
+    }
+    panic!("no node served the console: {last}")
 }
 
 /// A new image tag with a different image id (a label on top of the tested image), as a release would be.
