@@ -14,7 +14,9 @@ COPY . .
 RUN CARGO_INCREMENTAL=0 CARGO_PROFILE_RELEASE_STRIP=symbols \
     cargo build --release --locked -p jobserv-node -p jobserv-worker -p jobserv-cli \
  && mkdir /out \
- && cp target/release/jobserv-node target/release/jobserv-worker target/release/jobserv /out/
+ && cp target/release/jobserv-node target/release/jobserv-worker target/release/jobserv /out/ \
+ && rm -rf target /usr/local/cargo/registry
+# (target/ and the crate cache go in the same layer: the build stage stays ~1 GB instead of several)
 
 # What both runtime images share: TLS roots, git (pollers, script repos), tini as PID 1 (reaps children,
 # forwards SIGTERM: the node's graceful stop hands leadership over before it exits).

@@ -121,7 +121,7 @@ async fn compare_build(a: &LocalCluster, b: &LocalCluster, n: u64) -> anyhow::Re
         x.len(),
         y.len()
     );
-    if n % 10 == 0 {
+    if n.is_multiple_of(10) {
         // From node 3 of the restored cluster: it may hold the blob already (repair) or stream it from node 1.
         let artifact = format!("{run}out.bin");
         let (x, y) = (

@@ -1,7 +1,7 @@
 //! `deploy/compose/docker-compose.yml` driven for real: the images the Dockerfile builds, one compose
 //! project per test (its own name, host ports and worker directory), `docker kill` and `docker-compose up -d`
 //! as an operator types them. Torn down (`down -v`) when dropped.
-use crate::harness::{call, free_port, repo_root};
+use crate::harness::{free_port, repo_root};
 use anyhow::{bail, Context};
 use reqwest::Method;
 use serde_json::Value;
@@ -205,8 +205,7 @@ impl ComposeStack {
     pub async fn wait_ready(&self, node: usize, timeout: Duration) -> anyhow::Result<Duration> {
         let start = Instant::now();
         loop {
-            let last;
-            match self
+            let last = match self
                 .client
                 .get(format!("{}/health/ready", self.url(node)))
                 .timeout(Duration::from_secs(5))
@@ -214,9 +213,9 @@ impl ComposeStack {
                 .await
             {
                 Ok(r) if r.status().is_success() => return Ok(start.elapsed()),
-                Ok(r) => last = format!("{}", r.status()),
-                Err(e) => last = e.to_string(),
-            }
+                Ok(r) => format!("{}", r.status()),
+                Err(e) => e.to_string(),
+            };
             if start.elapsed() > timeout {
                 bail!(
                     "node{node} not ready after {timeout:?}: {last}\n{}",
@@ -234,26 +233,8 @@ impl ComposeStack {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<(u16, Value)> {
-        let mut last = String::new();
-        for attempt in 0..60 {
-            for node in 1..=3 {
-                match call(
-                    &self.client,
-                    method.clone(),
-                    &format!("{}{path}", self.url(node)),
-                    &self.token,
-                    body.clone(),
-                )
-                .await
-                {
-                    Ok((503, b)) => last = format!("node{node}: 503 {b}"),
-                    Ok(reply) => return Ok(reply),
-                    Err(e) => last = format!("node{node}: {e}"),
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100 * (attempt + 1).min(10))).await;
-        }
-        bail!("{method} {path}: no node answered: {last}")
+        let urls: Vec<String> = (1..=3).map(|n| self.url(n)).collect();
+        crate::harness::call_any(&self.client, &urls, &self.token, method, path, body, 60).await
     }
 
     /// The leader's node number, as node `asked` sees it.

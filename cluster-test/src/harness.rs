@@ -556,6 +556,39 @@ pub async fn call(
     Ok((status, r.json().await.unwrap_or(serde_json::Value::Null)))
 }
 
+/// `call` on the first of `urls` that answers with anything but 503, going round them `rounds` times with a
+/// growing pause (a node may be down, restarting, or not caught up yet).
+pub async fn call_any(
+    client: &reqwest::Client,
+    urls: &[String],
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+    rounds: u64,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let mut last = String::new();
+    for attempt in 0..rounds {
+        for url in urls {
+            match call(
+                client,
+                method.clone(),
+                &format!("{url}{path}"),
+                token,
+                body.clone(),
+            )
+            .await
+            {
+                Ok((503, b)) => last = format!("{url}: 503 {b}"),
+                Ok(reply) => return Ok(reply),
+                Err(e) => last = format!("{url}: {e}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100 * (attempt + 1).min(5))).await;
+    }
+    bail!("{method} {path}: no node answered: {last}")
+}
+
 /// A real `jobserv-worker run` process.
 pub struct WorkerProcess {
     pub name: String,

@@ -1,8 +1,7 @@
 //! A local cluster of real processes: N nodes and M workers on 127.0.0.1, plus the `cluster.json` contract
 //! of `shared/spec/cli.md`. Calls go to any live node and move on when one does not answer.
 use crate::harness::{
-    busybox_image, call, cluster_configs, enlist, random_token, repo_root, NodeProcess,
-    WorkerProcess,
+    busybox_image, cluster_configs, enlist, random_token, repo_root, NodeProcess, WorkerProcess,
 };
 use anyhow::{bail, Context};
 use reqwest::Method;
@@ -189,26 +188,8 @@ impl LocalCluster {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<(u16, Value)> {
-        let mut last = String::new();
-        for attempt in 0..40 {
-            for url in self.live_urls() {
-                match call(
-                    &self.client,
-                    method.clone(),
-                    &format!("{url}{path}"),
-                    &self.token,
-                    body.clone(),
-                )
-                .await
-                {
-                    Ok((503, b)) => last = format!("{url}: 503 {b}"),
-                    Ok(reply) => return Ok(reply),
-                    Err(e) => last = format!("{url}: {e}"),
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100 * (attempt + 1).min(5))).await;
-        }
-        bail!("{method} {path}: no live node answered: {last}")
+        let urls = self.live_urls();
+        crate::harness::call_any(&self.client, &urls, &self.token, method, path, body, 40).await
     }
 
     pub async fn text(&self, url: &str, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {

@@ -16,7 +16,11 @@ fn init_secrets(dir: &std::path::Path) -> String {
         .args(["--host", "node2.example", "--host", "*.jobserv.test"])
         .output()
         .expect("init-secrets");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
@@ -37,7 +41,14 @@ async fn init_secrets_make_a_node_that_serves_its_names_and_reads_its_secret_fil
     let dir = common::tempdir();
     let secrets = dir.path().join("secrets");
     let first = init_secrets(&secrets);
-    let names = ["ca.pem", "ca-key.pem", "node.pem", "node-key.pem", "cluster-secret", "admin-token"];
+    let names = [
+        "ca.pem",
+        "ca-key.pem",
+        "node.pem",
+        "node-key.pem",
+        "cluster-secret",
+        "admin-token",
+    ];
     let before: Vec<Vec<u8>> = names
         .iter()
         .map(|n| std::fs::read(secrets.join(n)).unwrap_or_else(|e| panic!("{n}: {e}\n{first}")))
@@ -46,11 +57,23 @@ async fn init_secrets_make_a_node_that_serves_its_names_and_reads_its_secret_fil
     let second = init_secrets(&secrets);
     assert!(second.lines().all(|l| l.starts_with("kept")), "{second}");
     for (n, bytes) in names.iter().zip(&before) {
-        assert_eq!(&std::fs::read(secrets.join(n)).expect("file"), bytes, "{n} kept");
+        assert_eq!(
+            &std::fs::read(secrets.join(n)).expect("file"),
+            bytes,
+            "{n} kept"
+        );
     }
     use std::os::unix::fs::PermissionsExt;
-    for private in ["ca-key.pem", "node-key.pem", "cluster-secret", "admin-token"] {
-        let mode = std::fs::metadata(secrets.join(private)).expect("meta").permissions().mode();
+    for private in [
+        "ca-key.pem",
+        "node-key.pem",
+        "cluster-secret",
+        "admin-token",
+    ] {
+        let mode = std::fs::metadata(secrets.join(private))
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o077, 0, "{private} is private: {mode:o}");
     }
 
@@ -118,7 +141,10 @@ async fn init_secrets_make_a_node_that_serves_its_names_and_reads_its_secret_fil
         .get(format!("https://other.example:{port}/healthz"))
         .send()
         .await;
-    assert!(refused.is_err(), "a name not given to init-secrets is refused by TLS");
+    assert!(
+        refused.is_err(),
+        "a name not given to init-secrets is refused by TLS"
+    );
     let _ = child.kill();
     let _ = child.wait();
 
