@@ -15,6 +15,12 @@ pub struct FailoverReport {
     pub leader_kills: usize,
     pub failover_p50_ms: f64,
     pub failover_max_ms: f64,
+    /// Leader SIGTERM (graceful stop: leadership handed over) → first write through a survivor.
+    pub graceful_stops: usize,
+    pub graceful_stop_write_gap_p50_ms: f64,
+    pub graceful_stop_write_gap_max_ms: f64,
+    /// Of those stops, how many elected the successor in the very next term (a hand-over, not an election).
+    pub graceful_stops_next_term: usize,
     pub worker_resumes: usize,
     pub worker_resume_p50_ms: f64,
     pub worker_resume_max_ms: f64,
@@ -26,6 +32,7 @@ pub async fn run(
     dir: &Path,
     bin_dir: &Path,
     kills: usize,
+    graceful: usize,
     resumes: usize,
 ) -> anyhow::Result<FailoverReport> {
     let opts = ClusterOptions {
@@ -39,6 +46,31 @@ pub async fn run(
         let leader = cluster.wait_leader(Duration::from_secs(30)).await?;
         cluster.node(leader)?.kill();
         failover.push(time_to_write(&cluster, &format!("failover-{i}")).await?);
+        let node = cluster.node(leader)?;
+        node.spawn()?;
+        node.wait_ready(Duration::from_secs(60)).await?;
+    }
+
+    // The same with SIGTERM: the stopping leader hands over (node/src/handover.rs).
+    let mut gaps = Vec::new();
+    let mut next_term = 0;
+    for i in 0..graceful {
+        let leader = cluster.wait_leader(Duration::from_secs(30)).await?;
+        let term = leader_term(&cluster, leader).await?;
+        let node = cluster.node(leader)?;
+        let child = node.child.as_ref().context("leader process")?;
+        child.signal_term();
+        gaps.push(time_to_write(&cluster, &format!("graceful-{i}")).await?);
+        let node = cluster.node(leader)?;
+        if let Some(mut child) = node.child.take() {
+            if child.wait_exited(Duration::from_secs(30)).is_err() {
+                bail!("node {leader} did not exit within 30 s of SIGTERM");
+            }
+        }
+        let successor = cluster.wait_leader(Duration::from_secs(30)).await?;
+        if leader_term(&cluster, successor).await? == term + 1 {
+            next_term += 1;
+        }
         let node = cluster.node(leader)?;
         node.spawn()?;
         node.wait_ready(Duration::from_secs(60)).await?;
@@ -74,10 +106,21 @@ pub async fn run(
         leader_kills: failover.len(),
         failover_p50_ms: ms(percentile(&mut failover, 50.0)),
         failover_max_ms: ms(percentile(&mut failover, 100.0)),
+        graceful_stops: gaps.len(),
+        graceful_stop_write_gap_p50_ms: ms(percentile(&mut gaps, 50.0)),
+        graceful_stop_write_gap_max_ms: ms(percentile(&mut gaps, 100.0)),
+        graceful_stops_next_term: next_term,
         worker_resumes: resume.len(),
         worker_resume_p50_ms: ms(percentile(&mut resume, 50.0)),
         worker_resume_max_ms: ms(percentile(&mut resume, 100.0)),
     })
+}
+
+/// The term node `id` reports (its own view).
+async fn leader_term(cluster: &LocalCluster, id: u64) -> anyhow::Result<u64> {
+    let node = &cluster.nodes[id as usize - 1];
+    let view = crate::harness::own_view(&cluster.client, node.url(), &cluster.token).await?;
+    view["term"].as_u64().context("term")
 }
 
 async fn log_bytes(cluster: &LocalCluster, run: &str) -> anyhow::Result<u64> {
@@ -154,6 +197,7 @@ impl FailoverReport {
     pub fn print(&self) {
         println!("JobServ failover benchmark (3 nodes, 1 Docker worker; this machine: 2 cores)");
         println!("  leader SIGKILL -> first write through a survivor, {} kills: p50 {:>7.0} ms   max {:>7.0} ms", self.leader_kills, self.failover_p50_ms, self.failover_max_ms);
+        println!("  leader SIGTERM (hand-over) -> first write through a survivor, {} stops: p50 {:>7.0} ms   max {:>7.0} ms   ({} of them elected in the next term)", self.graceful_stops, self.graceful_stop_write_gap_p50_ms, self.graceful_stop_write_gap_max_ms, self.graceful_stops_next_term);
         println!("  streaming node SIGKILL -> worker's log grows again via another node, {} kills: p50 {:>7.0} ms   max {:>7.0} ms", self.worker_resumes, self.worker_resume_p50_ms, self.worker_resume_max_ms);
     }
 }

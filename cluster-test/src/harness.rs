@@ -193,6 +193,30 @@ impl OwnedChild {
         Err(self.kill())
     }
 
+    /// SIGTERM without waiting (the caller measures what happens meanwhile); then `wait_exited`.
+    pub fn signal_term(&self) {
+        if !self.reaped {
+            // SAFETY: kill(2) on our unreaped child.
+            unsafe {
+                libc::kill(self.id() as libc::pid_t, libc::SIGTERM);
+            }
+        }
+    }
+
+    /// Waits up to `grace` for the exit (no signal), then SIGKILL; reap. `Err` as in `terminate`.
+    pub fn wait_exited(
+        &mut self,
+        grace: Duration,
+    ) -> Result<Option<ExitStatus>, Option<ExitStatus>> {
+        if self.reaped {
+            return Ok(None);
+        }
+        if wait_exit(self.id(), Some(Instant::now() + grace)).is_some() {
+            return Ok(self.reap());
+        }
+        Err(self.kill())
+    }
+
     fn reap(&mut self) -> Option<ExitStatus> {
         let mut children = registry();
         let status = self.child.wait().ok();

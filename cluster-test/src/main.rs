@@ -98,6 +98,9 @@ enum Cmd {
     BenchFailover {
         #[arg(long, default_value_t = 10)]
         kills: usize,
+        /// Leader SIGTERMs (graceful stop with hand-over), measured like the kills.
+        #[arg(long, default_value_t = 10)]
+        graceful: usize,
         #[arg(long, default_value_t = 5)]
         resumes: usize,
         #[arg(long)]
@@ -452,11 +455,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::BenchFailover {
             kills,
+            graceful,
             resumes,
             json,
         } => {
             let (dir, _guard) = work_dir(None)?;
-            let report = cluster_test::bench_failover::run(&dir, &bin_dir, kills, resumes).await?;
+            let report =
+                cluster_test::bench_failover::run(&dir, &bin_dir, kills, graceful, resumes).await?;
             report.print();
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;

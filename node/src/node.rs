@@ -152,10 +152,18 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         config.cluster_secret.clone(),
         metrics.clone(),
     );
+    // An empty store in a cluster of peers votes for nobody until `bootstrap` has told a new cluster from
+    // one it is rejoining (a wiped or replaced disk).
+    let undecided = config.join.is_none()
+        && !config.peers.is_empty()
+        && !raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
     let cluster = Arc::new(Cluster {
         id: config.id,
         reads,
-        rejoining: std::sync::atomic::AtomicBool::new(false),
+        rejoining: std::sync::atomic::AtomicBool::new(undecided),
         draining: std::sync::atomic::AtomicBool::new(false),
         leader_since: std::sync::Mutex::new(None),
         raft,
@@ -467,8 +475,12 @@ async fn bootstrap(cluster: &Arc<Cluster>, config: &NodeConfig) -> Result<(), St
     }
     let lowest = config.peers.iter().map(|p| p.id).min() == Some(config.id);
     let (cluster, config) = (cluster.clone(), config.clone());
+    use std::sync::atomic::Ordering::SeqCst;
+    // Until the first answers tell a fresh cluster from one that committed entries before this node came
+    // up, an empty store votes for nobody (`Cluster::rejoining` starts true for it, see `start`).
     tokio::spawn(async move {
         let majority = members.len() / 2 + 1;
+        let mut fresh = false;
         let rejoining = loop {
             let mut uninitialised = 1; // this node
             let mut running = false;
@@ -483,14 +495,26 @@ async fn bootstrap(cluster: &Arc<Cluster>, config: &NodeConfig) -> Result<(), St
                     None => {}
                 }
             }
-            if committed {
-                break true;
+            if !fresh {
+                if committed {
+                    break true;
+                }
+                if uninitialised >= majority {
+                    // A majority holds nothing, so nothing can have been committed before this node came
+                    // up: whatever the cluster commits from now on, this node takes part in (or is sent).
+                    // Deciding this once matters: seen a moment later, the new cluster's first entries
+                    // would look like a wiped node's lost past, and two such "rejoining" followers would
+                    // refuse every vote once the leader is gone — a cluster that can never elect again.
+                    fresh = true;
+                    cluster.rejoining.store(false, SeqCst);
+                    tracing::info!("a new cluster: voting");
+                }
             }
             let here = cluster.raft.is_initialized().await.unwrap_or(true);
-            if here {
-                break false; // a leader of a fresh cluster reached this node
+            if here && fresh {
+                break false; // a leader of the fresh cluster reached this node
             }
-            if lowest && !running && uninitialised >= majority {
+            if lowest && fresh && !running && uninitialised >= majority {
                 match cluster.raft.initialize(members.clone()).await {
                     Ok(()) => tracing::info!("initialised a new cluster"),
                     // A leader's first message won the race: this node is a member, nothing to do.
@@ -498,12 +522,11 @@ async fn bootstrap(cluster: &Arc<Cluster>, config: &NodeConfig) -> Result<(), St
                 }
                 break false;
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_millis(if fresh { 500 } else { 100 })).await;
         };
         if !rejoining {
             return;
         }
-        use std::sync::atomic::Ordering::SeqCst;
         cluster.rejoining.store(true, SeqCst);
         tracing::warn!("empty store, and the cluster has committed entries: rejoining; not voting until caught up");
         loop {
