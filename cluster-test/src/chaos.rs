@@ -503,8 +503,9 @@ pub async fn rolling_restart(dir: &Path, bin_dir: &Path) -> anyhow::Result<Scena
 
 /// S10: a rolling upgrade across a storage-format bump while runs are in progress. The cluster starts on
 /// binaries that read only format 1 (`JOBSERV_MAX_FORMAT=1`, i.e. the previous release); each node in turn
-/// is stopped and started as the new release (reads format 2). While any old node remains, the cluster
-/// keeps writing format 1; once the last one is upgraded the leader raises it to 2, and work goes on.
+/// is stopped and started as the new release (reads the newest format, `codec::FORMAT_VERSION`). While any
+/// old node remains, the cluster keeps writing format 1; once the last one is upgraded the leader raises it
+/// to the newest, and work goes on.
 pub async fn rolling_upgrade(dir: &Path, bin_dir: &Path) -> anyhow::Result<ScenarioReport> {
     let old = vec![("JOBSERV_MAX_FORMAT".to_string(), "1".to_string())];
     let mut cluster = start(
@@ -537,15 +538,20 @@ pub async fn rolling_upgrade(dir: &Path, bin_dir: &Path) -> anyhow::Result<Scena
     }
     let upgraded = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while storage_format(&cluster).await? != 2 {
+    let newest = u64::from(jobserv_raft::codec::FORMAT_VERSION);
+    while storage_format(&cluster).await? != newest {
         ensure!(
             Instant::now() < deadline,
             "the storage format was never raised after the last node was upgraded"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    recovery.push(("last upgrade -> format 2 agreed".into(), upgraded.elapsed()));
-    // Every node now writes format 2, and work goes on across the bump.
+    recovery.push((
+        format!("last upgrade -> format {newest} agreed"),
+        upgraded.elapsed(),
+    ));
+    // Every node now writes the newest format, and work goes on across the bump (with format 3, check-ins
+    // assign through `AssignNext`).
     for url in cluster.live_urls() {
         let (_, b) = call(
             &cluster.client,
@@ -556,7 +562,7 @@ pub async fn rolling_upgrade(dir: &Path, bin_dir: &Path) -> anyhow::Result<Scena
         )
         .await?;
         ensure!(
-            b["data"]["storage_format_written"] == 2,
+            b["data"]["storage_format_written"] == newest,
             "{url} still writes format {}",
             b["data"]["storage_format_written"]
         );
@@ -565,7 +571,7 @@ pub async fn rolling_upgrade(dir: &Path, bin_dir: &Path) -> anyhow::Result<Scena
     let verdict = verify(&cluster, &w, second, &[]).await?;
     cluster.kill_all();
     Ok(ScenarioReport {
-        name: "S10 rolling upgrade across a storage-format bump (1 -> 2)",
+        name: "S10 rolling upgrade across storage-format bumps (1 -> newest)",
         verdict,
         recovery,
     })

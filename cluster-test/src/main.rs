@@ -44,6 +44,18 @@ enum Cmd {
         dir: Option<PathBuf>,
     },
     /// Artifact upload/download throughput alone (the bench's artifact phase) for an artifact of MIB.
+    /// Dispatch from a deep queue alone (the bench's dispatch phase): runs handed out per second, for each
+    /// `--queued` depth, on a 3-node cluster with simulated workers.
+    BenchDispatch {
+        #[arg(long, default_values_t = vec![2000, 20000])]
+        queued: Vec<usize>,
+        #[arg(long, default_value_t = 30)]
+        workers: usize,
+        /// Nodes read at most format 2 (`JOBSERV_MAX_FORMAT=2`): check-ins take the path from before
+        /// `AssignNext` (the before figure of issue 13).
+        #[arg(long)]
+        before_assign_next: bool,
+    },
     BenchArtifacts {
         #[arg(long, default_value_t = 1024)]
         mib: u64,
@@ -390,6 +402,44 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if failed > 0 {
                 anyhow::bail!("{failed} scenario(s) failed");
+            }
+        }
+        Cmd::BenchDispatch {
+            queued,
+            workers,
+            before_assign_next,
+        } => {
+            let (dir, _guard) = work_dir(None)?;
+            let opts = cluster_test::local_cluster::ClusterOptions {
+                workers: 0,
+                executor: "host".into(),
+                node_env: if before_assign_next {
+                    vec![("JOBSERV_MAX_FORMAT".into(), "2".into())]
+                } else {
+                    Vec::new()
+                },
+                ..Default::default()
+            };
+            let cluster = cluster_test::local_cluster::LocalCluster::up(
+                &dir.join("cluster"),
+                &bin_dir,
+                &opts,
+            )
+            .await?;
+            let fleet = cluster_test::bench::sim::Fleet::new(&cluster, 4)?;
+            let mut plan = cluster_test::bench::Plan::new(false);
+            plan.dispatch_workers = workers;
+            for (i, n) in queued.into_iter().enumerate() {
+                let f = cluster_test::bench::dispatch::drain(
+                    &cluster,
+                    &fleet,
+                    &plan,
+                    "dispatch_runs_per_s",
+                    n,
+                    &format!("dispatch-{i}"),
+                )
+                .await?;
+                println!("{} = {:.1}  ({})", f.key, f.value, f.workload);
             }
         }
         Cmd::BenchArtifacts { mib, dir } => {

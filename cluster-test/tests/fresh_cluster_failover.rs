@@ -20,8 +20,13 @@ async fn a_new_clusters_leader_killed_at_once_is_replaced() {
             executor: "host".into(),
             ..Default::default()
         };
-        let mut cluster = LocalCluster::up(dir.path(), &bins, &opts).await.expect("cluster");
-        let leader = cluster.wait_leader(Duration::from_secs(30)).await.expect("leader");
+        let mut cluster = LocalCluster::up(dir.path(), &bins, &opts)
+            .await
+            .expect("cluster");
+        let leader = cluster
+            .wait_leader(Duration::from_secs(30))
+            .await
+            .expect("leader");
         cluster.node(leader).expect("node").kill();
         let took = time_to_write(&cluster, &format!("after-{round}"))
             .await

@@ -8,15 +8,8 @@
 use jobserv_raft::model::{QueueReason, Run, Worker};
 use std::collections::HashMap;
 
-/// Queue length from which `surges_only` workers join in.
-pub const SURGE_QUEUE_LENGTH: usize = 10;
-
-pub fn host_tag_matches(pattern: &str, worker: &Worker) -> bool {
-    let pattern = pattern.to_lowercase();
-    std::iter::once(&worker.name)
-        .chain(worker.facts.host_tags.iter())
-        .any(|candidate| glob_match::glob_match(&pattern, &candidate.to_lowercase()))
-}
+/// The matching rule and the surge threshold are the state machine's (it picks runs for `AssignNext`).
+pub use jobserv_raft::state::{host_tag_matches, SURGE_QUEUE_LENGTH};
 
 /// The oldest unfinished build of each synchronous project, from the queue and the running runs.
 pub type SyncGate = HashMap<String, u64>;

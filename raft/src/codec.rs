@@ -6,7 +6,9 @@
 //! misreading it, which is what lets old and new nodes coexist during a rolling upgrade.
 //!
 //! Formats: **v1** is bincode's fixed-width integer encoding (`bincode::serialize`); **v2** is bincode's
-//! varint encoding (`DefaultOptions`), about a third smaller for our records. A binary reads every format
+//! varint encoding (`DefaultOptions`), about a third smaller for our records. **v3** encodes as v2 and
+//! adds commands (`AssignNext`): a node writes them only once the cluster agreed on v3, so a release that
+//! reads at most v2 refuses the entry by its version byte instead of failing on an unknown variant. A binary reads every format
 //! up to `max_readable()` but *writes* only the cluster's agreed format (`write_version()`), which the
 //! state machine raises through a `SetFormatVersion` command once every member announced (by gossip) that
 //! it reads the new one. That is what lets old and new binaries coexist during a rolling upgrade: nothing
@@ -17,7 +19,7 @@ use serde::Serialize;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// The newest format this binary can read and write.
-pub const FORMAT_VERSION: u8 = 2;
+pub const FORMAT_VERSION: u8 = 3;
 /// The oldest format this binary still reads.
 pub const MIN_READABLE_VERSION: u8 = 1;
 

@@ -164,6 +164,15 @@ pub enum Command {
         hash: String,
         now: u64,
     },
+    /// Hands up to `slots` queued runs to `worker`, chosen by the state machine itself from the heads of the
+    /// host-tag queues the worker matches (`state::queue::pick`). Nodes proposing this never race each other
+    /// for the same run, and concurrent check-ins batch into one Raft append. Written only once the cluster
+    /// agreed on format 3 (a release that does not know it never receives it).
+    AssignNext {
+        worker: String,
+        slots: u32,
+        now: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

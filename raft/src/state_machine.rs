@@ -98,6 +98,10 @@ impl SledStateMachine {
             sm.applied.send_replace(last_applied.index);
             sm.link.sm_applied(last_applied.index);
         }
+        // Derived index: recomputed rather than trusted (a release before it, or a crash, left it stale).
+        if let Err(e) = sm.state.rebuild_tag_queues() {
+            tracing::error!(error = %e, "rebuilding the host-tag queues");
+        }
         Ok(sm)
     }
 
@@ -162,7 +166,12 @@ impl SledStateMachine {
             batch.insert(k, v);
         }
         tree.apply_batch(batch)
-            .map_err(|e| snap_err(ErrorVerb::Write, e))
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        // The snapshot's host-tag queues may come from a release that did not keep them.
+        self.state
+            .rebuild_tag_queues()
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        Ok(())
     }
 
     /// Installs the snapshot file into the state tree again (an install whose file is durable but whose

@@ -1,7 +1,8 @@
-//! `dispatch_runs_per_s`: queued runs handed to simulated workers per second while the queue is deep.
-//! `dispatch_runs` runs are queued first (builds of 100 runs); then `dispatch_workers` workers, spread over
-//! the 3 nodes, check in back to back with one free slot each until the queue is empty. Every hand-out is
-//! a committed `AssignRuns`; the runs are completed afterwards (not timed).
+//! `dispatch_runs_per_s` and `dispatch_runs_per_s_20000_queued`: queued runs handed to simulated workers per
+//! second while the queue is deep (2,000 and 20,000 runs: the rate must not fall with depth). The runs are
+//! queued first (builds of 100 runs); then `dispatch_workers` workers, spread over the 3 nodes, check in
+//! back to back with one free slot each until the queue is empty. Every hand-out is a committed
+//! assignment; the runs are completed afterwards (not timed).
 use super::sim::{complete_all, Fleet};
 use super::{definition, ensure_project, Figure, Plan};
 use crate::local_cluster::LocalCluster;
@@ -19,8 +20,44 @@ pub async fn run(
     fleet: &Fleet,
     plan: &Plan,
 ) -> anyhow::Result<Vec<Figure>> {
+    let mut figures = vec![
+        drain(
+            cluster,
+            fleet,
+            plan,
+            "dispatch_runs_per_s",
+            plan.dispatch_runs,
+            "dispatch-sim",
+        )
+        .await?,
+    ];
+    figures.push(
+        drain(
+            cluster,
+            fleet,
+            plan,
+            "dispatch_runs_per_s_20000_queued",
+            plan.dispatch_deep_runs,
+            "dispatch-deep",
+        )
+        .await?,
+    );
+    Ok(figures)
+}
+
+/// Queues `runs` runs, then times how fast `plan.dispatch_workers` workers named `{worker_prefix}-N` drain
+/// them.
+pub async fn drain(
+    cluster: &LocalCluster,
+    fleet: &Fleet,
+    plan: &Plan,
+    key: &'static str,
+    runs: usize,
+    worker_prefix: &str,
+) -> anyhow::Result<Figure> {
     ensure_project(cluster, "bench-dispatch").await?;
-    let builds = plan.dispatch_runs.div_ceil(PER_BUILD);
+    let builds = runs.div_ceil(PER_BUILD);
+    let queued_in = Instant::now();
     let total = builds * PER_BUILD;
     let def = definition("bench-dispatch", PER_BUILD, "true");
     for _ in 0..builds {
@@ -33,14 +70,30 @@ pub async fn run(
             .await?;
         ensure!(s == 201, "create build: {s} {b}");
     }
-    let workers = fleet.workers("dispatch-sim", 0..plan.dispatch_workers);
+    let workers = fleet.workers(worker_prefix, 0..plan.dispatch_workers);
     fleet
         .register(&workers, 1024, &["bench-dispatch"], 16)
         .await?;
 
+    let idle = workers.clone();
+    // A worker that gave up early (the queue looked drained to it) and the completion of thousands of runs
+    // afterwards can outlast the worker timeout: every worker also checks in with no free slot every 5 s
+    // until the end, or the lost-worker monitor would fail the runs it holds.
+    let heartbeat = {
+        let fleet = fleet.clone();
+        tokio::spawn(async move {
+            loop {
+                for (i, w) in idle.iter().enumerate() {
+                    let _ = fleet.check_in(w, i, 0, 0).await;
+                }
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        })
+    };
     let handed = Arc::new(AtomicUsize::new(0));
+    let queued_in = queued_in.elapsed();
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(300);
+    let deadline = started + Duration::from_secs(600);
     let mut tasks = tokio::task::JoinSet::new();
     for (i, w) in workers.into_iter().enumerate() {
         let (fleet, handed) = (fleet.clone(), handed.clone());
@@ -75,10 +128,12 @@ pub async fn run(
     let elapsed = (last - started).as_secs_f64();
     let n = all.len();
     ensure!(n == total, "{n} of {total} queued runs were handed out");
-    complete_all(fleet, all.into_iter().map(|r| (r, 0)).collect(), 16).await?;
-    Ok(vec![Figure {
-        key: "dispatch_runs_per_s",
+    let completed = complete_all(fleet, all.into_iter().map(|r| (r, 0)).collect(), 16).await;
+    heartbeat.abort();
+    completed?;
+    Ok(Figure {
+        key,
         value: n as f64 / elapsed.max(1e-9),
-        workload: format!("{n} queued runs ({builds} builds x {PER_BUILD}), {} simulated workers over the 3 nodes checking in back to back with 1 free slot; first check-in to last run handed out {elapsed:.1} s", plan.dispatch_workers),
-    }])
+        workload: format!("{n} queued runs ({builds} builds x {PER_BUILD}, queued in {:.1} s), {} simulated workers over the 3 nodes checking in back to back with 1 free slot; first check-in to last run handed out {elapsed:.1} s", queued_in.as_secs_f64(), plan.dispatch_workers),
+    })
 }

@@ -41,7 +41,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The keys of the JSON object, in the order they are printed.
-pub const KEYS: [&str; 20] = [
+pub const KEYS: [&str; 21] = [
     "commit_writes_per_s",
     "commit_p99_ms",
     "read_p99_ms_leader",
@@ -50,6 +50,7 @@ pub const KEYS: [&str; 20] = [
     "checkins_per_s_1000_workers",
     "checkin_p99_ms_1000_workers",
     "dispatch_runs_per_s",
+    "dispatch_runs_per_s_20000_queued",
     "trigger_to_running_p50_ms",
     "log_ingest_mb_per_s",
     "log_tail_lag_p99_ms",
@@ -81,6 +82,7 @@ pub struct Plan {
     pub scale_seconds: u64,
     pub checkin_pause: Duration,
     pub dispatch_runs: usize,
+    pub dispatch_deep_runs: usize,
     pub dispatch_workers: usize,
     pub log_runs: usize,
     pub log_seconds: u64,
@@ -112,6 +114,7 @@ impl Plan {
             scale_seconds: if quick { 6 } else { 15 },
             checkin_pause: Duration::from_secs(1),
             dispatch_runs: if quick { 500 } else { 2000 },
+            dispatch_deep_runs: if quick { 5000 } else { 20_000 },
             dispatch_workers: 30,
             log_runs: 50,
             log_seconds: if quick { 4 } else { 10 },
@@ -134,13 +137,15 @@ impl Plan {
         let full = Plan::new(false);
         self.quick.then(|| {
             format!(
-                "--quick: workers {:?} (full {:?}), {} s per level (full {}), {} dispatch runs (full {}), {} builds / {} runs of history (full {} / {}), {} failover kills (full {}), worker timeout {} s (full {} s, the node default), {} trigger samples (full {}), commit {} s and log {} s windows (full {} / {}), {} KiB log chunks (full {}), {} sequential reads per path and a {} s read window (full {} / {})",
+                "--quick: workers {:?} (full {:?}), {} s per level (full {}), {} and {} dispatch runs (full {} and {}), {} builds / {} runs of history (full {} / {}), {} failover kills (full {}), worker timeout {} s (full {} s, the node default), {} trigger samples (full {}), commit {} s and log {} s windows (full {} / {}), {} KiB log chunks (full {}), {} sequential reads per path and a {} s read window (full {} / {})",
                 self.scale_levels,
                 full.scale_levels,
                 self.scale_seconds,
                 full.scale_seconds,
                 self.dispatch_runs,
+                self.dispatch_deep_runs,
                 full.dispatch_runs,
+                full.dispatch_deep_runs,
                 self.history_builds,
                 self.history_builds * self.runs_per_build,
                 full.history_builds,

@@ -2,6 +2,11 @@
 //! (`AtomicResponse`), so two workers checking in on this node never race for the same run; across
 //! nodes the state machine decides (a run no longer QUEUED is skipped), so assignment stays exactly-once.
 //! A check-in that finds nothing to assign writes nothing.
+//!
+//! Once the cluster writes format 3, check-ins skip this actor: `assign_next` proposes `AssignNext` and the
+//! state machine picks the runs from its host-tag queues, so check-ins on every node run concurrently,
+//! batch into shared Raft appends, and never lose a run to another node's check-in. The actor remains for
+//! a cluster still running a release without `AssignNext` (during a rolling upgrade).
 use crate::cluster::Cluster;
 use crate::error::ApiError;
 use crate::scheduler::{self, SyncGate};
@@ -59,6 +64,39 @@ pub fn synchronous_gate(cluster: &Cluster, queued: &[Run]) -> Result<SyncGate, A
         gate.insert(run.project.clone(), oldest);
     }
     Ok(gate)
+}
+
+/// Assigns up to `slots` runs to `worker` through `AssignNext`. The node first runs the same pick on its
+/// applied state: when that finds nothing, nothing is proposed (idle long-polls write nothing).
+pub async fn assign_next(
+    cluster: &Cluster,
+    worker: &Worker,
+    slots: u32,
+) -> Result<Vec<(RunRef, u64)>, ApiError> {
+    if cluster.state.pick_for(worker, slots as usize)?.is_empty() {
+        return Ok(Vec::new());
+    }
+    let cmd = Command::AssignNext {
+        worker: worker.name.clone(),
+        slots,
+        now: jobserv_raft::state::now_ms(),
+    };
+    match cluster.propose(cmd).await? {
+        CommandResult::Assigned(assigned) => {
+            for (run, _) in &assigned {
+                tracing::info!(project = %run.project, build = run.build, run = %run.run, worker = %worker.name, "run assigned");
+            }
+            Ok(assigned)
+        }
+        other => Err(ApiError::Internal(format!(
+            "unexpected reply to AssignNext: {other:?}"
+        ))),
+    }
+}
+
+/// Whether check-ins may use `AssignNext` (every node reads format 3).
+pub fn cluster_assigns_next() -> bool {
+    jobserv_raft::codec::write_version() >= 3
 }
 
 impl Handler<AssignWork> for CheckInActor {

@@ -2,7 +2,7 @@
 //! worker's health in this node's soft state only; it becomes a Raft write only when runs are assigned.
 use super::parse_json;
 use super::runs::rundef_for;
-use crate::actors::checkin::AssignWork;
+use crate::actors::checkin::{self, AssignWork};
 use crate::app::App;
 use crate::auth::{bearer, hash_token, require_user, require_worker};
 use crate::error::{created, success, ApiError, ApiResult};
@@ -190,14 +190,17 @@ async fn check_in(
         loop {
             // Take the applied index before looking, so a run queued meanwhile wakes us.
             let seen = app.cluster.applied_index();
-            assigned = app
-                .checkin
-                .send(AssignWork {
-                    worker: worker.clone(),
-                    slots: available,
-                })
-                .await
-                .map_err(|e| ApiError::Internal(format!("check-in actor: {e}")))??;
+            assigned = if checkin::cluster_assigns_next() {
+                checkin::assign_next(&app.cluster, &worker, available).await?
+            } else {
+                app.checkin
+                    .send(AssignWork {
+                        worker: worker.clone(),
+                        slots: available,
+                    })
+                    .await
+                    .map_err(|e| ApiError::Internal(format!("check-in actor: {e}")))??
+            };
             let remaining = deadline.saturating_duration_since(Instant::now());
             if !assigned.is_empty() || remaining.is_zero() {
                 break;

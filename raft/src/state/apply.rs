@@ -1,6 +1,7 @@
 //! Applying one command to the state. Deterministic: it depends only on the state, the command and the
 //! log index (used for fencing tokens and queue order), never on the clock or the node.
 use super::keys;
+use super::queue;
 use super::txn::Txn;
 use super::{validate_name, State, StateResult};
 use crate::command::{Command, CommandResult, NewBuild, RunUpdate, StateError};
@@ -153,6 +154,9 @@ fn apply_command(txn: &mut Txn, log_index: u64, cmd: &Command) -> StateResult<Ou
         }
         Command::AssignRuns { worker, runs, now } => {
             assign_runs(txn, log_index, worker, runs, *now)
+        }
+        Command::AssignNext { worker, slots, now } => {
+            assign_next(txn, log_index, worker, *slots, *now)
         }
         Command::UpdateRun(update) => update_run(txn, update),
         Command::CancelRun { run, now } => cancel_run(txn, run, *now),
@@ -347,7 +351,7 @@ pub(super) fn put_run(txn: &mut Txn, old: Option<RunStatus>, run: &Run) -> State
 /// run record itself goes with its prefix).
 pub(super) fn forget_run_indexes(txn: &mut Txn, run: &Run) -> StateResult<()> {
     bump_count(txn, run.status, -1)?;
-    txn.remove(keys::queue_entry(run.queue_priority, run.queue_seq));
+    queue::dequeue(txn, run);
     if let Some(worker) = &run.worker {
         txn.remove(keys::worker_run(worker, &run.run_ref()));
     }
@@ -437,10 +441,7 @@ pub(super) fn create_build(txn: &mut Txn, log_index: u64, nb: &NewBuild) -> Stat
             failure_reason: None,
             metadata: None,
         };
-        txn.put(
-            keys::queue_entry(run.queue_priority, queue_seq),
-            &run.run_ref(),
-        )?;
+        queue::enqueue(txn, &run)?;
         put_run(txn, None, &run)?;
     }
     let build = Build {
@@ -461,6 +462,22 @@ pub(super) fn create_build(txn: &mut Txn, log_index: u64, nb: &NewBuild) -> Stat
     };
     txn.put(keys::build(&nb.project, number), &build)?;
     Ok(Ok(CommandResult::BuildCreated { number }))
+}
+
+/// The state machine chooses the runs (`queue::pick` over this entry's view), then assigns them exactly as
+/// `AssignRuns` does.
+fn assign_next(
+    txn: &mut Txn,
+    log_index: u64,
+    worker_name: &str,
+    slots: u32,
+    now: u64,
+) -> StateResult<Outcome> {
+    let Some(worker) = txn.get::<Worker>(&keys::worker(worker_name))? else {
+        return Ok(Err(StateError::NotFound(format!("worker {worker_name}"))));
+    };
+    let runs = queue::pick(txn, &worker, slots as usize)?;
+    assign_runs(txn, log_index, worker_name, &runs, now)
 }
 
 fn assign_runs(
@@ -486,7 +503,7 @@ fn assign_runs(
         if run.status != RunStatus::Queued {
             continue; // another check-in got it first: exactly-once assignment
         }
-        txn.remove(keys::queue_entry(run.queue_priority, run.queue_seq));
+        queue::dequeue(txn, &run);
         run.status = RunStatus::Running;
         run.worker = Some(worker_name.to_string());
         run.fence = log_index;
@@ -604,7 +621,7 @@ fn cancel_run(txn: &mut Txn, run_ref: &RunRef, now: u64) -> StateResult<Outcome>
     let old = run.status;
     match run.status {
         RunStatus::Queued => {
-            txn.remove(keys::queue_entry(run.queue_priority, run.queue_seq));
+            queue::dequeue(txn, &run);
             run.status = RunStatus::Failed;
             run.failure_reason = Some("cancelled while queued".into());
             run.cancelled = true;
@@ -649,10 +666,7 @@ fn rerun_run(txn: &mut Txn, log_index: u64, run_ref: &RunRef, now: u64) -> State
     run.failure_reason = None;
     run.metadata = None;
     run.queue_seq = log_index << 16;
-    txn.put(
-        keys::queue_entry(run.queue_priority, run.queue_seq),
-        run_ref,
-    )?;
+    queue::enqueue(txn, &run)?;
     put_run(txn, Some(old), &run)?;
     let build_key = keys::build(&run.project, run.build);
     if let Some(mut build) = txn.get::<Build>(&build_key)? {
@@ -702,10 +716,7 @@ fn release_worker_runs(
             run.status = RunStatus::Queued;
             run.started = None;
             run.queue_seq = log_index << 16;
-            txn.put(
-                keys::queue_entry(run.queue_priority, run.queue_seq),
-                &run_ref,
-            )?;
+            queue::enqueue(txn, &run)?;
         } else {
             run.status = RunStatus::Failed;
             run.failure_reason = Some(reason.to_string());

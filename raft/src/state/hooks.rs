@@ -106,7 +106,7 @@ pub(super) fn fire_chain(
             failure_reason: None,
             metadata: None,
         };
-        txn.put(keys::queue_entry(run.queue_priority, queue_seq), &run_ref)?;
+        super::queue::enqueue(txn, &run)?;
         put_run(txn, None, &run)?;
         build.run_names.push(def.run.clone());
         if let Some(chain) = run_chains.get(&def.run) {

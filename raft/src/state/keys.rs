@@ -66,6 +66,19 @@ pub fn queue_entry(priority: i32, seq: u64) -> Vec<u8> {
 }
 pub const QUEUE: &[u8] = b"q/";
 
+/// The per-host-tag queues (`state::queue`): the run's `host-tag` pattern, a 0 byte, then the same order
+/// as `queue_entry`. Derived from `q/` and rebuilt on open, so it needs no format of its own.
+pub fn tag_queue_entry(host_tag: &str, priority: i32, seq: u64) -> Vec<u8> {
+    let inverted = (i32::MAX as i64 - priority as i64) as u64;
+    let mut key = Vec::with_capacity(TAG_QUEUES.len() + host_tag.len() + 32);
+    key.extend_from_slice(TAG_QUEUES);
+    key.extend_from_slice(host_tag.as_bytes());
+    key.push(0);
+    key.extend_from_slice(format!("{inverted:010}/{seq:020}").as_bytes());
+    key
+}
+pub const TAG_QUEUES: &[u8] = b"Q/";
+
 pub fn worker(name: &str) -> Vec<u8> {
     format!("w/{name}").into_bytes()
 }

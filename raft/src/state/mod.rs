@@ -5,6 +5,7 @@ mod apply;
 mod artifacts;
 mod hooks;
 pub mod keys;
+mod queue;
 mod read;
 #[cfg(test)]
 pub(crate) mod test_machine;
@@ -12,6 +13,7 @@ mod txn;
 
 pub use apply::validate_artifact_path;
 pub use artifacts::validate_sha256;
+pub use queue::{host_tag_matches, pick, QueueSource, SURGE_QUEUE_LENGTH};
 pub use read::{BuildPage, ConsoleSlice};
 
 use crate::codec::CodecError;

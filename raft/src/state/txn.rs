@@ -65,6 +65,39 @@ impl<'a> Txn<'a> {
         Ok(merged.into_iter().collect())
     }
 
+    /// The first entry with a key `>= from` under `prefix`, this entry's own writes included; reads
+    /// only as far as it needs (queue heads, not whole queues).
+    pub fn first_at_or_after(
+        &self,
+        from: &[u8],
+        prefix: &[u8],
+    ) -> StateResult<Option<(Vec<u8>, Vec<u8>)>> {
+        let pending = self
+            .writes
+            .range(from.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix));
+        // The tree's first key not removed by this entry.
+        let mut stored = None;
+        for item in self.tree.range(from.to_vec()..) {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if !matches!(self.writes.get(k.as_ref()), Some(None)) {
+                stored = Some((k.to_vec(), v.to_vec()));
+                break;
+            }
+        }
+        // The first of this entry's own inserts.
+        let written = pending
+            .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
+            .next();
+        Ok(match (stored, written) {
+            (Some(s), Some(w)) => Some(if w.0 <= s.0 { w } else { s }),
+            (s, w) => s.or(w),
+        })
+    }
+
     /// Removes every key under `prefix`.
     pub fn remove_prefix(&mut self, prefix: &[u8]) -> StateResult<()> {
         for (k, _) in self.scan_prefix(prefix)? {
