@@ -114,7 +114,7 @@ impl Plan {
             scale_seconds: if quick { 6 } else { 15 },
             checkin_pause: Duration::from_secs(1),
             dispatch_runs: if quick { 500 } else { 2000 },
-            dispatch_deep_runs: if quick { 5000 } else { 20_000 },
+            dispatch_deep_runs: if quick { 2000 } else { 20_000 },
             dispatch_workers: 30,
             log_runs: 50,
             log_seconds: if quick { 4 } else { 10 },
