@@ -410,22 +410,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             before_assign_next,
         } => {
             let (dir, _guard) = work_dir(None)?;
-            let opts = cluster_test::local_cluster::ClusterOptions {
-                workers: 0,
-                executor: "host".into(),
-                node_env: if before_assign_next {
-                    vec![("JOBSERV_MAX_FORMAT".into(), "2".into())]
-                } else {
-                    Vec::new()
-                },
-                ..Default::default()
+            let node_env = if before_assign_next {
+                vec![("JOBSERV_MAX_FORMAT".into(), "2".into())]
+            } else {
+                Vec::new()
             };
-            let cluster = cluster_test::local_cluster::LocalCluster::up(
-                &dir.join("cluster"),
-                &bin_dir,
-                &opts,
-            )
-            .await?;
+            let cluster = workerless_cluster(&dir, &bin_dir, node_env).await?;
             let fleet = cluster_test::bench::sim::Fleet::new(&cluster, 4)?;
             let mut plan = cluster_test::bench::Plan::new(false);
             plan.dispatch_workers = workers;
@@ -444,17 +434,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::BenchArtifacts { mib, dir } => {
             let (dir, _guard) = work_dir(dir)?;
-            let opts = cluster_test::local_cluster::ClusterOptions {
-                workers: 0,
-                executor: "host".into(),
-                ..Default::default()
-            };
-            let cluster = cluster_test::local_cluster::LocalCluster::up(
-                &dir.join("cluster"),
-                &bin_dir,
-                &opts,
-            )
-            .await?;
+            let cluster = workerless_cluster(&dir, &bin_dir, Vec::new()).await?;
             let mut plan = cluster_test::bench::Plan::new(false);
             plan.artifact_mib = mib;
             for f in cluster_test::bench::artifacts::run(&cluster, &plan).await? {
@@ -625,4 +605,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A 3-node cluster in `dir/cluster` with no real worker (the benches that simulate their own).
+async fn workerless_cluster(
+    dir: &std::path::Path,
+    bin_dir: &std::path::Path,
+    node_env: Vec<(String, String)>,
+) -> anyhow::Result<cluster_test::local_cluster::LocalCluster> {
+    let opts = cluster_test::local_cluster::ClusterOptions {
+        workers: 0,
+        executor: "host".into(),
+        node_env,
+        ..Default::default()
+    };
+    cluster_test::local_cluster::LocalCluster::up(&dir.join("cluster"), bin_dir, &opts).await
 }
