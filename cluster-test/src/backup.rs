@@ -139,12 +139,7 @@ pub async fn run(
     builds: usize,
     compare: bool,
 ) -> anyhow::Result<BackupReport> {
-    let source_opts = ClusterOptions {
-        nodes: 3,
-        workers: 0,
-        executor: "host".into(),
-        ..Default::default()
-    };
+    let source_opts = ClusterOptions::workerless();
     let source = LocalCluster::up(&dir.join("source"), bin_dir, &source_opts).await?;
     let (s, b) = source
         .api(Method::POST, "/projects/", Some(json!({"name": PROJECT})))
@@ -206,11 +201,8 @@ pub async fn run(
     // A fresh cluster: node 1 restored from the file before any node starts.
     let restore_start = Instant::now();
     let target_opts = ClusterOptions {
-        nodes: 3,
-        workers: 0,
-        executor: "host".into(),
         restore_from: Some(file.clone()),
-        ..Default::default()
+        ..ClusterOptions::workerless()
     };
     let restored = LocalCluster::up(&dir.join("restored"), bin_dir, &target_opts).await?;
     let up_secs = restore_start.elapsed().as_secs_f64();

@@ -14,11 +14,7 @@ use std::path::Path;
 use std::time::Instant;
 
 pub async fn run(dir: &Path, bin_dir: &Path, mib: u64) -> anyhow::Result<String> {
-    let opts = ClusterOptions {
-        workers: 0,
-        executor: "host".into(),
-        ..Default::default()
-    };
+    let opts = ClusterOptions::workerless();
     let cluster = LocalCluster::up(&dir.join("cluster"), bin_dir, &opts).await?;
     let node = &cluster.nodes[0];
     let runs = hold_runs(

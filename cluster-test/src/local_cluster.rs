@@ -37,6 +37,18 @@ pub struct ClusterOptions {
     pub restore_from: Option<PathBuf>,
 }
 
+impl ClusterOptions {
+    /// Three nodes and no real worker: for tests and benches that drive runs themselves (simulated
+    /// workers) or need none.
+    pub fn workerless() -> Self {
+        ClusterOptions {
+            workers: 0,
+            executor: "host".into(),
+            ..Default::default()
+        }
+    }
+}
+
 impl Default for ClusterOptions {
     fn default() -> Self {
         ClusterOptions {

@@ -614,10 +614,8 @@ async fn workerless_cluster(
     node_env: Vec<(String, String)>,
 ) -> anyhow::Result<cluster_test::local_cluster::LocalCluster> {
     let opts = cluster_test::local_cluster::ClusterOptions {
-        workers: 0,
-        executor: "host".into(),
         node_env,
-        ..Default::default()
+        ..cluster_test::local_cluster::ClusterOptions::workerless()
     };
     cluster_test::local_cluster::LocalCluster::up(&dir.join("cluster"), bin_dir, &opts).await
 }

@@ -34,9 +34,6 @@ fn disk(cluster: &LocalCluster) -> (f64, f64) {
 
 pub async fn run(dir: &Path, bin_dir: &Path, builds: usize) -> anyhow::Result<String> {
     let opts = ClusterOptions {
-        nodes: 3,
-        workers: 0,
-        executor: "host".into(),
         node_env: vec![
             ("JOBSERV_RETENTION_INTERVAL_SECS".into(), "2".into()),
             (
@@ -44,7 +41,7 @@ pub async fn run(dir: &Path, bin_dir: &Path, builds: usize) -> anyhow::Result<St
                 "{gc_grace_secs = 5, repair_interval_secs = 2}".into(),
             ),
         ],
-        ..Default::default()
+        ..ClusterOptions::workerless()
     };
     let cluster = LocalCluster::up(&dir.join("cluster"), bin_dir, &opts).await?;
     let (s, b) = cluster

@@ -14,12 +14,7 @@ async fn a_new_clusters_leader_killed_at_once_is_replaced() {
     let bins = bin_dir(None).expect("binaries");
     for round in 0..3 {
         let dir = tempfile::tempdir().expect("tempdir");
-        let opts = ClusterOptions {
-            nodes: 3,
-            workers: 0,
-            executor: "host".into(),
-            ..Default::default()
-        };
+        let opts = ClusterOptions::workerless();
         let mut cluster = LocalCluster::up(dir.path(), &bins, &opts)
             .await
             .expect("cluster");

@@ -46,12 +46,7 @@ async fn campaigned(cluster: &LocalCluster, id: u64) -> u64 {
 async fn sigterm_on_the_leader_hands_leadership_over_in_one_term() {
     let dir = tempfile::tempdir().expect("tempdir");
     let bins = bin_dir(None).expect("binaries");
-    let opts = ClusterOptions {
-        nodes: 3,
-        workers: 0,
-        executor: "host".into(),
-        ..Default::default()
-    };
+    let opts = ClusterOptions::workerless();
     let mut cluster = LocalCluster::up(dir.path(), &bins, &opts)
         .await
         .expect("cluster");
