@@ -43,11 +43,10 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// Artifact upload/download throughput alone (the bench's artifact phase) for an artifact of MIB.
     /// Dispatch from a deep queue alone (the bench's dispatch phase): runs handed out per second, for each
     /// `--queued` depth, on a 3-node cluster with simulated workers.
     BenchDispatch {
-        #[arg(long, default_values_t = vec![2000, 20000])]
+        #[arg(long, num_args = 1.., default_values_t = vec![2000, 20000])]
         queued: Vec<usize>,
         #[arg(long, default_value_t = 30)]
         workers: usize,
@@ -56,6 +55,7 @@ enum Cmd {
         #[arg(long)]
         before_assign_next: bool,
     },
+    /// Artifact upload/download throughput alone (the bench's artifact phase) for an artifact of MIB.
     BenchArtifacts {
         #[arg(long, default_value_t = 1024)]
         mib: u64,

@@ -64,6 +64,31 @@ pub struct Build {
     pub promoted: Option<Promotion>,
 }
 
+/// Counts over a build's runs (`keys::build_tally`), enough to derive the build's status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildTally {
+    pub runs: u32,
+    /// Runs no longer queued.
+    pub started: u32,
+    pub complete: u32,
+    pub failed: u32,
+}
+
+impl BuildTally {
+    /// Counts `status` in (`sign` 1) or out (-1).
+    pub fn count(&mut self, status: RunStatus, sign: i32) {
+        let bump = |n: &mut u32, yes: bool| {
+            if yes {
+                *n = n.saturating_add_signed(sign);
+            }
+        };
+        bump(&mut self.runs, true);
+        bump(&mut self.started, status != RunStatus::Queued);
+        bump(&mut self.complete, status.is_complete());
+        bump(&mut self.failed, status == RunStatus::Failed);
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Promotion {
     pub name: String,

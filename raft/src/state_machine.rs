@@ -98,9 +98,9 @@ impl SledStateMachine {
             sm.applied.send_replace(last_applied.index);
             sm.link.sm_applied(last_applied.index);
         }
-        // Derived index: recomputed rather than trusted (a release before it, or a crash, left it stale).
-        if let Err(e) = sm.state.rebuild_tag_queues() {
-            tracing::error!(error = %e, "rebuilding the host-tag queues");
+        // Derived indexes: recomputed rather than trusted (a release before them, or a crash, left them stale).
+        if let Err(e) = sm.state.rebuild_derived() {
+            tracing::error!(error = %e, "rebuilding the derived indexes");
         }
         Ok(sm)
     }
@@ -167,9 +167,9 @@ impl SledStateMachine {
         }
         tree.apply_batch(batch)
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        // The snapshot's host-tag queues may come from a release that did not keep them.
+        // The snapshot's derived indexes may come from a release that did not keep them.
         self.state
-            .rebuild_tag_queues()
+            .rebuild_derived()
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         Ok(())
     }

@@ -15,17 +15,19 @@ pub async fn run(
     cluster: &LocalCluster,
     fleet: &Fleet,
     plan: &Plan,
+    clients: usize,
+    [writes_key, p99_key]: [&'static str; 2],
 ) -> anyhow::Result<Vec<Figure>> {
-    let clients = plan.commit_clients;
-    ensure_project(cluster, "bench-commit").await?;
-    let (s, b) = cluster.api(Method::POST, "/projects/bench-commit/builds/", Some(json!({"trigger-name": "t", "project-definition": definition("bench-commit", clients, "true")}))).await?;
+    let project = format!("bench-commit-{clients}");
+    ensure_project(cluster, &project).await?;
+    let (s, b) = cluster.api(Method::POST, &format!("/projects/{project}/builds/"), Some(json!({"trigger-name": "t", "project-definition": definition(&project, clients, "true")}))).await?;
     ensure!(s == 201, "create build: {s} {b}");
-    let worker = SimWorker::new("commit-sim", 0, fleet.urls.len());
+    let worker = SimWorker::new(&format!("commit-sim-{clients}"), 0, fleet.urls.len());
     fleet
         .register(
             std::slice::from_ref(&worker),
             clients as u32,
-            &["bench-commit"],
+            &[project.as_str()],
             1,
         )
         .await?;
@@ -88,12 +90,12 @@ pub async fn run(
     let workload = format!("{clients} concurrent clients, 100-byte console appends (1 Raft entry each, fsync'd on 2 of 3) round-robin over the 3 nodes, {} s", plan.commit_seconds);
     Ok(vec![
         Figure {
-            key: "commit_writes_per_s",
+            key: writes_key,
             value: per_s,
             workload: workload.clone(),
         },
         Figure {
-            key: "commit_p99_ms",
+            key: p99_key,
             value: p99,
             workload: format!("same writes; p50 {p50:.1} ms; {retries} retried after an error, {elections} leader elections"),
         },

@@ -265,7 +265,8 @@ async fn update(
     };
     // A big body is committed as several entries of at most `CONSOLE_ENTRY` bytes, in order; only the last
     // carries the status. openraft bounds an AppendEntries batch by entry count (32) and gives it one
-    // heartbeat interval: 32 entries of 1 MiB never reached a follower in time, and it fell behind for good.
+    // heartbeat interval: 32 entries of 1 MiB never reached a follower in time, and it fell behind for good
+    // (batches are now bounded by bytes too: `log_store::MAX_APPEND_BYTES`).
     // A failure part-way is safe: the client retries from its offset and stored bytes are skipped.
     let pieces: Vec<&[u8]> = if body.is_empty() {
         vec![&body[..]]

@@ -235,9 +235,9 @@ async fn check_in(
     }
     let active_runs = app
         .state()
-        .worker_runs(&name)?
+        .worker_run_refs(&name)?
         .iter()
-        .map(|r| r.run_ref().to_string())
+        .map(|r| r.to_string())
         .collect();
     let reply = CheckInReply {
         name: name.clone(),

@@ -343,6 +343,13 @@ pub(super) fn put_run(txn: &mut Txn, old: Option<RunStatus>, run: &Run) -> State
             bump_count(txn, old, -1)?;
         }
         bump_count(txn, run.status, 1)?;
+        let key = keys::build_tally(&run.project, run.build);
+        let mut tally = super::tally::build_tally(txn, &run.project, run.build)?;
+        if let Some(old) = old {
+            tally.count(old, -1);
+        }
+        tally.count(run.status, 1);
+        txn.put(key, &tally)?;
     }
     txn.put(keys::run(&run.run_ref()), run)
 }
@@ -375,6 +382,7 @@ fn delete_project(txn: &mut Txn, name: &str) -> StateResult<Outcome> {
     for prefix in [
         keys::runs_of_project(name),
         keys::builds_of(name),
+        keys::build_tallies_of(name),
         keys::triggers_of(name),
         keys::consoles_of_project(name),
         keys::tests_of_project(name),
@@ -743,15 +751,10 @@ pub(super) fn refresh_build_status(
     if build.status == RunStatus::Promoted {
         return Ok(());
     }
-    let mut all_complete = true;
-    let mut any_failed = false;
-    let mut any_started = false;
-    for (_, bytes) in txn.scan_prefix(&keys::runs_of_build(project, number))? {
-        let run: Run = crate::codec::decode(&bytes)?;
-        all_complete &= run.status.is_complete();
-        any_failed |= run.status == RunStatus::Failed;
-        any_started |= run.status != RunStatus::Queued;
-    }
+    let tally = super::tally::build_tally(txn, project, number)?;
+    let mut all_complete = tally.complete == tally.runs;
+    let any_failed = tally.failed > 0;
+    let mut any_started = tally.started > 0;
     // A passed run (or build) whose chain has not started yet keeps the build RUNNING (see `crate::hooks`).
     if all_complete && super::hooks::chain_pending(txn, project, number)? {
         all_complete = false;

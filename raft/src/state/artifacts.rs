@@ -163,6 +163,7 @@ pub(super) fn delete_builds(txn: &mut Txn, project: &str, numbers: &[u64]) -> St
             txn.remove_prefix(&keys::of_build(tag, project, number))?;
         }
         txn.remove(keys::build_hooks(project, number));
+        txn.remove(keys::build_tally(project, number));
         txn.remove(keys::build(project, number));
         deleted.push(number);
     }

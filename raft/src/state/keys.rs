@@ -101,6 +101,17 @@ pub fn run_status_count(status: jobserv_protocol::RunStatus) -> Vec<u8> {
     format!("c/runs/{}", status.as_str()).into_bytes()
 }
 
+/// A build's `model::BuildTally` (how many of its runs started, completed, failed), kept by every run write so
+/// that a run's change of status never rereads the build's other runs. Derived: rebuilt on open and after a
+/// snapshot install, so it needs no format of its own.
+pub fn build_tally(project: &str, number: u64) -> Vec<u8> {
+    format!("T/{project}/{number:020}").into_bytes()
+}
+pub fn build_tallies_of(project: &str) -> Vec<u8> {
+    format!("T/{project}/").into_bytes()
+}
+pub const BUILD_TALLIES: &[u8] = b"T/";
+
 /// The next byte after a prefix, for `range(prefix..prefix_end)` reverse scans.
 pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();

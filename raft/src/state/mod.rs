@@ -7,6 +7,7 @@ mod hooks;
 pub mod keys;
 mod queue;
 mod read;
+mod tally;
 #[cfg(test)]
 pub(crate) mod test_machine;
 mod txn;

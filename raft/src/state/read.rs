@@ -209,10 +209,22 @@ impl State {
 
     /// Runs a worker holds (not yet completed), with their fencing tokens.
     pub fn worker_runs(&self, worker: &str) -> StateResult<Vec<Run>> {
+        let mut out = Vec::new();
+        for r in self.worker_run_refs(worker)? {
+            if let Some(run) = self.run(&r)? {
+                out.push(run);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The runs `worker` holds, read from the keys of its index alone (a check-in's reply lists them on
+    /// every check-in: decoding each run record made that cost grow with what the worker held).
+    pub fn worker_run_refs(&self, worker: &str) -> StateResult<Vec<RunRef>> {
         let prefix = keys::worker_runs_of(worker);
         let mut out = Vec::new();
-        for item in self.tree.scan_prefix(&prefix) {
-            let (k, _) = item?;
+        for k in self.tree.scan_prefix(&prefix).keys() {
+            let k = k?;
             let rest = String::from_utf8_lossy(&k[prefix.len()..]).to_string();
             let mut parts = rest.splitn(3, '/');
             let (Some(project), Some(build), Some(name)) =
@@ -223,13 +235,11 @@ impl State {
             let Ok(build) = build.parse::<u64>() else {
                 continue;
             };
-            if let Some(run) = self.run(&RunRef {
+            out.push(RunRef {
                 project: project.into(),
                 build,
                 run: name.into(),
-            })? {
-                out.push(run);
-            }
+            });
         }
         Ok(out)
     }
