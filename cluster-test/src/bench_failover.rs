@@ -49,6 +49,9 @@ pub async fn run(
         let node = cluster.node(leader)?;
         node.spawn()?;
         node.wait_ready(Duration::from_secs(60)).await?;
+        // As the bench does: the next kill finds both followers holding the whole log.
+        let url = cluster.node(leader)?.url().to_string();
+        crate::bench::failover::wait_caught_up(&cluster, &url).await?;
     }
 
     // The same with SIGTERM: the stopping leader hands over (node/src/handover.rs).

@@ -55,6 +55,16 @@ enum Cmd {
         #[arg(long)]
         before_assign_next: bool,
     },
+    /// Durable writes alone (the bench's commit phase): console appends per second and p99, for each
+    /// `--clients` count, on a 3-node cluster.
+    BenchCommit {
+        #[arg(long, num_args = 1.., default_values_t = vec![32, 256])]
+        clients: Vec<usize>,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Artifact upload/download throughput alone (the bench's artifact phase) for an artifact of MIB.
     BenchArtifacts {
         #[arg(long, default_value_t = 1024)]
@@ -117,6 +127,9 @@ enum Cmd {
         resumes: usize,
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Keep the cluster's data dirs and node logs here (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Start node N of the cluster in DIR again on the same data dir and port; rewrite its pid.
     RestartNode {
@@ -432,6 +445,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{} = {:.1}  ({})", f.key, f.value, f.workload);
             }
         }
+        Cmd::BenchCommit {
+            clients,
+            seconds,
+            dir,
+        } => {
+            let (dir, _guard) = work_dir(dir)?;
+            let cluster = workerless_cluster(&dir, &bin_dir, Vec::new()).await?;
+            let fleet = cluster_test::bench::sim::Fleet::new(&cluster, 4)?;
+            let mut plan = cluster_test::bench::Plan::new(false);
+            plan.commit_seconds = seconds;
+            for n in clients {
+                let keys = ["commit_writes_per_s", "commit_p99_ms"];
+                for f in cluster_test::bench::commit::run(&cluster, &fleet, &plan, n, keys).await? {
+                    println!("{} = {:.1}  ({n} clients; {})", f.key, f.value, f.workload);
+                }
+            }
+        }
         Cmd::BenchArtifacts { mib, dir } => {
             let (dir, _guard) = work_dir(dir)?;
             let cluster = workerless_cluster(&dir, &bin_dir, Vec::new()).await?;
@@ -488,8 +518,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             graceful,
             resumes,
             json,
+            dir,
         } => {
-            let (dir, _guard) = work_dir(None)?;
+            let (dir, _guard) = work_dir(dir)?;
             let report =
                 cluster_test::bench_failover::run(&dir, &bin_dir, kills, graceful, resumes).await?;
             report.print();

@@ -88,7 +88,16 @@ impl HttpRaftClient {
             .body(body)
             .send()
             .await
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+            .map_err(|e| {
+                // A slow answer is not a dead node: openraft backs off from an `Unreachable` peer (see
+                // `backoff`), and a pause in replication longer than the followers' election timeout
+                // made a loaded but healthy cluster elect a new leader. A timeout is retried at once.
+                if e.is_timeout() {
+                    RPCError::Network(NetworkError::new(&e))
+                } else {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                }
+            })?;
         let status = reply.status();
         let bytes = reply
             .bytes()
@@ -132,5 +141,18 @@ impl RaftNetwork<TypeConfig> for HttpRaftClient {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         self.call(RpcPath::Vote, &rpc, &option).await
+    }
+
+    /// How long replication to an unreachable peer (connection refused or reset, an error status) pauses
+    /// between attempts: openraft's default is 500 ms flat, as long as the whole election timeout, so a
+    /// peer that was only restarting missed heartbeats long enough to campaign. Short at first (a restart
+    /// is over in a moment), then 500 ms for a peer that stays down.
+    fn backoff(&self) -> openraft::network::Backoff {
+        let steps = [50, 100, 200].map(std::time::Duration::from_millis);
+        openraft::network::Backoff::new(
+            steps
+                .into_iter()
+                .chain(std::iter::repeat(std::time::Duration::from_millis(500))),
+        )
     }
 }

@@ -71,6 +71,17 @@ fn sm_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError 
     )
 }
 
+/// Runs the synchronous, whole-state part of a snapshot build or install on a blocking thread. The node runs
+/// openraft on actix's single-threaded runtime: seconds of copying there stalled RaftCore itself, so a
+/// follower stopped answering heartbeats, campaigned with a higher term and deposed a healthy leader.
+async fn off_the_raft_thread<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| snap_err(ErrorVerb::Write, std::io::Error::other(e.to_string())))?
+}
+
 fn snap_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
     StorageError::from_io_error(
         ErrorSubject::Snapshot(None),
@@ -251,8 +262,9 @@ impl SledStateMachine {
     }
 
     /// Durably replaces the current snapshot file and flushes the state it was taken from.
-    async fn save_current_snapshot(&self, stored: &StoredSnapshot) -> Result<(), StorageError> {
-        self.write_snapshot_file(stored)?;
+    async fn save_current_snapshot(&self, stored: StoredSnapshot) -> Result<(), StorageError> {
+        let this = self.clone();
+        off_the_raft_thread(move || this.write_snapshot_file(&stored)).await?;
         // The state tree the snapshot was taken from must be durable too.
         self.db
             .flush_async()
@@ -325,19 +337,24 @@ impl SledStateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        // Decoded before anything is written: a file that does not decode is never made current.
-        let payload: SnapshotPayload =
-            codec::decode(&data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        self.write_snapshot_file(&StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        })?;
-        // From here a crash is repaired on open by installing the file again, so the log may take the
-        // leader's entries after the snapshot point (`SledLogStore::append` waits for this).
-        if let Some(last) = meta.last_log_id {
-            self.link.sm_snapshot_durable(last.index);
-        }
-        self.replace_state(payload.pairs, meta)?;
+        let (this, meta_copy) = (self.clone(), meta.clone());
+        off_the_raft_thread(move || {
+            let meta = meta_copy;
+            // Decoded before anything is written: a file that does not decode is never made current.
+            let payload: SnapshotPayload =
+                codec::decode(&data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+            this.write_snapshot_file(&StoredSnapshot {
+                meta: meta.clone(),
+                data,
+            })?;
+            // From here a crash is repaired on open by installing the file again, so the log may take the
+            // leader's entries after the snapshot point (`SledLogStore::append` waits for this).
+            if let Some(last) = meta.last_log_id {
+                this.link.sm_snapshot_durable(last.index);
+            }
+            this.replace_state(payload.pairs, &meta)
+        })
+        .await?;
         self.db
             .flush_async()
             .await
@@ -408,13 +425,17 @@ impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
                 );
             }
         }
-        let mut pairs = Vec::new();
-        for item in self.state.tree().iter() {
-            let (k, v) = item.map_err(|e| snap_err(ErrorVerb::Read, e))?;
-            pairs.push((k.to_vec(), v.to_vec()));
-        }
-        let data =
-            codec::encode(&SnapshotPayload { pairs }).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        // The read guard keeps `apply` out while the blocking thread copies: still one consistent cut.
+        let tree = self.state.tree().clone();
+        let data = off_the_raft_thread(move || {
+            let mut pairs = Vec::new();
+            for item in tree.iter() {
+                let (k, v) = item.map_err(|e| snap_err(ErrorVerb::Read, e))?;
+                pairs.push((k.to_vec(), v.to_vec()));
+            }
+            codec::encode(&SnapshotPayload { pairs }).map_err(|e| snap_err(ErrorVerb::Write, e))
+        })
+        .await?;
         let snapshot_id = match last_applied {
             Some(id) => format!("{}-{}-{}", id.leader_id, id.index, crate::state::now_ms()),
             None => format!("empty-{}", crate::state::now_ms()),
@@ -428,7 +449,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
             meta: meta.clone(),
             data: data.clone(),
         };
-        self.save_current_snapshot(&stored).await?;
+        self.save_current_snapshot(stored).await?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -451,7 +472,12 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         let _write = self.apply_lock.write().await;
         let mut results = Vec::new();
         let mut last = None;
-        for entry in entries {
+        for (n, entry) in entries.into_iter().enumerate() {
+            // RaftCore shares this single-threaded runtime: let it answer heartbeats and votes between
+            // slices of a long apply (thousands of entries after a catch-up or a big AppendEntries).
+            if n % 64 == 63 {
+                tokio::task::yield_now().await;
+            }
             let log_id = entry.log_id;
             let result = match &entry.payload {
                 EntryPayload::Blank => {
