@@ -65,6 +65,15 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Log ingest and live-tail lag alone (the bench's log phase): 50 runs streaming CHUNK_KIB chunks.
+    BenchLogs {
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 64)]
+        chunk_kib: usize,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Artifact upload/download throughput alone (the bench's artifact phase) for an artifact of MIB.
     BenchArtifacts {
         #[arg(long, default_value_t = 1024)]
@@ -460,6 +469,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 for f in cluster_test::bench::commit::run(&cluster, &fleet, &plan, n, keys).await? {
                     println!("{} = {:.1}  ({n} clients; {})", f.key, f.value, f.workload);
                 }
+            }
+        }
+        Cmd::BenchLogs {
+            seconds,
+            chunk_kib,
+            dir,
+        } => {
+            let (dir, _guard) = work_dir(dir)?;
+            let cluster = workerless_cluster(&dir, &bin_dir, Vec::new()).await?;
+            let fleet = cluster_test::bench::sim::Fleet::new(&cluster, 4)?;
+            let mut plan = cluster_test::bench::Plan::new(false);
+            plan.log_seconds = seconds;
+            plan.log_chunk = chunk_kib * 1024;
+            for f in cluster_test::bench::logs::run(&cluster, &fleet, &plan).await? {
+                println!("{} = {:.1}  ({})", f.key, f.value, f.workload);
             }
         }
         Cmd::BenchArtifacts { mib, dir } => {

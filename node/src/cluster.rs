@@ -81,7 +81,8 @@ impl Cluster {
     }
 
     async fn propose_anywhere(&self, cmd: Command) -> Result<CommandResult, ApiError> {
-        let deadline = Instant::now() + COMMIT_TIMEOUT;
+        let started = Instant::now();
+        let deadline = started + COMMIT_TIMEOUT;
         let mut last_error = String::from("no leader known");
         for _ in 0..FORWARD_ATTEMPTS * 4 {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -101,6 +102,12 @@ impl Cluster {
                     leader_url: Some(url),
                 } => match self.forward(&url, &cmd, remaining).await {
                     Ok(ProposeReply::Committed(result, index)) => {
+                        tracing::debug!(
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            index,
+                            %url,
+                            "forwarded write committed; waiting for this node's apply"
+                        );
                         return Ok(self.applied_here(result, index).await)
                     }
                     Ok(ProposeReply::NotLeader { .. }) => {
@@ -110,6 +117,11 @@ impl Cluster {
                     Err(e) => last_error = format!("forwarding to leader {url}: {e}"),
                 },
             }
+            tracing::debug!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                error = %last_error,
+                "write not committed yet: waiting for a leader change"
+            );
             // Retry as soon as this node learns of another leader (an election after a leader died), rather
             // than after a fixed pause: that is most of the fail-over time a client sees.
             self.wait_leader_change(

@@ -82,6 +82,53 @@ impl RunningNode {
     }
 }
 
+/// Starts openraft on a runtime and thread of its own. Its tasks (RaftCore, the state machine worker,
+/// replication, the election tick) used to share actix's single-threaded runtime with every actor and leader
+/// duty: synchronous work there (a new leader's build duties reading every open build, a snapshot copy)
+/// delayed heartbeats, votes and the first commit of a new leader by hundreds of milliseconds, and with
+/// 500 ms election timeouts that meant spurious elections. The thread ends when Raft has shut down.
+async fn start_raft(
+    id: jobserv_raft::NodeId,
+    config: Arc<openraft::Config>,
+    network: HttpRaftNetwork,
+    log_store: jobserv_raft::SledLogStore,
+    state_machine: jobserv_raft::SledStateMachine,
+) -> Result<Raft, StartError> {
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("raft-{id}"))
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = started_tx.send(Err(format!("raft runtime: {e}")));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                match Raft::new(id, config, network, log_store, state_machine).await {
+                    Ok(raft) => {
+                        let mut metrics = raft.metrics();
+                        let _ = started_tx.send(Ok(raft));
+                        // RaftCore drops the metrics sender when it stops.
+                        while metrics.changed().await.is_ok() {}
+                    }
+                    Err(e) => {
+                        let _ = started_tx.send(Err(e.to_string()));
+                    }
+                }
+            });
+        })
+        .map_err(|e| StartError::Raft(format!("raft thread: {e}")))?;
+    started
+        .await
+        .map_err(|_| StartError::Raft("the raft thread stopped while starting".into()))?
+        .map_err(StartError::Raft)
+}
+
 pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     generation();
     crate::tls::install_crypto_provider();
@@ -91,22 +138,24 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     let log_stats = log_store.stats();
     let client =
         crate::tls::client_from(&config.ca_cert, Duration::from_secs(30), config.outbound_ip)?;
-    let network = HttpRaftNetwork::new(client.clone(), config.cluster_secret.clone());
+    // Raft's own connections (its tasks run on the Raft runtime, see `start_raft`).
+    let raft_client =
+        crate::tls::client_from(&config.ca_cert, Duration::from_secs(30), config.outbound_ip)?;
+    let network = HttpRaftNetwork::new(raft_client, config.cluster_secret.clone());
     let raft_cfg = Arc::new(
         raft_config()
             .validate()
             .map_err(|e| StartError::Raft(e.to_string()))?,
     );
     let state = state_machine.state();
-    let raft = Raft::new(
+    let raft = start_raft(
         config.id,
         raft_cfg,
         network,
         log_store,
         state_machine.clone(),
     )
-    .await
-    .map_err(|e| StartError::Raft(e.to_string()))?;
+    .await?;
     let metrics = Arc::new(Metrics::new().map_err(|e| StartError::Other(e.to_string()))?);
     let seeds: Vec<String> = if config.gossip_seeds.is_empty() {
         config
