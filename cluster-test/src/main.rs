@@ -431,27 +431,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             workers,
             before_assign_next,
         } => {
-            let (dir, _guard) = work_dir(None)?;
             let node_env = if before_assign_next {
                 vec![("JOBSERV_MAX_FORMAT".into(), "2".into())]
             } else {
                 Vec::new()
             };
-            let cluster = workerless_cluster(&dir, &bin_dir, node_env).await?;
-            let fleet = cluster_test::bench::sim::Fleet::new(&cluster, 4)?;
-            let mut plan = cluster_test::bench::Plan::new(false);
-            plan.dispatch_workers = workers;
+            let mut b = PhaseBench::start(None, &bin_dir, node_env).await?;
+            b.plan.dispatch_workers = workers;
             for (i, n) in queued.into_iter().enumerate() {
-                let f = cluster_test::bench::dispatch::drain(
-                    &cluster,
-                    &fleet,
-                    &plan,
-                    "dispatch_runs_per_s",
-                    n,
-                    &format!("dispatch-{i}"),
-                )
-                .await?;
-                println!("{} = {:.1}  ({})", f.key, f.value, f.workload);
+                let key = "dispatch_runs_per_s";
+                let tag = format!("dispatch-{i}");
+                let f = cluster_test::bench::dispatch::drain(&b.cluster, &b.fleet, &b.plan, key, n, &tag)
+                    .await?;
+                print_figures(&[f], "");
             }
         }
         Cmd::BenchCommit {
@@ -459,16 +451,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             seconds,
             dir,
         } => {
-            let (dir, _guard) = work_dir(dir)?;
-            let cluster = workerless_cluster(&dir, &bin_dir, Vec::new()).await?;
-            let fleet = cluster_test::bench::sim::Fleet::new(&cluster, 4)?;
-            let mut plan = cluster_test::bench::Plan::new(false);
-            plan.commit_seconds = seconds;
+            let mut b = PhaseBench::start(dir, &bin_dir, Vec::new()).await?;
+            b.plan.commit_seconds = seconds;
             for n in clients {
                 let keys = ["commit_writes_per_s", "commit_p99_ms"];
-                for f in cluster_test::bench::commit::run(&cluster, &fleet, &plan, n, keys).await? {
-                    println!("{} = {:.1}  ({n} clients; {})", f.key, f.value, f.workload);
-                }
+                let figures = cluster_test::bench::commit::run(&b.cluster, &b.fleet, &b.plan, n, keys).await?;
+                print_figures(&figures, &format!("{n} clients; "));
             }
         }
         Cmd::BenchLogs {
@@ -476,24 +464,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             chunk_kib,
             dir,
         } => {
-            let (dir, _guard) = work_dir(dir)?;
-            let cluster = workerless_cluster(&dir, &bin_dir, Vec::new()).await?;
-            let fleet = cluster_test::bench::sim::Fleet::new(&cluster, 4)?;
-            let mut plan = cluster_test::bench::Plan::new(false);
-            plan.log_seconds = seconds;
-            plan.log_chunk = chunk_kib * 1024;
-            for f in cluster_test::bench::logs::run(&cluster, &fleet, &plan).await? {
-                println!("{} = {:.1}  ({})", f.key, f.value, f.workload);
-            }
+            let mut b = PhaseBench::start(dir, &bin_dir, Vec::new()).await?;
+            b.plan.log_seconds = seconds;
+            b.plan.log_chunk = chunk_kib * 1024;
+            print_figures(&cluster_test::bench::logs::run(&b.cluster, &b.fleet, &b.plan).await?, "");
         }
         Cmd::BenchArtifacts { mib, dir } => {
-            let (dir, _guard) = work_dir(dir)?;
-            let cluster = workerless_cluster(&dir, &bin_dir, Vec::new()).await?;
-            let mut plan = cluster_test::bench::Plan::new(false);
-            plan.artifact_mib = mib;
-            for f in cluster_test::bench::artifacts::run(&cluster, &plan).await? {
-                println!("{} = {:.1}  ({})", f.key, f.value, f.workload);
-            }
+            let mut b = PhaseBench::start(dir, &bin_dir, Vec::new()).await?;
+            b.plan.artifact_mib = mib;
+            print_figures(&cluster_test::bench::artifacts::run(&b.cluster, &b.plan).await?, "");
         }
         Cmd::BenchUi {
             runs,
@@ -663,6 +642,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// A 3-node cluster in `dir/cluster` with no real worker (the benches that simulate their own).
+/// What every single-phase bench (`bench-dispatch`, `-commit`, `-logs`, `-artifacts`) starts from: a
+/// workerless 3-node cluster, a simulated fleet on it and the full bench's plan.
+struct PhaseBench {
+    cluster: cluster_test::local_cluster::LocalCluster,
+    fleet: cluster_test::bench::sim::Fleet,
+    plan: cluster_test::bench::Plan,
+    /// Last: fields drop in order, and the nodes must be gone before their directory.
+    _dir: Option<tempfile_guard::Guard>,
+}
+
+impl PhaseBench {
+    async fn start(
+        dir: Option<PathBuf>,
+        bin_dir: &std::path::Path,
+        node_env: Vec<(String, String)>,
+    ) -> anyhow::Result<PhaseBench> {
+        let (dir, guard) = work_dir(dir)?;
+        let cluster = workerless_cluster(&dir, bin_dir, node_env).await?;
+        let fleet = cluster_test::bench::sim::Fleet::new(&cluster, 4)?;
+        Ok(PhaseBench {
+            cluster,
+            fleet,
+            plan: cluster_test::bench::Plan::new(false),
+            _dir: guard,
+        })
+    }
+}
+
+fn print_figures(figures: &[cluster_test::bench::Figure], prefix: &str) {
+    for f in figures {
+        println!("{} = {:.1}  ({prefix}{})", f.key, f.value, f.workload);
+    }
+}
+
 async fn workerless_cluster(
     dir: &std::path::Path,
     bin_dir: &std::path::Path,

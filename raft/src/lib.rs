@@ -163,12 +163,13 @@ pub fn raft_config() -> openraft::Config {
     openraft::Config {
         cluster_name: "jobserv".into(),
         // openraft starts an election only after `election_timeout_max` (its leader lease) plus a random
-        // election timeout without a heartbeat: 500-600 ms here, i.e. five heartbeats missed in a row.
+        // election timeout without a heartbeat: 400-500 ms here, i.e. four heartbeats missed in a row (openraft
+        // checks it every 1.5 heartbeat intervals).
         // Measured by `cluster-test bench` (failover) and checked against spurious elections on the loaded
         // 2-core machine by the 30-minute chaos soak (`cluster-test chaos --only soak --soak-seconds 1800`).
         heartbeat_interval: 100,
-        election_timeout_min: 200,
-        election_timeout_max: 300,
+        election_timeout_min: 150,
+        election_timeout_max: 250,
         // Compact the log every 20000 entries (a snapshot copies the whole state, so not too often); keep a
         // tail so slow followers catch up without one.
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(20_000),
@@ -177,9 +178,11 @@ pub fn raft_config() -> openraft::Config {
         // wiped node retrying forever on a loaded 2-core machine (seen by `cluster-test bench --quick`).
         install_snapshot_timeout: 10_000,
         // openraft uses the heartbeat interval as the AppendEntries timeout: the log store bounds each batch
-        // by bytes (`log_store::MAX_APPEND_BYTES`), so the entry cap only stops a batch of tiny entries from
-        // growing without end.
-        max_payload_entries: 4096,
+        // by bytes (`log_store::MAX_APPEND_BYTES`). The entry cap stays small because a new leader finds
+        // each follower's match by binary search over the whole unpurged log (about 20,000 entries), and
+        // every probe carries a full batch: with 4,096 entries / 1 MiB per probe a new leader spent 600 ms
+        // re-sending log before its first commit (the bench's fail-over, after its log flood).
+        max_payload_entries: 64,
         ..Default::default()
     }
 }

@@ -470,9 +470,11 @@ impl RaftLogReader<TypeConfig> for SledLogStore {
     }
 }
 
-/// The byte budget of one AppendEntries (see `limited_get_log_entries`): 16 console chunks of 64 KiB, which
-/// a follower on a loaded 2-core machine receives and fsyncs well inside the 100 ms heartbeat interval.
-pub const MAX_APPEND_BYTES: usize = 1 << 20;
+/// The byte budget of one AppendEntries (see `limited_get_log_entries`): 4 console chunks of 64 KiB, which a
+/// follower on a loaded 2-core machine receives and fsyncs well inside the 100 ms heartbeat interval, and
+/// small enough that a new leader's binary-search probes (each one a full batch, see `raft_config`) cost
+/// little.
+pub const MAX_APPEND_BYTES: usize = 256 << 10;
 
 impl RaftLogStorage<TypeConfig> for SledLogStore {
     type LogReader = SledLogStore;
