@@ -82,6 +82,10 @@ impl RunningNode {
     }
 }
 
+/// How long a starting node stays from campaigning (see `start_raft`); a whole cluster starting together
+/// elects this much later.
+const STARTUP_ELECTION_GRACE: Duration = Duration::from_secs(1);
+
 /// Starts openraft on a runtime and thread of its own. Its tasks (RaftCore, the state machine worker,
 /// replication, the election tick) used to share actix's single-threaded runtime with every actor and leader
 /// duty: synchronous work there (a new leader's build duties reading every open build, a snapshot copy)
@@ -109,9 +113,21 @@ async fn start_raft(
                 }
             };
             runtime.block_on(async move {
-                match Raft::new(id, config, network, log_store, state_machine).await {
+                // No campaign in the first `STARTUP_ELECTION_GRACE`: a restarted node waits only its lease
+                // plus an election timeout (400-500 ms from start) and the leader may reach it later than
+                // that (it backs off from a peer that was down; start-up itself takes a while), and its
+                // higher term then deposed a healthy leader. (openraft's `current_leader` cannot tell: it
+                // names the leader of the persisted vote at once.) A hand-over's campaign is not affected.
+                let mut config = (*config).clone();
+                config.enable_elect = false;
+                match Raft::new(id, Arc::new(config), network, log_store, state_machine).await {
                     Ok(raft) => {
                         let mut metrics = raft.metrics();
+                        let grace = raft.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(STARTUP_ELECTION_GRACE).await;
+                            grace.runtime_config().elect(true);
+                        });
                         let _ = started_tx.send(Ok(raft));
                         // RaftCore drops the metrics sender when it stops.
                         while metrics.changed().await.is_ok() {}

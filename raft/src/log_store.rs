@@ -448,9 +448,8 @@ impl RaftLogReader<TypeConfig> for SledLogStore {
 
     /// What one AppendEntries carries: entries from `start` until `MAX_APPEND_BYTES` (at least one
     /// entry, at most `max_payload_entries`). openraft gives each AppendEntries the heartbeat interval to
-    /// cross and be stored; bounding the batch by bytes rather than by a small entry count lets a follower
-    /// take thousands of small writes in one round trip and still never time out on a log flood of
-    /// 64 KiB console chunks (which a 32-entry cap made followers trail).
+    /// cross and be stored; an entry count alone let a log flood of 64 KiB console chunks (32 of them, or
+    /// 32 of 1 MiB once) miss that again and again, and followers trailed the leader for good.
     async fn limited_get_log_entries(
         &mut self,
         start: u64,

@@ -71,9 +71,10 @@ fn sm_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError 
     )
 }
 
-/// Runs the synchronous, whole-state part of a snapshot build or install on a blocking thread. The node runs
-/// openraft on actix's single-threaded runtime: seconds of copying there stalled RaftCore itself, so a
-/// follower stopped answering heartbeats, campaigned with a higher term and deposed a healthy leader.
+/// Runs the synchronous, whole-state part of a snapshot build or install on a blocking thread. The state
+/// machine worker shares a single-threaded runtime with RaftCore (the node's `start_raft`): seconds of copying
+/// there stalled RaftCore itself, so a follower stopped answering heartbeats, campaigned with a higher term and
+/// deposed a healthy leader.
 async fn off_the_raft_thread<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
 ) -> Result<T, StorageError> {

@@ -796,3 +796,25 @@ fn sigkill_during_install_and_catch_up_leaves_a_consistent_store() {
         drop((log, sm));
     }
 }
+
+/// An AppendEntries batch stops at `MAX_APPEND_BYTES`, yet always carries at least one entry (an entry larger
+/// than the budget still travels, alone), and never reads past `end`.
+#[tokio::test]
+async fn append_batches_are_bounded_by_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _sm) = open(&dir.path().join("raft"));
+    let quarter = "x".repeat(jobserv_raft::log_store::MAX_APPEND_BYTES / 4);
+    let whole = "y".repeat(jobserv_raft::log_store::MAX_APPEND_BYTES + 1);
+    let mut entries = vec![membership(1, 1)];
+    entries.extend((2..=9).map(|i| create_project(1, i, &quarter)));
+    entries.push(create_project(1, 10, &whole));
+    entries.push(create_project(1, 11, "small"));
+    log.blocking_append(entries).await.unwrap();
+    let mut reader = log.get_log_reader().await;
+    let indexes = |batch: Vec<Entry>| batch.iter().map(|e| e.log_id.index).collect::<Vec<_>>();
+    // Each quarter-budget entry encodes a little over a quarter: three fit, the fourth does not.
+    assert_eq!(indexes(reader.limited_get_log_entries(2, 12).await.unwrap()), [2, 3, 4]);
+    assert_eq!(indexes(reader.limited_get_log_entries(10, 12).await.unwrap()), [10]);
+    assert_eq!(indexes(reader.limited_get_log_entries(11, 12).await.unwrap()), [11]);
+    assert_eq!(indexes(reader.limited_get_log_entries(1, 3).await.unwrap()), [1, 2]);
+}

@@ -6,9 +6,9 @@
 //!
 //! | file | keys |
 //! | --- | --- |
-//! | `commit.rs` | `commit_writes_per_s`, `commit_p99_ms` |
+//! | `commit.rs` | `commit_writes_per_s`, `commit_p99_ms` (32 clients), `commit_writes_per_s_256_clients`, `commit_p99_ms_256_clients` |
 //! | `checkin.rs` | `checkins_per_s_1000_workers`, `checkin_p99_ms_1000_workers`, `node_rss_mb_1000_workers`, and the scaling table (100 → 1000 → 5000 simulated workers) |
-//! | `dispatch.rs` | `dispatch_runs_per_s` |
+//! | `dispatch.rs` | `dispatch_runs_per_s`, `dispatch_runs_per_s_20000_queued` |
 //! | `logs.rs` | `log_ingest_mb_per_s`, `log_tail_lag_p99_ms` |
 //! | `trigger.rs` | `trigger_to_running_p50_ms` (a real Docker worker) |
 //! | `lost_worker.rs` | `lost_worker_detect_s` (a real Docker worker SIGKILLed) |
