@@ -703,7 +703,9 @@ pub async fn soak(
         node.spawn()?;
         node.wait_ready(Duration::from_secs(60)).await?;
     }
-    let terms = crate::bench::term(&cluster).await.saturating_sub(first_term);
+    let terms = crate::bench::term(&cluster)
+        .await
+        .saturating_sub(first_term);
     let verdict = with_history(verify(&cluster, &w, builds, &[]).await, recorder).await?;
     cluster.kill_all();
     let mut gaps: Vec<Duration> = recovery.iter().map(|(_, d)| *d).collect();

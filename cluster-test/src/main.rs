@@ -441,8 +441,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for (i, n) in queued.into_iter().enumerate() {
                 let key = "dispatch_runs_per_s";
                 let tag = format!("dispatch-{i}");
-                let f = cluster_test::bench::dispatch::drain(&b.cluster, &b.fleet, &b.plan, key, n, &tag)
-                    .await?;
+                let f = cluster_test::bench::dispatch::drain(
+                    &b.cluster, &b.fleet, &b.plan, key, n, &tag,
+                )
+                .await?;
                 print_figures(&[f], "");
             }
         }
@@ -455,7 +457,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             b.plan.commit_seconds = seconds;
             for n in clients {
                 let keys = ["commit_writes_per_s", "commit_p99_ms"];
-                let figures = cluster_test::bench::commit::run(&b.cluster, &b.fleet, &b.plan, n, keys).await?;
+                let figures =
+                    cluster_test::bench::commit::run(&b.cluster, &b.fleet, &b.plan, n, keys)
+                        .await?;
                 print_figures(&figures, &format!("{n} clients; "));
             }
         }
@@ -467,12 +471,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut b = PhaseBench::start(dir, &bin_dir, Vec::new()).await?;
             b.plan.log_seconds = seconds;
             b.plan.log_chunk = chunk_kib * 1024;
-            print_figures(&cluster_test::bench::logs::run(&b.cluster, &b.fleet, &b.plan).await?, "");
+            print_figures(
+                &cluster_test::bench::logs::run(&b.cluster, &b.fleet, &b.plan).await?,
+                "",
+            );
         }
         Cmd::BenchArtifacts { mib, dir } => {
             let mut b = PhaseBench::start(dir, &bin_dir, Vec::new()).await?;
             b.plan.artifact_mib = mib;
-            print_figures(&cluster_test::bench::artifacts::run(&b.cluster, &b.plan).await?, "");
+            print_figures(
+                &cluster_test::bench::artifacts::run(&b.cluster, &b.plan).await?,
+                "",
+            );
         }
         Cmd::BenchUi {
             runs,

@@ -34,6 +34,8 @@ pub struct Cluster {
     /// The term in which this node became leader and when (`handover::spawn_leader_clock`): a leader
     /// grants a successor's vote only a lease after its own election.
     pub leader_since: std::sync::Mutex<Option<(u64, std::time::Instant)>>,
+    /// Concurrent hot-path writes share a Raft entry and a forward (`batcher.rs`).
+    pub batcher: crate::batcher::Batcher,
 }
 
 /// Reply of `GET /raft/status`, `codec`-encoded.
@@ -70,7 +72,11 @@ impl Cluster {
     /// refusal (`CommandResult::Rejected`) becomes the matching 4xx error.
     pub async fn propose(&self, cmd: Command) -> Result<CommandResult, ApiError> {
         let started = Instant::now();
-        let result = self.propose_anywhere(cmd).await;
+        let result = if crate::batcher::Batcher::accepts(&cmd) {
+            self.batcher.submit(cmd).await
+        } else {
+            self.propose_anywhere(cmd).await
+        };
         self.metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -80,7 +86,7 @@ impl Cluster {
         }
     }
 
-    async fn propose_anywhere(&self, cmd: Command) -> Result<CommandResult, ApiError> {
+    pub(crate) async fn propose_anywhere(&self, cmd: Command) -> Result<CommandResult, ApiError> {
         let started = Instant::now();
         let deadline = started + COMMIT_TIMEOUT;
         let mut last_error = String::from("no leader known");
@@ -108,7 +114,7 @@ impl Cluster {
                             %url,
                             "forwarded write committed; waiting for this node's apply"
                         );
-                        return Ok(self.applied_here(result, index).await)
+                        return Ok(self.applied_here(result, index).await);
                     }
                     Ok(ProposeReply::NotLeader { .. }) => {
                         last_error = format!("{url} is no longer the leader")

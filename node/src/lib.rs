@@ -5,6 +5,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod backup;
+pub mod batcher;
 pub mod blobs;
 pub mod cluster;
 pub mod config;

@@ -239,7 +239,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         client,
         metrics: metrics.clone(),
         gossip,
+        batcher: Default::default(),
     });
+    crate::batcher::Batcher::start(&cluster);
 
     let presence = Arc::new(Presence::default());
     spawn_gossip_publisher(

@@ -7,7 +7,7 @@
 //!
 //! Formats: **v1** is bincode's fixed-width integer encoding (`bincode::serialize`); **v2** is bincode's
 //! varint encoding (`DefaultOptions`), about a third smaller for our records. **v3** encodes as v2 and
-//! adds commands (`AssignNext`): a node writes them only once the cluster agreed on v3, so a release that
+//! adds commands (`AssignNext`), **v4** likewise (`Command::Batch`): a node writes them only once the cluster agreed on their format, so a release that
 //! reads at most v2 refuses the entry by its version byte instead of failing on an unknown variant. A binary reads every format
 //! up to `max_readable()` but *writes* only the cluster's agreed format (`write_version()`), which the
 //! state machine raises through a `SetFormatVersion` command once every member announced (by gossip) that
@@ -19,7 +19,7 @@ use serde::Serialize;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// The newest format this binary can read and write.
-pub const FORMAT_VERSION: u8 = 3;
+pub const FORMAT_VERSION: u8 = 4;
 /// The oldest format this binary still reads.
 pub const MIN_READABLE_VERSION: u8 = 1;
 

@@ -173,6 +173,30 @@ pub enum Command {
         slots: u32,
         now: u64,
     },
+    /// Several proposals in one log entry: concurrent writes of the hot path (console appends and status
+    /// changes of many runs) batched by the proposing node (`node/src/batcher.rs`), so the per-entry cost
+    /// (log write, replication, apply batch, `last_applied`) is paid once for all of them. Each command is
+    /// applied in order with its own outcome: a refused one changes nothing and the others still apply
+    /// (`CommandResult::Batch` holds one result per command). Only `batchable` commands may be inside: they
+    /// neither nest nor use the log index (fences, queue order), which all commands of an entry share.
+    /// Written only once the cluster agreed on format 4.
+    Batch(Vec<Command>),
+}
+
+impl Command {
+    /// Whether this command may share a log entry with others (`Command::Batch`).
+    pub fn batchable(&self) -> bool {
+        matches!(self, Command::UpdateRun(_))
+    }
+
+    /// The bytes this command weighs in an entry, roughly (a batch is bounded by it).
+    pub fn weight(&self) -> usize {
+        match self {
+            Command::UpdateRun(u) => 128 + u.console.len(),
+            Command::Batch(cmds) => cmds.iter().map(Command::weight).sum(),
+            _ => 256,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -226,6 +250,8 @@ pub enum CommandResult {
     LoginLink {
         token_hash: String,
     },
+    /// The results of a `Command::Batch`, one per command, in order.
+    Batch(Vec<CommandResult>),
 }
 
 /// Why the state machine refused a command. The node maps each to an HTTP status.

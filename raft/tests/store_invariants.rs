@@ -813,8 +813,20 @@ async fn append_batches_are_bounded_by_bytes() {
     let mut reader = log.get_log_reader().await;
     let indexes = |batch: Vec<Entry>| batch.iter().map(|e| e.log_id.index).collect::<Vec<_>>();
     // Each quarter-budget entry encodes a little over a quarter: three fit, the fourth does not.
-    assert_eq!(indexes(reader.limited_get_log_entries(2, 12).await.unwrap()), [2, 3, 4]);
-    assert_eq!(indexes(reader.limited_get_log_entries(10, 12).await.unwrap()), [10]);
-    assert_eq!(indexes(reader.limited_get_log_entries(11, 12).await.unwrap()), [11]);
-    assert_eq!(indexes(reader.limited_get_log_entries(1, 3).await.unwrap()), [1, 2]);
+    assert_eq!(
+        indexes(reader.limited_get_log_entries(2, 12).await.unwrap()),
+        [2, 3, 4]
+    );
+    assert_eq!(
+        indexes(reader.limited_get_log_entries(10, 12).await.unwrap()),
+        [10]
+    );
+    assert_eq!(
+        indexes(reader.limited_get_log_entries(11, 12).await.unwrap()),
+        [11]
+    );
+    assert_eq!(
+        indexes(reader.limited_get_log_entries(1, 3).await.unwrap()),
+        [1, 2]
+    );
 }

@@ -1,5 +1,6 @@
 //! `commit_writes_per_s`, `commit_p99_ms`: durable state changes through the API. Each write is a console
-//! append (one Raft entry, fsync'd on a majority before the 200), from `commit_clients` concurrent clients
+//! append (committed — fsync'd on a majority — before the 200; the nodes batch concurrent appends into
+//! shared Raft entries, `node/src/batcher.rs`), from `commit_clients` concurrent clients
 //! each owning one run and writing to a different node in turn (2 of 3 writes are forwarded to the leader,
 //! as for workers spread over the nodes).
 use super::sim::{append_retrying, complete_all, Fleet, SimWorker};
@@ -87,7 +88,7 @@ pub async fn run(
     let p50 = ms(percentile(&mut lat, 50.0));
     let p99 = ms(percentile(&mut lat, 99.0));
     complete_all(fleet, done, 8).await?;
-    let workload = format!("{clients} concurrent clients, 100-byte console appends (1 Raft entry each, fsync'd on 2 of 3) round-robin over the 3 nodes, {} s", plan.commit_seconds);
+    let workload = format!("{clients} concurrent clients, 100-byte console appends (each acknowledged once fsync'd on 2 of 3; concurrent ones share Raft entries) round-robin over the 3 nodes, {} s", plan.commit_seconds);
     Ok(vec![
         Figure {
             key: writes_key,

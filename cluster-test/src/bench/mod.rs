@@ -425,11 +425,16 @@ pub async fn run(dir: &Path, bin_dir: &Path, opts: &BenchOptions) -> anyhow::Res
     });
 
     for (i, clients) in plan.commit_clients.into_iter().enumerate() {
-        say(&format!("commit: concurrent console appends, {clients} clients"));
+        say(&format!(
+            "commit: concurrent console appends, {clients} clients"
+        ));
         let keys = if i == 0 {
             ["commit_writes_per_s", "commit_p99_ms"]
         } else {
-            ["commit_writes_per_s_256_clients", "commit_p99_ms_256_clients"]
+            [
+                "commit_writes_per_s_256_clients",
+                "commit_p99_ms_256_clients",
+            ]
         };
         figures.extend(
             commit::run(&cluster, &fleet, &plan, clients, keys)

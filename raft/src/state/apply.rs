@@ -333,7 +333,37 @@ fn apply_command(txn: &mut Txn, log_index: u64, cmd: &Command) -> StateResult<Ou
             seen,
             replace,
         } => super::hooks::poller_seen(txn, project, *trigger, seen, *replace),
+        Command::Batch(commands) => apply_batch(txn, log_index, commands),
     }
+}
+
+/// Each command of a batch in order, each with its own outcome: a refused one is rolled back alone.
+fn apply_batch(txn: &mut Txn, log_index: u64, commands: &[Command]) -> StateResult<Outcome> {
+    let mut results = Vec::with_capacity(commands.len());
+    for cmd in commands {
+        if !cmd.batchable() {
+            results.push(CommandResult::Rejected(StateError::Invalid(
+                "this command cannot be part of a batch".into(),
+            )));
+            continue;
+        }
+        txn.savepoint();
+        match apply_command(txn, log_index, cmd) {
+            Ok(Ok(result)) => {
+                txn.release();
+                results.push(result);
+            }
+            Ok(Err(refusal)) => {
+                txn.rollback();
+                results.push(CommandResult::Rejected(refusal));
+            }
+            Err(e) => {
+                txn.release();
+                return Err(e);
+            }
+        }
+    }
+    Ok(Ok(CommandResult::Batch(results)))
 }
 
 /// Every run write goes through here so that the per-status counters stay exact.

@@ -94,25 +94,49 @@ mod tests {
         let kept = tallies(&m);
         assert_eq!(kept.len(), 2);
         let first = kept[0].1;
-        assert_eq!((first.runs, first.started, first.complete, first.failed), (3, 1, 1, 1));
-        assert_eq!(m.state.build("p", 1).expect("read").expect("build").status, RunStatus::Running);
+        assert_eq!(
+            (first.runs, first.started, first.complete, first.failed),
+            (3, 1, 1, 1)
+        );
+        assert_eq!(
+            m.state.build("p", 1).expect("read").expect("build").status,
+            RunStatus::Running
+        );
         m.apply(Command::RerunRun {
             run: run(1, "a"),
             now: 3,
         });
-        assert_eq!(tallies(&m)[0].1, BuildTally { runs: 3, ..Default::default() });
+        assert_eq!(
+            tallies(&m)[0].1,
+            BuildTally {
+                runs: 3,
+                ..Default::default()
+            }
+        );
         for name in ["a", "b", "c"] {
-            m.apply(Command::CancelRun { run: run(1, name), now: 4 });
+            m.apply(Command::CancelRun {
+                run: run(1, name),
+                now: 4,
+            });
         }
-        assert_eq!(m.state.build("p", 1).expect("read").expect("build").status, RunStatus::Failed);
+        assert_eq!(
+            m.state.build("p", 1).expect("read").expect("build").status,
+            RunStatus::Failed
+        );
 
         // A rebuild (as on open) gives exactly what apply kept, and removes a stale leftover.
         let kept = tallies(&m);
         m.state
             .tree()
-            .insert(keys::build_tally("p", 99), codec::encode(&BuildTally::default()).expect("encode"))
+            .insert(
+                keys::build_tally("p", 99),
+                codec::encode(&BuildTally::default()).expect("encode"),
+            )
             .expect("insert");
-        m.state.tree().remove(keys::build_tally("p", 2)).expect("remove");
+        m.state
+            .tree()
+            .remove(keys::build_tally("p", 2))
+            .expect("remove");
         assert_eq!(m.state.rebuild_build_tallies().expect("rebuild"), 2);
         assert_eq!(tallies(&m), kept);
 
@@ -121,7 +145,10 @@ mod tests {
             project: "p".into(),
             numbers: vec![1],
         });
-        assert!(matches!(deleted, CommandResult::BuildsDeleted(ref d) if d == &[1]), "{deleted:?}");
+        assert!(
+            matches!(deleted, CommandResult::BuildsDeleted(ref d) if d == &[1]),
+            "{deleted:?}"
+        );
         assert_eq!(tallies(&m).len(), 1);
     }
 }

@@ -152,6 +152,95 @@ mod tests {
         ));
     }
 
+    fn append(build: u64, run: &str, fence: u64, offset: u64, text: &str) -> Command {
+        Command::UpdateRun(Box::new(crate::command::RunUpdate {
+            run: crate::model::RunRef {
+                project: "p".into(),
+                build,
+                run: run.into(),
+            },
+            fence,
+            offset,
+            console: text.as_bytes().to_vec(),
+            status: None,
+            metadata: None,
+            failure_reason: None,
+            now: 3,
+        }))
+    }
+
+    /// Every (key, value) of the state tree but the per-entry bookkeeping.
+    fn contents(m: &Machine) -> Vec<(Vec<u8>, Vec<u8>)> {
+        m.state
+            .tree()
+            .iter()
+            .map(|kv| kv.expect("read"))
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect()
+    }
+
+    /// A batch in one entry leaves exactly the state its commands leave one entry each, with the same
+    /// results; a refused command inside changes nothing and the others still apply; a command that may
+    /// not be batched is refused.
+    #[test]
+    fn a_batch_applies_like_its_commands_one_by_one() {
+        let setup = |m: &mut Machine| {
+            m.apply(Command::CreateBuild(new_build(&["a", "b"])));
+            (m.assign(1, "a"), m.assign(1, "b"))
+        };
+        let commands = |fa: u64, fb: u64| {
+            vec![
+                append(1, "a", fa, 0, "hello "),
+                append(1, "b", fb, 0, "other"),
+                append(1, "a", fa, 99, "gap"), // refused: offset gap
+                append(1, "a", fa + 1, 6, "fence"), // refused: stale fence
+                append(1, "a", fa, 6, "world"),
+                append(1, "a", fa, 0, "hello "), // a retry of stored bytes: accepted, nothing added
+            ]
+        };
+        let mut one_by_one = Machine::new();
+        let (fa, fb) = setup(&mut one_by_one);
+        let expected: Vec<CommandResult> = commands(fa, fb)
+            .into_iter()
+            .map(|c| one_by_one.apply(c))
+            .collect();
+        assert!(matches!(
+            expected[2],
+            CommandResult::Rejected(StateError::OffsetGap { .. })
+        ));
+        assert!(matches!(
+            expected[3],
+            CommandResult::Rejected(StateError::Fenced { .. })
+        ));
+
+        let mut batched = Machine::new();
+        assert_eq!(setup(&mut batched), (fa, fb));
+        let mut cmds = commands(fa, fb);
+        cmds.push(Command::Noop);
+        let CommandResult::Batch(results) = batched.apply(Command::Batch(cmds)) else {
+            panic!("not a batch result")
+        };
+        assert_eq!(results[..6], expected[..]);
+        assert!(
+            matches!(&results[6], CommandResult::Rejected(StateError::Invalid(m)) if m.contains("batch"))
+        );
+        assert_eq!(contents(&batched), contents(&one_by_one));
+        let console = batched
+            .state
+            .console(
+                &crate::model::RunRef {
+                    project: "p".into(),
+                    build: 1,
+                    run: "a".into(),
+                },
+                0,
+                1 << 20,
+            )
+            .expect("read")
+            .expect("run");
+        assert_eq!(console.bytes, b"hello world");
+    }
+
     /// A login link works once, and not after it expired.
     #[test]
     fn login_links_work_once() {

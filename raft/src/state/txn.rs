@@ -1,14 +1,20 @@
 //! A write set for one log entry: reads see the entry's own earlier writes, and `into_batch` turns the
-//! whole set (plus `last_applied`) into one atomic sled `Batch`.
+//! whole set (plus `last_applied`) into one atomic sled `Batch`. A savepoint lets one command of a
+//! `Command::Batch` be refused without undoing the commands before it.
 use super::StateResult;
 use crate::codec;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+/// A key's pending write before a savepoint: `None` when the key had none.
+type Undo = (Vec<u8>, Option<Option<Vec<u8>>>);
+
 pub struct Txn<'a> {
     tree: &'a sled::Tree,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// While a savepoint is open: what each write since replaced, newest last.
+    undo: Option<Vec<Undo>>,
 }
 
 impl<'a> Txn<'a> {
@@ -16,7 +22,33 @@ impl<'a> Txn<'a> {
         Txn {
             tree,
             writes: BTreeMap::new(),
+            undo: None,
         }
+    }
+
+    /// Opens a savepoint (one at a time): `rollback` drops every write made after it, `release` keeps them.
+    pub fn savepoint(&mut self) {
+        self.undo = Some(Vec::new());
+    }
+
+    pub fn release(&mut self) {
+        self.undo = None;
+    }
+
+    pub fn rollback(&mut self) {
+        for (key, before) in self.undo.take().unwrap_or_default().into_iter().rev() {
+            match before {
+                Some(pending) => self.writes.insert(key, pending),
+                None => self.writes.remove(&key),
+            };
+        }
+    }
+
+    fn write(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        if let Some(undo) = &mut self.undo {
+            undo.push((key.clone(), self.writes.get(&key).cloned()));
+        }
+        self.writes.insert(key, value);
     }
 
     pub fn get_raw(&self, key: &[u8]) -> StateResult<Option<Vec<u8>>> {
@@ -34,16 +66,16 @@ impl<'a> Txn<'a> {
     }
 
     pub fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) -> StateResult<()> {
-        self.writes.insert(key, Some(codec::encode(value)?));
+        self.write(key, Some(codec::encode(value)?));
         Ok(())
     }
 
     pub fn put_raw(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.writes.insert(key, Some(value));
+        self.write(key, Some(value));
     }
 
     pub fn remove(&mut self, key: Vec<u8>) {
-        self.writes.insert(key, None);
+        self.write(key, None);
     }
 
     /// Keys and values under `prefix`, this entry's own writes included.
@@ -115,5 +147,43 @@ impl<'a> Txn<'a> {
             }
         }
         batch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Txn;
+
+    /// A rollback restores each key written since the savepoint to what it was pending before it
+    /// (a value, a removal, or nothing), however many times it was written since; a release keeps them.
+    #[test]
+    fn rollback_restores_what_was_pending_at_the_savepoint() {
+        let db = sled::Config::new().temporary(true).open().expect("sled");
+        let tree = db.open_tree("t").expect("tree");
+        tree.insert(b"stored", b"s0".to_vec()).expect("insert");
+        let mut txn = Txn::new(&tree);
+        txn.put_raw(b"a".to_vec(), b"a1".to_vec());
+        txn.remove(b"stored".to_vec());
+        txn.savepoint();
+        txn.put_raw(b"a".to_vec(), b"a2".to_vec());
+        txn.put_raw(b"a".to_vec(), b"a3".to_vec());
+        txn.put_raw(b"stored".to_vec(), b"s1".to_vec());
+        txn.put_raw(b"new".to_vec(), b"n".to_vec());
+        txn.remove(b"new".to_vec());
+        txn.rollback();
+        assert_eq!(txn.get_raw(b"a").expect("get"), Some(b"a1".to_vec()));
+        assert_eq!(txn.get_raw(b"stored").expect("get"), None);
+        assert_eq!(txn.get_raw(b"new").expect("get"), None);
+        txn.savepoint();
+        txn.put_raw(b"new".to_vec(), b"kept".to_vec());
+        txn.release();
+        txn.rollback(); // no savepoint open: nothing to undo
+        assert_eq!(txn.get_raw(b"new").expect("get"), Some(b"kept".to_vec()));
+        tree.apply_batch(txn.into_batch()).expect("apply");
+        assert_eq!(tree.get(b"stored").expect("get"), None);
+        assert_eq!(
+            tree.get(b"new").expect("get").as_deref(),
+            Some(&b"kept"[..])
+        );
     }
 }
