@@ -126,6 +126,11 @@ async fn refresh(d: &Duties, project: &str, number: u64) -> Result<(), crate::er
         fire(d, &build, marker, chain, &params).await?;
         fired = true;
     }
+    if fired {
+        // The build has new runs, which `runs` predates: judging the build chain on it would start it
+        // while the chained runs are still queued. The next refresh (after this entry) sees them.
+        return Ok(());
+    }
     if !hooks.build_chain.is_empty()
         && !hooks.done.contains(BUILD_CHAIN)
         && runs.iter().all(|r| r.status == RunStatus::Passed)
@@ -140,9 +145,6 @@ async fn refresh(d: &Duties, project: &str, number: u64) -> Result<(), crate::er
             &params,
         )
         .await?;
-        fired = true;
-    }
-    if fired {
         return Ok(()); // the build has new runs: the next refresh sees them
     }
 
