@@ -169,7 +169,7 @@ mod tests {
         }))
     }
 
-    /// Every (key, value) of the state tree but the per-entry bookkeeping.
+    /// Every (key, value) of the state tree (`Machine::apply` writes no per-entry bookkeeping to compare).
     fn contents(m: &Machine) -> Vec<(Vec<u8>, Vec<u8>)> {
         m.state
             .tree()
