@@ -108,8 +108,7 @@ impl<W: Write> BackupWriter<W> {
                 bytes += pairs[end].0.len() + pairs[end].1.len();
                 end += 1;
             }
-            let chunk =
-                codec::encode(&pairs[start..end].to_vec()).map_err(std::io::Error::other)?;
+            let chunk = codec::encode_pairs(&pairs[start..end]).map_err(std::io::Error::other)?;
             self.record(KIND_PAIRS, &[&chunk])?;
             start = end;
         }
@@ -246,7 +245,7 @@ impl<R: Read> BackupReader<R> {
                     )));
                 }
                 let bytes = self.payload(len)?;
-                let pairs = codec::decode(&bytes)
+                let pairs = codec::decode_pairs(&bytes)
                     .map_err(|e| BackupError::Damaged(format!("pairs: {e}")))?;
                 Ok(Item::Pairs(pairs))
             }

@@ -86,6 +86,7 @@ pub enum Command {
         run: RunRef,
         fence: u64,
         path: String,
+        #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
     },
     /// A no-op: used by benchmarks and health checks to measure the commit path alone.
@@ -221,6 +222,8 @@ pub struct RunUpdate {
     pub fence: u64,
     /// Where `console` starts in the run's log; a retry of bytes already stored is accepted idempotently.
     pub offset: u64,
+    /// A byte string to serde (same encoding as a `Vec<u8>`, see `codec::byte_pairs`).
+    #[serde(with = "serde_bytes")]
     pub console: Vec<u8>,
     pub status: Option<RunStatus>,
     pub metadata: Option<String>,

@@ -10,6 +10,7 @@
 pub mod backup;
 pub mod codec;
 pub mod command;
+mod entry_files;
 pub mod hooks;
 pub mod log_store;
 pub mod model;
@@ -37,7 +38,7 @@ pub enum OpenError {
         path: String,
         source: types::StorageError,
     },
-    #[error("the store at {path} is inconsistent: {problem}. Refusing to start on it; to rejoin the cluster from a snapshot, move {path} and {path}.snapshot away")]
+    #[error("the store at {path} is inconsistent: {problem}. Refusing to start on it; to rejoin the cluster from a snapshot, move {path}, {path}.snapshot and {path}.entries away")]
     Inconsistent {
         path: String,
         problem: Inconsistency,
@@ -75,10 +76,45 @@ pub fn open_store(dir: &Path) -> Result<(SledLogStore, SledStateMachine), OpenEr
         .mode(sled::Mode::LowSpace)
         .open()
         .map_err(wrap)?;
-    let link = log_store::StoreLink::open(&db).map_err(wrap)?;
+    let link = log_store::StoreLink::open(&db, &dir.with_extension("entries")).map_err(wrap)?;
     let log = SledLogStore::open(link.clone()).map_err(wrap)?;
     let snapshot_file = dir.with_extension("snapshot");
-    let sm = SledStateMachine::open(link, snapshot_file).map_err(wrap)?;
+    let sm = SledStateMachine::open(link.clone(), snapshot_file).map_err(wrap)?;
+    if let Some(lost) = link.take_lost_body() {
+        // Only a power loss between sled's own flush of a ref and the sync of its body does this (see
+        // `entry_files`); entries not applied were never acknowledged as durable, so the log ends before.
+        let last_applied = sm
+            .facts(false)
+            .map_err(|source| OpenError::Check {
+                path: path.clone(),
+                source,
+            })?
+            .last_applied;
+        if last_applied.is_some_and(|la| la.index >= lost.log_id.index) {
+            return Err(OpenError::Inconsistent {
+                path,
+                problem: log_store::Inconsistency::EntryBodyLost {
+                    index: lost.log_id.index,
+                    last_applied,
+                },
+            });
+        }
+        tracing::warn!(
+            from = lost.log_id.index,
+            "log entries whose bodies a crash lost: removed"
+        );
+        link.remove_from(lost.log_id.index)
+            .and_then(|()| {
+                link.db
+                    .flush()
+                    .map(|_| ())
+                    .map_err(|e| io_storage_error(&e))
+            })
+            .map_err(|source| OpenError::Check {
+                path: path.clone(),
+                source,
+            })?;
+    }
     match check_and_repair(&sm) {
         Ok(()) => {}
         Err(CheckError::Inconsistent(problem)) => {
@@ -90,6 +126,14 @@ pub fn open_store(dir: &Path) -> Result<(SledLogStore, SledStateMachine), OpenEr
         tracing::error!("reading the agreed storage format: {e}");
     }
     Ok((log, sm))
+}
+
+fn io_storage_error(e: &dyn std::fmt::Display) -> types::StorageError {
+    types::StorageError::from_io_error(
+        openraft::ErrorSubject::Store,
+        openraft::ErrorVerb::Write,
+        std::io::Error::other(e.to_string()),
+    )
 }
 
 enum CheckError {

@@ -20,13 +20,17 @@
 //! machine holds is left to the install (which records it once its state is durable), and appends wait for
 //! the install to finish.
 //!
-//! Keys of the log tree are big-endian indexes, values are `codec`-encoded entries.
+//! Keys of the log tree are big-endian indexes. A value is an `EntryRef` to the entry's body in a segment
+//! file (`entry_files`: sled rewrote large values over and over), or, in a store written before those, the
+//! `codec`-encoded entry itself; both are read.
 use crate::codec;
+use crate::entry_files::{EntryFiles, EntryRef};
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogIdOptionExt, LogState, OptionalSend, RaftLogReader};
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::path::Path;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -94,6 +98,10 @@ pub(crate) struct StoreLink {
     pub(crate) db: sled::Db,
     pub(crate) log: sled::Tree,
     pub(crate) meta: sled::Tree,
+    /// The entries' bodies (the log tree holds refs to them).
+    pub(crate) entries: EntryFiles,
+    /// A ref of the newest segment whose body did not read back whole on open (see `entry_files`).
+    lost_body: std::sync::Mutex<Option<EntryRef>>,
     /// Serialises the writers of the purge mark: RaftCore's `purge` and the state machine's install.
     purge_lock: std::sync::Mutex<()>,
     sm: tokio::sync::watch::Sender<SmProgress>,
@@ -102,11 +110,25 @@ pub(crate) struct StoreLink {
 }
 
 impl StoreLink {
-    pub(crate) fn open(db: &sled::Db) -> Result<Arc<Self>, sled::Error> {
+    /// `entries_dir` holds the segment files of the entries' bodies.
+    pub(crate) fn open(db: &sled::Db, entries_dir: &Path) -> Result<Arc<Self>, sled::Error> {
+        let log = db.open_tree(LOG_TREE)?;
+        let mut live = Vec::new();
+        for value in log.iter().values() {
+            let value = value?;
+            if let Some(r) = EntryRef::decode(&value).map_err(|e| {
+                sled::Error::Io(std::io::Error::other(format!("log entry ref: {e}")))
+            })? {
+                live.push(r);
+            }
+        }
+        let (entries, lost_body) = EntryFiles::open(entries_dir, live)?;
         Ok(Arc::new(StoreLink {
             db: db.clone(),
-            log: db.open_tree(LOG_TREE)?,
+            log,
             meta: db.open_tree(META_TREE)?,
+            entries,
+            lost_body: std::sync::Mutex::new(lost_body),
             purge_lock: std::sync::Mutex::new(()),
             sm: tokio::sync::watch::channel(SmProgress::default()).0,
             deferred_purge: std::sync::Mutex::new(None),
@@ -199,8 +221,39 @@ impl StoreLink {
         self.write_meta(COMMITTED, &committed)
     }
 
-    fn decode_entry(v: &[u8]) -> Result<Entry, StorageError> {
-        codec::decode::<Entry>(v).map_err(|e| io_err(ErrorVerb::Read, e))
+    /// The entry a log tree value stands for: read through its ref, or decoded in place.
+    fn decode_entry(&self, v: &[u8]) -> Result<Entry, StorageError> {
+        let body = match EntryRef::decode(v).map_err(|e| io_err(ErrorVerb::Read, e))? {
+            Some(r) => self
+                .entries
+                .read(&r)
+                .map_err(|e| io_err(ErrorVerb::Read, e))?,
+            None => return codec::decode::<Entry>(v).map_err(|e| io_err(ErrorVerb::Read, e)),
+        };
+        codec::decode::<Entry>(&body).map_err(|e| io_err(ErrorVerb::Read, e))
+    }
+
+    /// The log id a log tree value stands for, without reading a body.
+    fn decode_log_id(v: &[u8]) -> Result<LogId, StorageError> {
+        match EntryRef::decode(v).map_err(|e| io_err(ErrorVerb::Read, e))? {
+            Some(r) => Ok(r.log_id),
+            None => Ok(codec::decode::<Entry>(v)
+                .map_err(|e| io_err(ErrorVerb::Read, e))?
+                .log_id),
+        }
+    }
+
+    /// The size of the entry a log tree value stands for.
+    fn entry_len(v: &[u8]) -> usize {
+        match EntryRef::decode(v) {
+            Ok(Some(r)) => r.len as usize,
+            _ => v.len(),
+        }
+    }
+
+    /// Taken once by `open_store`: a ref whose body a power loss took (see `entry_files`).
+    pub(crate) fn take_lost_body(&self) -> Option<EntryRef> {
+        self.lost_body.lock().unwrap().take()
     }
 
     /// The log id of the entry at `index`, if the log has one.
@@ -210,18 +263,18 @@ impl StoreLink {
             .get(index.to_be_bytes())
             .map_err(|e| io_err(ErrorVerb::Read, e))?
         {
-            Some(v) => Ok(Some(Self::decode_entry(&v)?.log_id)),
+            Some(v) => Ok(Some(Self::decode_log_id(&v)?)),
             None => Ok(None),
         }
     }
 
     fn first_and_last(&self) -> Result<(Option<LogId>, Option<LogId>), StorageError> {
         let first = match self.log.first().map_err(|e| io_err(ErrorVerb::Read, e))? {
-            Some((_, v)) => Some(Self::decode_entry(&v)?.log_id),
+            Some((_, v)) => Some(Self::decode_log_id(&v)?),
             None => None,
         };
         let last = match self.log.last().map_err(|e| io_err(ErrorVerb::Read, e))? {
-            Some((_, v)) => Some(Self::decode_entry(&v)?.log_id),
+            Some((_, v)) => Some(Self::decode_log_id(&v)?),
             None => None,
         };
         Ok((first, last))
@@ -276,6 +329,15 @@ impl StoreLink {
             .map_err(|e| io_err(ErrorVerb::Delete, e))
     }
 
+    /// Bodies first, then the refs to them: what this returns durable has both halves.
+    fn sync_appended(&self) -> std::io::Result<()> {
+        self.entries.sync()?;
+        self.db
+            .flush()
+            .map(|_| ())
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+
     async fn flush(&self) -> Result<(), StorageError> {
         self.db
             .flush_async()
@@ -289,7 +351,19 @@ impl StoreLink {
     pub(crate) async fn purge_durably(&self, upto: LogId) -> Result<(), StorageError> {
         self.flush().await?;
         self.record_purge(upto)?;
-        self.flush().await
+        self.flush().await?;
+        self.forget_purged_bodies()
+    }
+
+    /// Deletes the segment files every one of whose bodies is purged; only once the purge is durable (a
+    /// crash before must not leave refs to deleted files).
+    pub(crate) fn forget_purged_bodies(&self) -> Result<(), StorageError> {
+        if let Some(purged) = self.last_purged()? {
+            self.entries
+                .forget_through(purged.index)
+                .map_err(|e| io_err(ErrorVerb::Delete, e))?;
+        }
+        Ok(())
     }
 
     /// What the log side of the store holds, for `find_inconsistency`. `scan` also looks for gaps inside
@@ -327,11 +401,11 @@ impl SledLogStore {
     pub(crate) fn open(link: Arc<StoreLink>) -> Result<Self, sled::Error> {
         let stats = Arc::new(FlushStats::default());
         let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
-        let flush_db = link.db.clone();
+        let flush_link = link.clone();
         let flush_stats = stats.clone();
         std::thread::Builder::new()
             .name("raft-log-flusher".into())
-            .spawn(move || group_commit_loop(flush_db, rx, flush_stats))
+            .spawn(move || group_commit_loop(flush_link, rx, flush_stats))
             .map_err(sled::Error::Io)?;
         Ok(SledLogStore {
             link,
@@ -399,9 +473,10 @@ impl SledLogStore {
     }
 }
 
-/// The group commit: one `flush` completes every append queued before it started.
+/// The group commit: one sync of the bodies, then one sled `flush` (the refs), complete every append
+/// queued before it started.
 fn group_commit_loop(
-    db: sled::Db,
+    link: Arc<StoreLink>,
     rx: mpsc::Receiver<LogFlushed<TypeConfig>>,
     stats: Arc<FlushStats>,
 ) {
@@ -411,7 +486,7 @@ fn group_commit_loop(
         while let Ok(more) = rx.try_recv() {
             waiting.push(more);
         }
-        let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
+        let result = link.sync_appended().map_err(|e| e.to_string());
         stats.flushes.fetch_add(1, Relaxed);
         stats.appends.fetch_add(waiting.len() as u64, Relaxed);
         for callback in waiting {
@@ -441,7 +516,7 @@ impl RaftLogReader<TypeConfig> for SledLogStore {
             if !range.contains(&index) {
                 break;
             }
-            out.push(codec::decode(&v).map_err(|e| io_err(ErrorVerb::Read, e))?);
+            out.push(self.link.decode_entry(&v)?);
         }
         Ok(out)
     }
@@ -459,11 +534,12 @@ impl RaftLogReader<TypeConfig> for SledLogStore {
         let mut bytes = 0usize;
         for item in self.link.log.range(start.to_be_bytes()..end.to_be_bytes()) {
             let (_, v) = item.map_err(|e| io_err(ErrorVerb::Read, e))?;
-            if !out.is_empty() && bytes + v.len() > MAX_APPEND_BYTES {
+            let len = StoreLink::entry_len(&v);
+            if !out.is_empty() && bytes + len > MAX_APPEND_BYTES {
                 break;
             }
-            bytes += v.len();
-            out.push(codec::decode(&v).map_err(|e| io_err(ErrorVerb::Read, e))?);
+            bytes += len;
+            out.push(self.link.decode_entry(&v)?);
         }
         Ok(out)
     }
@@ -486,7 +562,7 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
             .last()
             .map_err(|e| io_err(ErrorVerb::Read, e))?
         {
-            Some((_, v)) => Some(StoreLink::decode_entry(&v)?.log_id),
+            Some((_, v)) => Some(StoreLink::decode_log_id(&v)?),
             None => last_purged,
         };
         Ok(LogState {
@@ -536,10 +612,17 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
         I::IntoIter: OptionalSend,
     {
         self.wait_for_pending_install().await?;
+        // Bodies first (not yet synced: the group commit syncs them before it flushes the refs).
         let mut batch = sled::Batch::default();
         for entry in entries {
-            let bytes = codec::encode(&entry).map_err(|e| io_err(ErrorVerb::Write, e))?;
-            batch.insert(&entry.log_id.index.to_be_bytes(), bytes);
+            let body = codec::encode(&entry).map_err(|e| io_err(ErrorVerb::Write, e))?;
+            let r = self
+                .link
+                .entries
+                .append(entry.log_id, &body)
+                .map_err(|e| io_err(ErrorVerb::Write, e))?;
+            let value = r.encode().map_err(|e| io_err(ErrorVerb::Write, e))?;
+            batch.insert(&entry.log_id.index.to_be_bytes(), value);
         }
         self.link
             .log
@@ -547,12 +630,7 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
             .map_err(|e| io_err(ErrorVerb::Write, e))?;
         if let Err(mpsc::SendError(callback)) = self.flusher.send(callback) {
             // The flusher thread is gone (it only exits when every sender is dropped): flush inline.
-            let result = self
-                .link
-                .db
-                .flush()
-                .map(|_| ())
-                .map_err(|e| std::io::Error::other(e.to_string()));
+            let result = self.link.sync_appended();
             callback.log_io_completed(result);
         }
         Ok(())
@@ -621,6 +699,11 @@ fn show_vote(vote: &Option<Vote>) -> String {
 /// A broken invariant of the store, naming what was found.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Inconsistency {
+    #[error("the body of log entry {index} did not survive (its segment file lost it) but the state machine has applied {}: it was acknowledged as durable", show(last_applied))]
+    EntryBodyLost {
+        index: u64,
+        last_applied: Option<LogId>,
+    },
     #[error("log entries {first}..={upto} are still stored at or below the purge mark {last_purged} (a purge was interrupted)")]
     EntriesAtOrBelowPurged {
         first: u64,

@@ -48,12 +48,14 @@ pub struct SledStateMachine {
 /// The snapshot blob.
 #[derive(Serialize, Deserialize)]
 struct SnapshotPayload {
+    #[serde(with = "codec::byte_pairs")]
     pairs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta,
+    #[serde(with = "serde_bytes")]
     data: Vec<u8>,
 }
 

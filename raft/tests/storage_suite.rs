@@ -17,7 +17,7 @@ impl StoreBuilder<TypeConfig, SledLogStore, SledStateMachine, tempfile::TempDir>
                 e,
             )
         })?;
-        let (log, sm) = open_store(dir.path()).map_err(|e| {
+        let (log, sm) = open_store(&dir.path().join("raft")).map_err(|e| {
             StorageError::from_io_error(
                 openraft::ErrorSubject::Store,
                 openraft::ErrorVerb::Write,

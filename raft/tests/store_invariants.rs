@@ -830,3 +830,127 @@ async fn append_batches_are_bounded_by_bytes() {
         [1, 2]
     );
 }
+
+/// The segment file holding the most entry bodies (`raft.entries/`, see `entry_files`), and its size.
+fn fullest_segment(store: &Path) -> (PathBuf, u64) {
+    std::fs::read_dir(store.with_extension("entries"))
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let len = std::fs::metadata(&path).unwrap().len();
+            (path, len)
+        })
+        .max_by_key(|(_, len)| *len)
+        .unwrap()
+}
+
+/// The entries in `range`, as openraft reads them, encoded (for comparing).
+async fn read_back(log: &mut SledLogStore, range: std::ops::Range<u64>) -> Vec<Vec<u8>> {
+    let mut reader = log.get_log_reader().await;
+    encoded(&reader.try_get_log_entries(range).await.unwrap())
+}
+
+fn encoded(entries: &[Entry]) -> Vec<Vec<u8>> {
+    entries.iter().map(|e| codec::encode(e).unwrap()).collect()
+}
+
+/// Entry bodies live in segment files beside sled; a store whose log tree holds entries inline (written
+/// by a release before those files) reads on, and appends after them go to the files.
+#[tokio::test]
+async fn inline_entries_of_an_older_store_read_on_beside_bodies_in_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("raft");
+    let mut all = vec![membership(1, 0)];
+    all.extend((1..=3).map(|i| create_project(1, i, &format!("old{i}"))));
+    RawStore::new(&path)
+        .vote(Vote::new_committed(1, 1))
+        .entries(&all)
+        .close();
+    let new: Vec<Entry> = (4..=6)
+        .map(|i| create_project(1, i, &"n".repeat(i as usize * 1000)))
+        .collect();
+    all.extend(new.clone());
+    {
+        let (mut log, mut sm) = open(&path);
+        log.blocking_append(new).await.unwrap();
+        assert_eq!(read_back(&mut log, 0..7).await, encoded(&all));
+        openraft_view(&mut log, &mut sm).await.unwrap();
+    }
+    // The new bodies are in a segment, not in sled: one file of at least their size.
+    let (_, size) = fullest_segment(&path);
+    assert!(
+        size > 15_000,
+        "the newest bodies are in a segment file ({size} bytes)"
+    );
+    let (mut log, mut sm) = open(&path);
+    assert_eq!(read_back(&mut log, 0..7).await, encoded(&all));
+    assert_eq!(
+        log.get_log_state().await.unwrap().last_log_id,
+        Some(lid(1, 6))
+    );
+    openraft_view(&mut log, &mut sm).await.unwrap();
+}
+
+/// A power loss can persist a ref (sled flushes on its own too) without the body it points to: the log
+/// then ends before that entry when it was never applied, and the store is refused, naming the entry,
+/// when the state machine had applied it (that would be an fsync that lied).
+#[tokio::test]
+async fn a_body_a_power_loss_tore_ends_the_log_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("raft");
+    let mut all = vec![membership(1, 0)];
+    all.extend((1..=5).map(|i| create_project(1, i, &format!("p{i}"))));
+    {
+        let (mut log, _sm) = open(&path);
+        log.save_vote(&Vote::new_committed(1, 1)).await.unwrap();
+        log.blocking_append(all.clone()).await.unwrap();
+    }
+    let (segment, size) = fullest_segment(&path);
+    let torn = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    torn.set_len(size - 3).unwrap();
+    drop(torn);
+    let saved = tempfile::tempdir().unwrap();
+    copy_store(&path, saved.path());
+    {
+        let (mut log, mut sm) = open(&path);
+        assert_eq!(
+            log.get_log_state().await.unwrap().last_log_id,
+            Some(lid(1, 4))
+        );
+        assert_eq!(read_back(&mut log, 0..6).await, encoded(&all[..5]));
+        openraft_view(&mut log, &mut sm).await.unwrap();
+    }
+    // The same torn store, but its state machine had applied entry 5.
+    let path = saved.path().join("raft");
+    RawStore::new(&path).applied(lid(1, 5)).close();
+    let err = try_open(&path).err().expect("refused");
+    assert!(
+        err.contains("log entry 5 did not survive") && err.contains("raft.entries"),
+        "{err}"
+    );
+}
+
+/// Copies a store (the sled directory and the files beside it) into `to`.
+fn copy_store(store: &Path, to: &Path) {
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            let target = to.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                copy_dir(&e.path(), &target);
+            } else {
+                std::fs::copy(e.path(), target).unwrap();
+            }
+        }
+    }
+    let name = store.file_name().unwrap().to_string_lossy().into_owned();
+    copy_dir(store, &to.join(&name));
+    copy_dir(
+        &store.with_extension("entries"),
+        &to.join(format!("{name}.entries")),
+    );
+}

@@ -565,6 +565,13 @@ pub(super) fn check_fence(run: &Run, fence: u64) -> Result<(), StateError> {
     Ok(())
 }
 
+/// Console bytes are stored in pieces of at most this size, each under its own offset. sled 0.34 keeps
+/// values inline in its leaves and splits a leaf only above 16 items: whole 64 KiB chunks made ~1 MiB
+/// leaves, which sled wrote as blob files (one created, written and deleted per rewrite of the leaf) over
+/// and over during a log flood. 17 pieces of 6 KiB stay under its blob threshold (a quarter of a 512 KiB
+/// segment). Readers take chunks of any size (stores written before keep theirs).
+const CONSOLE_PIECE: usize = 6 << 10;
+
 fn update_run(txn: &mut Txn, up: &RunUpdate) -> StateResult<Outcome> {
     let key = keys::run(&up.run);
     let Some(mut run) = txn.get::<Run>(&key)? else {
@@ -598,10 +605,11 @@ fn update_run(txn: &mut Txn, up: &RunUpdate) -> StateResult<Outcome> {
     if end > run.log_len {
         // Only the part past what is stored is new: a retry through another node never duplicates bytes.
         let skip = (run.log_len - up.offset) as usize;
-        txn.put_raw(
-            keys::console_chunk(&up.run, run.log_len),
-            up.console[skip..].to_vec(),
-        );
+        let mut at = run.log_len;
+        for piece in up.console[skip..].chunks(CONSOLE_PIECE) {
+            txn.put_raw(keys::console_chunk(&up.run, at), piece.to_vec());
+            at += piece.len() as u64;
+        }
         run.log_len = end;
     }
     if let Some(metadata) = &up.metadata {

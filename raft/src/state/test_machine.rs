@@ -241,6 +241,64 @@ mod tests {
         assert_eq!(console.bytes, b"hello world");
     }
 
+    /// A large append is stored in pieces (`apply::CONSOLE_PIECE`, for sled's leaves) and reads back
+    /// exactly from any offset, across pieces and across appends; a retry overlapping stored bytes adds
+    /// only the new part.
+    #[test]
+    fn a_large_append_is_stored_in_pieces_and_reads_back_from_any_offset() {
+        let mut m = Machine::new();
+        m.apply(Command::CreateBuild(new_build(&["a"])));
+        let fence = m.assign(1, "a");
+        let text: String = (0..70_000u32)
+            .map(|i| {
+                if i % 80 == 79 {
+                    '\n'
+                } else {
+                    (b'a' + (i % 26) as u8) as char
+                }
+            })
+            .collect();
+        for (offset, part) in [(0usize, &text[..65_536]), (60_000, &text[60_000..])] {
+            assert!(matches!(
+                m.apply(append(1, "a", fence, offset as u64, part)),
+                CommandResult::RunUpdated { log_len, .. } if log_len == (offset + part.len()) as u64
+            ));
+        }
+        let run = crate::model::RunRef {
+            project: "p".into(),
+            build: 1,
+            run: "a".into(),
+        };
+        let pieces = m
+            .state
+            .tree()
+            .scan_prefix(crate::state::keys::console_of(&run))
+            .map(|kv| kv.expect("read").1.len())
+            .collect::<Vec<_>>();
+        assert!(pieces.iter().all(|&len| len <= 6 << 10), "{pieces:?}");
+        assert_eq!(pieces.iter().sum::<usize>(), 70_000);
+        assert_eq!(pieces.len(), 11 + 1, "{pieces:?}"); // 64 KiB in 11 pieces, then 4,464 new bytes
+        for offset in [
+            0usize, 1, 6143, 6144, 6145, 30_000, 65_535, 65_536, 69_999, 70_000,
+        ] {
+            let slice = m
+                .state
+                .console(&run, offset as u64, 1 << 20)
+                .expect("read")
+                .expect("run");
+            assert_eq!(slice.bytes, text.as_bytes()[offset..], "from {offset}");
+            let short = m
+                .state
+                .console(&run, offset as u64, 100)
+                .expect("read")
+                .expect("run");
+            assert_eq!(
+                short.bytes,
+                text.as_bytes()[offset..(offset + 100).min(70_000)]
+            );
+        }
+    }
+
     /// A login link works once, and not after it expired.
     #[test]
     fn login_links_work_once() {
