@@ -1,5 +1,5 @@
-//! The bodies of Raft log entries, in append-only segment files beside sled (a value log, as WiscKey
-//! does); the log tree keeps, per index, only an `EntryRef` to the body.
+//! The bodies of large Raft log entries (above 4 KiB: console output), in append-only segment files beside
+//! sled (a value log, as WiscKey does); the log tree keeps, per index, only an `EntryRef` to the body.
 //!
 //! Why: sled 0.34 keeps values inline in its leaves and splits a leaf only above 16 items, so a log of
 //! 64–256 KiB console entries made 1–4 MiB leaves that sled re-serialized and rewrote (as separate blob

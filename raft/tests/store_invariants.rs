@@ -854,8 +854,8 @@ fn encoded(entries: &[Entry]) -> Vec<Vec<u8>> {
     entries.iter().map(|e| codec::encode(e).unwrap()).collect()
 }
 
-/// Entry bodies live in segment files beside sled; a store whose log tree holds entries inline (written
-/// by a release before those files) reads on, and appends after them go to the files.
+/// Large entry bodies live in segment files beside sled; a store whose log tree holds every entry inline
+/// (written by a release before those files) reads on, and large appends after them go to the files.
 #[tokio::test]
 async fn inline_entries_of_an_older_store_read_on_beside_bodies_in_segments() {
     let dir = tempfile::tempdir().unwrap();
@@ -867,7 +867,7 @@ async fn inline_entries_of_an_older_store_read_on_beside_bodies_in_segments() {
         .entries(&all)
         .close();
     let new: Vec<Entry> = (4..=6)
-        .map(|i| create_project(1, i, &"n".repeat(i as usize * 1000)))
+        .map(|i| create_project(1, i, &"n".repeat(i as usize * 2000)))
         .collect();
     all.extend(new.clone());
     {
@@ -879,7 +879,7 @@ async fn inline_entries_of_an_older_store_read_on_beside_bodies_in_segments() {
     // The new bodies are in a segment, not in sled: one file of at least their size.
     let (_, size) = fullest_segment(&path);
     assert!(
-        size > 15_000,
+        size > 30_000,
         "the newest bodies are in a segment file ({size} bytes)"
     );
     let (mut log, mut sm) = open(&path);
@@ -899,7 +899,8 @@ async fn a_body_a_power_loss_tore_ends_the_log_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("raft");
     let mut all = vec![membership(1, 0)];
-    all.extend((1..=5).map(|i| create_project(1, i, &format!("p{i}"))));
+    // Bodies above the inline size (4 KiB), so that they go to a segment.
+    all.extend((1..=5).map(|i| create_project(1, i, &format!("p{i}{}", "x".repeat(5000)))));
     {
         let (mut log, _sm) = open(&path);
         log.save_vote(&Vote::new_committed(1, 1)).await.unwrap();
