@@ -398,20 +398,6 @@ pub async fn run(dir: &Path, bin_dir: &Path, opts: &BenchOptions) -> anyhow::Res
         notes.push(s);
     }
     let say = |what: &str| println!("[{:>5.1}s] {what}", started.elapsed().as_secs_f64());
-    // Each phase starts with the OS's dirty pages written back, so that none pays for the previous one's
-    // writes (the artifact phase leaves gigabytes in the page cache, which the kernel wrote back during
-    // the log phase and its fsyncs waited behind).
-    let settled = |what: &str| {
-        let what = what.to_string();
-        async move {
-            let t = Instant::now();
-            settle().await;
-            say(&format!(
-                "{what} (page cache written back in {:.1} s)",
-                t.elapsed().as_secs_f64()
-            ));
-        }
-    };
 
     say("starting 3 nodes and 2 Docker workers");
     let options = ClusterOptions {
@@ -439,10 +425,9 @@ pub async fn run(dir: &Path, bin_dir: &Path, opts: &BenchOptions) -> anyhow::Res
     });
 
     for (i, clients) in plan.commit_clients.into_iter().enumerate() {
-        settled(&format!(
+        say(&format!(
             "commit: concurrent console appends, {clients} clients"
-        ))
-        .await;
+        ));
         let keys = if i == 0 {
             ["commit_writes_per_s", "commit_p99_ms"]
         } else {
@@ -458,50 +443,50 @@ pub async fn run(dir: &Path, bin_dir: &Path, opts: &BenchOptions) -> anyhow::Res
         );
     }
 
-    settled("linearizable reads: leader, follower, 64 clients").await;
+    say("linearizable reads: leader, follower, 64 clients");
     figures.extend(reads::run(&cluster, &plan).await.context("reads")?);
 
-    settled("check-in scaling").await;
+    say("check-in scaling");
     let (scale_figures, scaling) = checkin::run(&cluster, &fleet, &plan, &say)
         .await
         .context("check-in scaling")?;
     figures.extend(scale_figures);
 
-    settled("dispatch from a deep queue").await;
+    say("dispatch from a deep queue");
     figures.extend(
         dispatch::run(&cluster, &fleet, &plan)
             .await
             .context("dispatch")?,
     );
 
-    settled("artifacts: upload and download throughput").await;
+    say("artifacts: upload and download throughput");
     figures.extend(artifacts::run(&cluster, &plan).await.context("artifacts")?);
 
-    settled("log ingest and live tail").await;
+    say("log ingest and live tail");
     figures.extend(logs::run(&cluster, &fleet, &plan).await.context("logs")?);
 
-    settled("trigger -> RUNNING on a real Docker worker").await;
+    say("trigger -> RUNNING on a real Docker worker");
     figures.extend(
         trigger::run(&cluster, &plan)
             .await
             .context("trigger to running")?,
     );
 
-    settled("lost worker detection (SIGKILL a real worker mid-run)").await;
+    say("lost worker detection (SIGKILL a real worker mid-run)");
     figures.extend(
         lost_worker::run(&mut cluster, &plan)
             .await
             .context("lost worker")?,
     );
 
-    settled("leader fail-over").await;
+    say("leader fail-over");
     figures.extend(
         failover::run(&mut cluster, &plan)
             .await
             .context("failover")?,
     );
 
-    settled("history: many builds, list pages, wiped node catch-up").await;
+    say("history: many builds, list pages, wiped node catch-up");
     figures.extend(
         history::run(&mut cluster, &plan, &say)
             .await
@@ -519,13 +504,6 @@ pub async fn run(dir: &Path, bin_dir: &Path, opts: &BenchOptions) -> anyhow::Res
         notes,
         elapsed: started.elapsed(),
     })
-}
-
-/// Writes the OS's dirty pages back (`sync`): what a phase measures is then its own disk work.
-async fn settle() {
-    if let Err(e) = tokio::process::Command::new("sync").status().await {
-        eprintln!("sync: {e}");
-    }
 }
 
 /// The highest Raft term any live node reports (each its own view, `stale=1`): a phase that raises it
