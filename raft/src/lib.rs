@@ -76,11 +76,12 @@ pub fn open_store(dir: &Path) -> Result<(SledLogStore, SledStateMachine), OpenEr
         .mode(sled::Mode::LowSpace)
         .open()
         .map_err(wrap)?;
-    let link = log_store::StoreLink::open(&db, &dir.with_extension("entries")).map_err(wrap)?;
+    let (link, lost_body) =
+        log_store::StoreLink::open(&db, &dir.with_extension("entries")).map_err(wrap)?;
     let log = SledLogStore::open(link.clone()).map_err(wrap)?;
     let snapshot_file = dir.with_extension("snapshot");
     let sm = SledStateMachine::open(link.clone(), snapshot_file).map_err(wrap)?;
-    if let Some(lost) = link.take_lost_body() {
+    if let Some(lost) = lost_body {
         // Only a power loss between sled's own flush of a ref and the sync of its body does this (see
         // `entry_files`); entries not applied were never acknowledged as durable, so the log ends before.
         let last_applied = sm
@@ -187,13 +188,7 @@ fn check_and_repair(sm: &SledStateMachine) -> Result<(), CheckError> {
             CommittedBeyondLog { last_applied, .. } => link.set_committed(*last_applied)?,
             _ => return Err(CheckError::Inconsistent(problem)),
         }
-        link.db.flush().map_err(|e| {
-            types::StorageError::from_io_error(
-                openraft::ErrorSubject::Store,
-                openraft::ErrorVerb::Write,
-                std::io::Error::other(e.to_string()),
-            )
-        })?;
+        link.db.flush().map_err(|e| io_storage_error(&e))?;
         tracing::warn!(%problem, "repaired the store");
     }
     match find_inconsistency(&sm.facts(true)?) {

@@ -105,8 +105,6 @@ pub(crate) struct StoreLink {
     pub(crate) meta: sled::Tree,
     /// The entries' bodies (the log tree holds refs to them).
     pub(crate) entries: EntryFiles,
-    /// A ref of the newest segment whose body did not read back whole on open (see `entry_files`).
-    lost_body: std::sync::Mutex<Option<EntryRef>>,
     /// Serialises the writers of the purge mark: RaftCore's `purge` and the state machine's install.
     purge_lock: std::sync::Mutex<()>,
     sm: tokio::sync::watch::Sender<SmProgress>,
@@ -115,8 +113,12 @@ pub(crate) struct StoreLink {
 }
 
 impl StoreLink {
-    /// `entries_dir` holds the segment files of the entries' bodies.
-    pub(crate) fn open(db: &sled::Db, entries_dir: &Path) -> Result<Arc<Self>, sled::Error> {
+    /// `entries_dir` holds the segment files of the entries' bodies. Also returns a ref of the newest
+    /// segments whose body did not read back whole (see `entry_files`), for `open_store` to deal with.
+    pub(crate) fn open(
+        db: &sled::Db,
+        entries_dir: &Path,
+    ) -> Result<(Arc<Self>, Option<EntryRef>), sled::Error> {
         let log = db.open_tree(LOG_TREE)?;
         let mut live = Vec::new();
         for value in log.iter().values() {
@@ -128,16 +130,16 @@ impl StoreLink {
             }
         }
         let (entries, lost_body) = EntryFiles::open(entries_dir, live)?;
-        Ok(Arc::new(StoreLink {
+        let link = Arc::new(StoreLink {
             db: db.clone(),
             log,
             meta: db.open_tree(META_TREE)?,
             entries,
-            lost_body: std::sync::Mutex::new(lost_body),
             purge_lock: std::sync::Mutex::new(()),
             sm: tokio::sync::watch::channel(SmProgress::default()).0,
             deferred_purge: std::sync::Mutex::new(None),
-        }))
+        });
+        Ok((link, lost_body))
     }
 
     pub(crate) fn sm_applied(&self, index: u64) {
@@ -228,14 +230,17 @@ impl StoreLink {
 
     /// The entry a log tree value stands for: read through its ref, or decoded in place.
     fn decode_entry(&self, v: &[u8]) -> Result<Entry, StorageError> {
-        let body = match EntryRef::decode(v).map_err(|e| io_err(ErrorVerb::Read, e))? {
-            Some(r) => self
-                .entries
-                .read(&r)
-                .map_err(|e| io_err(ErrorVerb::Read, e))?,
-            None => return codec::decode::<Entry>(v).map_err(|e| io_err(ErrorVerb::Read, e)),
+        let read = match EntryRef::decode(v).map_err(|e| io_err(ErrorVerb::Read, e))? {
+            Some(r) => {
+                let body = self
+                    .entries
+                    .read(&r)
+                    .map_err(|e| io_err(ErrorVerb::Read, e))?;
+                codec::decode::<Entry>(&body)
+            }
+            None => codec::decode::<Entry>(v),
         };
-        codec::decode::<Entry>(&body).map_err(|e| io_err(ErrorVerb::Read, e))
+        read.map_err(|e| io_err(ErrorVerb::Read, e))
     }
 
     /// The log id a log tree value stands for, without reading a body.
@@ -254,11 +259,6 @@ impl StoreLink {
             Ok(Some(r)) => r.len as usize,
             _ => v.len(),
         }
-    }
-
-    /// Taken once by `open_store`: a ref whose body a power loss took (see `entry_files`).
-    pub(crate) fn take_lost_body(&self) -> Option<EntryRef> {
-        self.lost_body.lock().unwrap().take()
     }
 
     /// The log id of the entry at `index`, if the log has one.
