@@ -19,19 +19,16 @@
 //! Format: a segment starts with `SEGMENT_MAGIC` and a version byte; a ref is `REF_TAG` then the `codec`
 //! encoding of `EntryRef`. `REF_TAG` is no codec version byte, so an inline entry (a store written before
 //! this file existed) and a ref tell themselves apart by their first byte; both are read.
+use crate::segment_files::{Place, Segments};
 use crate::types::LogId;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Mutex;
 
 /// The first byte of a log tree value that is an `EntryRef` (codec versions are small numbers).
 pub(crate) const REF_TAG: u8 = 0xE5;
 const SEGMENT_MAGIC: &[u8; 15] = b"jobserv-rlog-sg";
-const SEGMENT_VERSION: u8 = 1;
-const HEADER_LEN: u64 = 16;
 /// A new segment is started once the current one holds this much.
 const SEGMENT_BYTES: u64 = 64 << 20;
 
@@ -64,28 +61,10 @@ impl EntryRef {
     }
 }
 
-struct Writer {
-    current: u64,
-    file: Arc<File>,
-    len: u64,
-    /// Segments written to since the last `sync`.
-    unsynced: BTreeSet<u64>,
-}
-
 pub(crate) struct EntryFiles {
-    dir: PathBuf,
-    segment_bytes: u64,
-    writer: Mutex<Writer>,
-    /// Every segment file, open for reading; and the highest index whose body each one holds.
-    segments: Mutex<BTreeMap<u64, (Arc<File>, u64)>>,
-}
-
-fn segment_name(segment: u64) -> String {
-    format!("{segment:016}.seg")
-}
-
-fn parse_segment_name(name: &str) -> Option<u64> {
-    name.strip_suffix(".seg")?.parse().ok()
+    segments: Segments,
+    /// The highest index whose body each segment holds (a segment goes once the purge passes it).
+    highest: Mutex<BTreeMap<u64, u64>>,
 }
 
 impl EntryFiles {
@@ -104,53 +83,27 @@ impl EntryFiles {
         live: impl IntoIterator<Item = EntryRef>,
         segment_bytes: u64,
     ) -> std::io::Result<(EntryFiles, Option<EntryRef>)> {
-        std::fs::create_dir_all(dir)?;
         let mut highest: BTreeMap<u64, u64> = BTreeMap::new();
-        let mut newest_refs: Vec<EntryRef> = Vec::new();
-        let mut existing = BTreeSet::new();
-        for item in std::fs::read_dir(dir)? {
-            let item = item?;
-            if let Some(segment) = item.file_name().to_str().and_then(parse_segment_name) {
-                existing.insert(segment);
-            }
+        let live: Vec<EntryRef> = live.into_iter().collect();
+        for r in &live {
+            let top = highest.entry(r.segment).or_insert(r.log_id.index);
+            *top = (*top).max(r.log_id.index);
         }
-        let newest = existing.last().copied();
+        let (segments, existing) = Segments::open(dir, SEGMENT_MAGIC, segment_bytes, |s| {
+            highest.contains_key(&s)
+        })?;
+        highest.retain(|s, _| existing.contains(s));
+        highest.insert(segments.current(), 0);
         // Bodies not yet synced can only be in the newest segment, or the one before it when the last
         // round of appends started a new one.
         let recent: BTreeSet<u64> = existing.iter().rev().take(2).copied().collect();
-        for r in live {
-            let top = highest.entry(r.segment).or_insert(r.log_id.index);
-            *top = (*top).max(r.log_id.index);
-            if recent.contains(&r.segment) {
-                newest_refs.push(r);
-            }
-        }
-        let mut segments = BTreeMap::new();
-        for &segment in &existing {
-            let path = dir.join(segment_name(segment));
-            match highest.get(&segment) {
-                Some(&top) => {
-                    let file = OpenOptions::new().read(true).write(true).open(&path)?;
-                    check_header(&file, &path)?;
-                    segments.insert(segment, (Arc::new(file), top));
-                }
-                None => std::fs::remove_file(&path)?,
-            }
-        }
-        // Never append to a segment a crash may have left with a torn tail: start a new one.
-        let first = newest.map_or(1, |n| n + 1);
-        let file = Arc::new(create_segment(dir, first)?);
-        segments.insert(first, (file.clone(), 0));
+        let mut newest_refs: Vec<EntryRef> = live
+            .into_iter()
+            .filter(|r| recent.contains(&r.segment))
+            .collect();
         let files = EntryFiles {
-            dir: dir.to_path_buf(),
-            segment_bytes,
-            writer: Mutex::new(Writer {
-                current: first,
-                file,
-                len: HEADER_LEN,
-                unsynced: BTreeSet::new(),
-            }),
-            segments: Mutex::new(segments),
+            segments,
+            highest: Mutex::new(highest),
         };
         newest_refs.sort_by_key(|r| r.log_id.index);
         let mut lost = None;
@@ -163,176 +116,80 @@ impl EntryFiles {
         Ok((files, lost))
     }
 
-    fn start_segment(&self, w: &mut Writer, segment: u64) -> std::io::Result<()> {
-        let file = Arc::new(create_segment(&self.dir, segment)?);
-        w.current = segment;
-        w.file = file.clone();
-        w.len = HEADER_LEN;
-        self.segments.lock().unwrap().insert(segment, (file, 0));
-        Ok(())
-    }
-
     /// Writes one entry's encoded body at the end of the current segment (not synced: `sync` does).
     pub(crate) fn append(&self, log_id: LogId, body: &[u8]) -> std::io::Result<EntryRef> {
-        let len = u32::try_from(body.len())
-            .map_err(|_| std::io::Error::other(format!("a log entry of {} bytes", body.len())))?;
-        let mut w = self.writer.lock().unwrap();
-        if w.len >= self.segment_bytes {
-            let next = w.current + 1;
-            self.start_segment(&mut w, next)?;
-        }
-        let offset = w.len;
-        w.file.write_all_at(body, offset)?;
-        w.len += body.len() as u64;
-        let segment = w.current;
-        w.unsynced.insert(segment);
-        if let Some((_, top)) = self.segments.lock().unwrap().get_mut(&segment) {
-            *top = (*top).max(log_id.index);
-        }
+        let place = self
+            .segments
+            .append(body)
+            .map_err(|e| std::io::Error::other(format!("log entry {log_id}: {e}")))?;
+        let mut highest = self.highest.lock().unwrap();
+        let top = highest.entry(place.segment).or_insert(0);
+        *top = (*top).max(log_id.index);
         Ok(EntryRef {
             log_id,
-            segment,
-            offset,
-            len,
-            crc: crc32fast::hash(body),
+            segment: place.segment,
+            offset: place.offset,
+            len: place.len,
+            crc: place.crc,
         })
     }
 
     /// Makes every body appended so far durable.
     pub(crate) fn sync(&self) -> std::io::Result<()> {
-        let unsynced: Vec<u64> = std::mem::take(&mut self.writer.lock().unwrap().unsynced)
-            .into_iter()
-            .collect();
-        let files: Vec<Arc<File>> = {
-            let segments = self.segments.lock().unwrap();
-            unsynced
-                .iter()
-                .filter_map(|s| segments.get(s).map(|(f, _)| f.clone()))
-                .collect()
-        };
-        for file in files {
-            if let Err(e) = file.sync_data() {
-                // Not synced: the next round must try these again.
-                self.writer.lock().unwrap().unsynced.extend(unsynced);
-                return Err(e);
-            }
-        }
-        Ok(())
+        self.segments.sync()
     }
 
     /// The body `r` points to, checked against its length and checksum.
     pub(crate) fn read(&self, r: &EntryRef) -> std::io::Result<Vec<u8>> {
-        let file = self
-            .segments
-            .lock()
-            .unwrap()
-            .get(&r.segment)
-            .map(|(f, _)| f.clone())
-            .ok_or_else(|| {
-                std::io::Error::other(format!(
-                    "log entry {}: its segment {} is gone",
-                    r.log_id, r.segment
-                ))
-            })?;
-        let mut body = vec![0u8; r.len as usize];
-        file.read_exact_at(&mut body, r.offset).map_err(|e| {
-            std::io::Error::other(format!(
-                "log entry {} (segment {}, offset {}, {} bytes): {e}",
-                r.log_id, r.segment, r.offset, r.len
-            ))
-        })?;
-        if crc32fast::hash(&body) != r.crc {
-            return Err(std::io::Error::other(format!(
-                "log entry {} (segment {}, offset {}): checksum mismatch",
-                r.log_id, r.segment, r.offset
-            )));
-        }
-        Ok(body)
+        let place = Place {
+            segment: r.segment,
+            offset: r.offset,
+            len: r.len,
+            crc: r.crc,
+        };
+        self.segments
+            .read(&place)
+            .map_err(|e| std::io::Error::other(format!("log entry {}: {e}", r.log_id)))
     }
 
     /// Deletes the segments, but the one being written, whose bodies are all at or below `purged`. Called
     /// once the purge mark and the removal of the refs are durable.
     pub(crate) fn forget_through(&self, purged: u64) -> std::io::Result<()> {
-        let current = self.writer.lock().unwrap().current;
-        let doomed: Vec<u64> = self
-            .segments
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(&s, (_, top))| s != current && *top <= purged)
-            .map(|(&s, _)| s)
-            .collect();
+        let current = self.segments.current();
+        let doomed: Vec<u64> = {
+            let mut highest = self.highest.lock().unwrap();
+            let doomed: Vec<u64> = highest
+                .iter()
+                .filter(|(&s, &top)| s != current && top <= purged)
+                .map(|(&s, _)| s)
+                .collect();
+            for s in &doomed {
+                highest.remove(s);
+            }
+            doomed
+        };
         if doomed.is_empty() {
             return Ok(());
         }
-        for segment in &doomed {
-            self.segments.lock().unwrap().remove(segment);
-            std::fs::remove_file(self.dir.join(segment_name(*segment)))?;
-        }
-        sync_dir(&self.dir)
+        self.segments.delete(&doomed)
     }
 
     #[cfg(test)]
     fn segment_numbers(&self) -> Vec<u64> {
-        self.segments.lock().unwrap().keys().copied().collect()
+        self.segments.numbers()
     }
-}
-
-fn check_header(file: &File, path: &Path) -> std::io::Result<()> {
-    let mut header = [0u8; HEADER_LEN as usize];
-    file.read_exact_at(&mut header, 0)?;
-    if &header[..SEGMENT_MAGIC.len()] != SEGMENT_MAGIC {
-        return Err(std::io::Error::other(format!(
-            "{}: not a log segment",
-            path.display()
-        )));
-    }
-    let version = header[SEGMENT_MAGIC.len()];
-    if version != SEGMENT_VERSION {
-        return Err(std::io::Error::other(format!(
-            "{}: log segment format {version}, this binary reads {SEGMENT_VERSION}",
-            path.display()
-        )));
-    }
-    Ok(())
-}
-
-/// A new segment with its header, its name durable in `dir` (the bodies' fsync does not cover the name).
-fn create_segment(dir: &Path, segment: u64) -> std::io::Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(dir.join(segment_name(segment)))?;
-    let mut header = [0u8; HEADER_LEN as usize];
-    header[..SEGMENT_MAGIC.len()].copy_from_slice(SEGMENT_MAGIC);
-    header[SEGMENT_MAGIC.len()] = SEGMENT_VERSION;
-    file.write_all_at(&header, 0)?;
-    file.sync_data()?;
-    sync_dir(dir)?;
-    Ok(file)
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::segment_files::{files_in, segment_path};
     use openraft::CommittedLeaderId;
+    use std::fs::OpenOptions;
+    use std::os::unix::fs::FileExt;
 
     fn lid(index: u64) -> LogId {
         LogId::new(CommittedLeaderId::new(1, 1), index)
-    }
-
-    fn files_in(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
     }
 
     #[test]
@@ -380,7 +237,7 @@ mod tests {
         // A power loss tore the last body of segment 3 (entry 6): found on open, entry 5 is intact.
         let seg3 = OpenOptions::new()
             .write(true)
-            .open(dir.path().join(segment_name(3)))
+            .open(segment_path(dir.path(), 3))
             .unwrap();
         seg3.write_all_at(b"torn", refs[5].offset + 10).unwrap();
         let (files, lost) = EntryFiles::open_with(dir.path(), refs[2..].to_vec(), 100).unwrap();

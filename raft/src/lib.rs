@@ -10,11 +10,13 @@
 pub mod backup;
 pub mod codec;
 pub mod command;
+pub mod console_files;
 mod entry_files;
 pub mod hooks;
 pub mod log_store;
 pub mod model;
 pub mod network;
+mod segment_files;
 pub mod state;
 pub mod state_machine;
 pub mod types;
@@ -38,7 +40,7 @@ pub enum OpenError {
         path: String,
         source: types::StorageError,
     },
-    #[error("the store at {path} is inconsistent: {problem}. Refusing to start on it; to rejoin the cluster from a snapshot, move {path}, {path}.snapshot and {path}.entries away")]
+    #[error("the store at {path} is inconsistent: {problem}. Refusing to start on it; to rejoin the cluster from a snapshot, move {path}, {path}.snapshot, {path}.entries and {path}.console away")]
     Inconsistent {
         path: String,
         problem: Inconsistency,
@@ -80,7 +82,8 @@ pub fn open_store(dir: &Path) -> Result<(SledLogStore, SledStateMachine), OpenEr
         log_store::StoreLink::open(&db, &dir.with_extension("entries")).map_err(wrap)?;
     let log = SledLogStore::open(link.clone()).map_err(wrap)?;
     let snapshot_file = dir.with_extension("snapshot");
-    let sm = SledStateMachine::open(link.clone(), snapshot_file).map_err(wrap)?;
+    let sm = SledStateMachine::open(link.clone(), snapshot_file, &dir.with_extension("console"))
+        .map_err(wrap)?;
     if let Some(lost) = lost_body {
         // Only a power loss between sled's own flush of a ref and the sync of its body does this (see
         // `entry_files`); entries not applied were never acknowledged as durable, so the log ends before.

@@ -19,6 +19,7 @@
 //! install is durable is left to the install, and entries after the snapshot wait for its file.
 use crate::codec;
 use crate::command::CommandResult;
+use crate::console_files::ConsoleFiles;
 use crate::log_store::{StoreFacts, StoreLink};
 use crate::state::{keys, State};
 use crate::types::{
@@ -95,13 +96,16 @@ fn snap_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageErro
 
 impl SledStateMachine {
     /// `snapshot_file`: where the current snapshot is kept (outside the sled directory).
+    /// `console_dir`: this node's console files (`console_files.rs`).
     pub(crate) fn open(
         link: Arc<StoreLink>,
         snapshot_file: std::path::PathBuf,
+        console_dir: &std::path::Path,
     ) -> Result<Self, sled::Error> {
         let db = link.db.clone();
+        let console = Arc::new(ConsoleFiles::open(console_dir)?);
         let sm = SledStateMachine {
-            state: State::new(db.open_tree("state")?),
+            state: State::with_console_files(db.open_tree("state")?, console),
             db,
             snapshot_file,
             apply_lock: Arc::new(RwLock::new(())),
@@ -116,7 +120,17 @@ impl SledStateMachine {
         if let Err(e) = sm.state.rebuild_derived() {
             tracing::error!(error = %e, "rebuilding the derived indexes");
         }
+        sm.sweep_console_files();
         Ok(sm)
+    }
+
+    /// Deletes the console files nothing refers to any more (logged, not fatal: they only take space).
+    fn sweep_console_files(&self) {
+        match self.state.sweep_console_files() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(segments = n, "console files no run refers to: deleted"),
+            Err(e) => tracing::warn!(error = %e, "sweeping the console files"),
+        }
     }
 
     pub(crate) fn link(&self) -> &Arc<StoreLink> {
@@ -314,7 +328,9 @@ impl SledStateMachine {
                 applied = codec::decode::<Option<LogId>>(&v)
                     .map_err(|e| crate::backup::BackupError::Store(e.to_string()))?;
             }
-            pairs.push((k.to_vec(), v.to_vec()));
+            self.state
+                .portable(&k, &v, &mut pairs)
+                .map_err(|e| crate::backup::BackupError::Store(e.to_string()))?;
         }
         Ok(StateCut { applied, pairs })
     }
@@ -429,12 +445,14 @@ impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
             }
         }
         // The read guard keeps `apply` out while the blocking thread copies: still one consistent cut.
-        let tree = self.state.tree().clone();
+        let state = self.state.clone();
         let data = off_the_raft_thread(move || {
             let mut pairs = Vec::new();
-            for item in tree.iter() {
+            for item in state.tree().iter() {
                 let (k, v) = item.map_err(|e| snap_err(ErrorVerb::Read, e))?;
-                pairs.push((k.to_vec(), v.to_vec()));
+                state
+                    .portable(&k, &v, &mut pairs)
+                    .map_err(|e| snap_err(ErrorVerb::Read, e))?;
             }
             codec::encode(&SnapshotPayload { pairs }).map_err(|e| snap_err(ErrorVerb::Write, e))
         })
@@ -453,6 +471,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
             data: data.clone(),
         };
         self.save_current_snapshot(stored).await?;
+        // Still under the read guard: an apply in progress may have written a body whose ref is not in
+        // the tree yet (`console_files.rs`).
+        let sm = self.clone();
+        let _ = tokio::task::spawn_blocking(move || sm.sweep_console_files()).await;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),

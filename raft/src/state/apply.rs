@@ -18,7 +18,8 @@ impl State {
         command: Option<&Command>,
         meta: Vec<(Vec<u8>, Vec<u8>)>,
     ) -> StateResult<CommandResult> {
-        let mut txn = Txn::new(&self.tree);
+        let console = self.console.as_deref();
+        let mut txn = Txn::with_console_files(&self.tree, console);
         let outcome = match command {
             Some(cmd) => apply_command(&mut txn, log_index, cmd)?,
             None => Ok(CommandResult::Done),
@@ -27,14 +28,19 @@ impl State {
             Ok(result) => result,
             Err(refusal) => {
                 // A refused command changes nothing: drop its partial writes, keep only the meta writes.
-                txn = Txn::new(&self.tree);
+                txn = Txn::with_console_files(&self.tree, console);
                 CommandResult::Rejected(refusal)
             }
         };
         for (k, v) in meta {
             txn.put_raw(k, v);
         }
-        self.tree.apply_batch(txn.into_batch())?;
+        let (batch, wrote_bodies) = txn.into_batch()?;
+        if let (true, Some(files)) = (wrote_bodies, console) {
+            // Before the refs: sled may persist the batch on its own at any time (`console_files.rs`).
+            files.sync()?;
+        }
+        self.tree.apply_batch(batch)?;
         Ok(result)
     }
 }
@@ -565,13 +571,6 @@ pub(super) fn check_fence(run: &Run, fence: u64) -> Result<(), StateError> {
     Ok(())
 }
 
-/// Console bytes are stored in pieces of at most this size, each under its own offset. sled 0.34 keeps
-/// values inline in its leaves and splits a leaf only above 16 items: whole 64 KiB chunks made ~1 MiB
-/// leaves, which sled wrote as blob files (one created, written and deleted per rewrite of the leaf) over
-/// and over during a log flood. 17 pieces of 6 KiB stay under its blob threshold (a quarter of a 512 KiB
-/// segment). Readers take chunks of any size (stores written before keep theirs).
-const CONSOLE_PIECE: usize = 6 << 10;
-
 fn update_run(txn: &mut Txn, up: &RunUpdate) -> StateResult<Outcome> {
     let key = keys::run(&up.run);
     let Some(mut run) = txn.get::<Run>(&key)? else {
@@ -605,10 +604,15 @@ fn update_run(txn: &mut Txn, up: &RunUpdate) -> StateResult<Outcome> {
     if end > run.log_len {
         // Only the part past what is stored is new: a retry through another node never duplicates bytes.
         let skip = (run.log_len - up.offset) as usize;
-        let mut at = run.log_len;
-        for piece in up.console[skip..].chunks(CONSOLE_PIECE) {
-            txn.put_raw(keys::console_chunk(&up.run, at), piece.to_vec());
-            at += piece.len() as u64;
+        let new = &up.console[skip..];
+        if new.len() >= crate::console_files::MIN_BYTES && txn.has_console_files() {
+            txn.put_console_body(keys::console_chunk(&up.run, run.log_len), new.to_vec());
+        } else {
+            let mut at = run.log_len;
+            for piece in new.chunks(super::console::CONSOLE_PIECE) {
+                txn.put_raw(keys::console_chunk(&up.run, at), piece.to_vec());
+                at += piece.len() as u64;
+            }
         }
         run.log_len = end;
     }

@@ -38,9 +38,26 @@ pub fn runs_of_project(project: &str) -> Vec<u8> {
     format!("r/{project}/").into_bytes()
 }
 
-/// Console chunks are stored raw (the bytes the worker sent) under their starting offset.
+/// Console chunks are stored raw (the bytes the worker sent) under their starting offset, or as a
+/// `ConsoleRef` to them in this node's console files under `console_chunk_ref`.
 pub fn console_chunk(r: &RunRef, offset: u64) -> Vec<u8> {
     format!("l/{}/{:020}/{}/{offset:020}", r.project, r.build, r.run).into_bytes()
+}
+/// What a chunk key ends with when its value is a ref (a raw chunk's key ends with a digit).
+pub const CONSOLE_REF_SUFFIX: u8 = b'r';
+pub const CONSOLES: &[u8] = b"l/";
+pub fn console_chunk_ref(chunk_key: &[u8]) -> Vec<u8> {
+    let mut key = chunk_key.to_vec();
+    key.push(CONSOLE_REF_SUFFIX);
+    key
+}
+/// The chunk key of `key` if it is a console ref key.
+pub fn console_ref_chunk(key: &[u8]) -> Option<&[u8]> {
+    if key.starts_with(CONSOLES) {
+        key.strip_suffix(&[CONSOLE_REF_SUFFIX])
+    } else {
+        None
+    }
 }
 pub fn console_of(r: &RunRef) -> Vec<u8> {
     format!("l/{}/{:020}/{}/", r.project, r.build, r.run).into_bytes()

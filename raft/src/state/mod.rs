@@ -3,6 +3,7 @@
 //! machine; `read` is what the node's handlers use (local reads of the applied state).
 mod apply;
 mod artifacts;
+mod console;
 mod hooks;
 pub mod keys;
 mod queue;
@@ -19,6 +20,8 @@ pub use read::{BuildPage, ConsoleSlice};
 
 use crate::codec::CodecError;
 use crate::command::StateError;
+use crate::console_files::ConsoleFiles;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateStoreError {
@@ -26,6 +29,8 @@ pub enum StateStoreError {
     Sled(#[from] sled::Error),
     #[error("codec: {0}")]
     Codec(#[from] CodecError),
+    #[error("console files: {0}")]
+    ConsoleFiles(#[from] std::io::Error),
 }
 
 pub type StateResult<T> = Result<T, StateStoreError>;
@@ -34,11 +39,27 @@ pub type StateResult<T> = Result<T, StateStoreError>;
 #[derive(Clone)]
 pub struct State {
     tree: sled::Tree,
+    /// Where large console chunks go (`console_files.rs`); without it every chunk stays in the tree.
+    console: Option<Arc<ConsoleFiles>>,
 }
 
 impl State {
     pub fn new(tree: sled::Tree) -> Self {
-        State { tree }
+        State {
+            tree,
+            console: None,
+        }
+    }
+
+    pub fn with_console_files(tree: sled::Tree, console: Arc<ConsoleFiles>) -> Self {
+        State {
+            tree,
+            console: Some(console),
+        }
+    }
+
+    pub fn console_files(&self) -> Option<&Arc<ConsoleFiles>> {
+        self.console.as_ref()
     }
 
     pub fn tree(&self) -> &sled::Tree {

@@ -169,16 +169,13 @@ impl State {
         let start_from = first.map(|(k, _)| k.to_vec()).unwrap_or(start_key);
         for item in self.tree.range(start_from..keys::prefix_end(&prefix)) {
             let (k, v) = item?;
-            let chunk_offset: u64 = std::str::from_utf8(&k[prefix.len()..])
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            let chunk_end = chunk_offset + v.len() as u64;
-            if chunk_end <= offset {
+            let (chunk_offset, chunk) = self.console_chunk(&prefix, &k, v)?;
+            if chunk_offset + chunk.len() <= offset {
                 continue;
             }
             let skip = offset.saturating_sub(chunk_offset) as usize;
-            bytes.extend_from_slice(&v[skip..]);
+            let chunk = self.chunk_bytes(chunk)?;
+            bytes.extend_from_slice(chunk.get(skip..).unwrap_or_default());
             if bytes.len() >= max {
                 bytes.truncate(max);
                 break;

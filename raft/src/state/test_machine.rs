@@ -35,10 +35,22 @@ pub struct Machine {
 impl Machine {
     pub fn new() -> Machine {
         let db = sled::Config::new().temporary(true).open().expect("sled");
-        let mut m = Machine {
-            state: State::new(db.open_tree("state").expect("tree")),
-            index: 0,
-        };
+        Machine::on(State::new(db.open_tree("state").expect("tree")))
+    }
+
+    /// A machine whose large console chunks go to console files in `dir` (segments of `segment_bytes`).
+    pub fn with_console_files(dir: &std::path::Path, segment_bytes: u64) -> Machine {
+        let db = sled::Config::new().temporary(true).open().expect("sled");
+        let files =
+            crate::console_files::ConsoleFiles::open_with(dir, segment_bytes).expect("files");
+        Machine::on(State::with_console_files(
+            db.open_tree("state").expect("tree"),
+            std::sync::Arc::new(files),
+        ))
+    }
+
+    fn on(state: State) -> Machine {
+        let mut m = Machine { state, index: 0 };
         m.apply(Command::CreateProject {
             name: "p".into(),
             synchronous_builds: false,
@@ -241,7 +253,7 @@ mod tests {
         assert_eq!(console.bytes, b"hello world");
     }
 
-    /// A large append is stored in pieces (`apply::CONSOLE_PIECE`, for sled's leaves) and reads back
+    /// A large append is stored in pieces (`console::CONSOLE_PIECE`, for sled's leaves) and reads back
     /// exactly from any offset, across pieces and across appends; a retry overlapping stored bytes adds
     /// only the new part.
     #[test]
@@ -329,5 +341,140 @@ mod tests {
             m.apply(use_link("b", 30)),
             CommandResult::Rejected(StateError::Invalid(_))
         ));
+    }
+
+    fn run_ref(build: u64, run: &str) -> crate::model::RunRef {
+        crate::model::RunRef {
+            project: "p".into(),
+            build,
+            run: run.into(),
+        }
+    }
+
+    fn text(len: usize, seed: u8) -> String {
+        (0..len)
+            .map(|i| {
+                if i % 80 == 79 {
+                    '\n'
+                } else {
+                    (b'a' + ((i + seed as usize) % 26) as u8) as char
+                }
+            })
+            .collect()
+    }
+
+    /// Console chunks of `console_files::MIN_BYTES` or more go to the console files (a ref in the tree),
+    /// smaller ones stay in the tree; they read back exactly as on a node that keeps every chunk in the
+    /// tree, and leave the node (snapshots, backups: `State::portable`) as the very pairs that node holds.
+    #[test]
+    fn large_chunks_go_to_console_files_and_leave_the_node_as_the_same_pairs() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut plain = Machine::new();
+        let mut files = Machine::with_console_files(dir.path(), 50_000);
+        let a_text = text(70_000, 0);
+        let b_text = text(20_100, 7);
+        let mut results = Vec::new();
+        for m in [&mut plain, &mut files] {
+            m.apply(Command::CreateBuild(new_build(&["a", "b"])));
+            let (fa, fb) = (m.assign(1, "a"), m.assign(1, "b"));
+            results.push(vec![
+                m.apply(append(1, "a", fa, 0, &a_text[..65_536])),
+                // A retry that overlaps what is stored: only its 4,464 new bytes are new (they stay in the tree).
+                m.apply(append(1, "a", fa, 60_000, &a_text[60_000..])),
+                m.apply(append(1, "b", fb, 0, &b_text[..20_000])),
+                m.apply(append(1, "b", fb, 20_000, &b_text[20_000..])),
+                // A gap: refused, and its bytes are stored nowhere.
+                m.apply(append(1, "b", fb, 900_000, &a_text[..30_000])),
+            ]);
+        }
+        assert_eq!(results[0], results[1]);
+        assert!(matches!(
+            results[1][4],
+            CommandResult::Rejected(StateError::OffsetGap { .. })
+        ));
+        let ref_keys: Vec<String> = contents(&files)
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
+            .filter(|k| k.starts_with("l/") && k.ends_with('r'))
+            .collect();
+        assert_eq!(
+            ref_keys,
+            [
+                "l/p/00000000000000000001/a/00000000000000000000r",
+                "l/p/00000000000000000001/b/00000000000000000000r"
+            ]
+        );
+        // 65,536 bytes filled the first 50,000-byte segment; the second body started segment 2.
+        let console = files.state.console_files().expect("files").clone();
+        assert_eq!(console.segment_numbers(), [1, 2]);
+        for (run, full) in [("a", &a_text), ("b", &b_text)] {
+            for offset in [
+                0usize, 1, 6_144, 19_999, 20_000, 20_099, 65_535, 65_536, 69_999,
+            ] {
+                for max in [100usize, 1 << 20] {
+                    let read = |m: &Machine| {
+                        m.state
+                            .console(&run_ref(1, run), offset as u64, max)
+                            .expect("read")
+                            .expect("run")
+                            .bytes
+                    };
+                    let expected = full
+                        .as_bytes()
+                        .get(offset..(offset + max).min(full.len()))
+                        .unwrap_or_default();
+                    assert_eq!(read(&files), expected, "{run} from {offset}, {max}");
+                    assert_eq!(read(&plain), expected, "{run} from {offset}, {max}");
+                }
+            }
+        }
+        let mut leaving = Vec::new();
+        for (k, v) in contents(&files) {
+            files
+                .state
+                .portable(&k, &v, &mut leaving)
+                .expect("portable");
+        }
+        assert!(
+            leaving == contents(&plain),
+            "pairs differ from a plain node's"
+        );
+    }
+
+    /// Segments nobody refers to any more (deleted builds, reruns) are deleted by the sweep; a referenced
+    /// one and the one being written are kept.
+    #[test]
+    fn the_sweep_deletes_console_files_once_no_run_refers_to_them() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut m = Machine::with_console_files(dir.path(), 30_000);
+        m.apply(Command::CreateBuild(new_build(&["a"])));
+        m.apply(Command::CreateBuild(new_build(&["b"])));
+        let (fa, fb) = (m.assign(1, "a"), m.assign(2, "b"));
+        let big = text(40_000, 3);
+        m.apply(append(1, "a", fa, 0, &big)); // segment 1
+        m.apply(append(2, "b", fb, 0, &big)); // segment 2
+        m.apply(append(1, "a", fa, 40_000, &big)); // segment 3
+        let console = m.state.console_files().expect("files").clone();
+        assert_eq!(console.segment_numbers(), [1, 2, 3]);
+        assert_eq!(m.state.sweep_console_files().expect("sweep"), 0);
+        m.complete(1, "a", fa);
+        assert_eq!(
+            m.apply(Command::DeleteBuilds {
+                project: "p".into(),
+                numbers: vec![1],
+            }),
+            CommandResult::BuildsDeleted(vec![1])
+        );
+        // Build 1 held segments 1 and 3; 3 is being written, so only 1 goes.
+        assert_eq!(m.state.sweep_console_files().expect("sweep"), 1);
+        assert_eq!(console.segment_numbers(), [2, 3]);
+        assert_eq!(
+            m.state
+                .console(&run_ref(2, "b"), 0, 1 << 20)
+                .expect("read")
+                .expect("run")
+                .bytes,
+            big.as_bytes()
+        );
     }
 }

@@ -1,29 +1,53 @@
 //! A write set for one log entry: reads see the entry's own earlier writes, and `into_batch` turns the
 //! whole set (plus `last_applied`) into one atomic sled `Batch`. A savepoint lets one command of a
 //! `Command::Batch` be refused without undoing the commands before it.
-use super::StateResult;
+use super::{keys, StateResult};
 use crate::codec;
+use crate::console_files::ConsoleFiles;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A key's pending write before a savepoint: `None` when the key had none.
 type Undo = (Vec<u8>, Option<Option<Vec<u8>>>);
 
 pub struct Txn<'a> {
     tree: &'a sled::Tree,
+    /// Where the bodies of `put_console_body` go; without it they stay in the tree.
+    console: Option<&'a ConsoleFiles>,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Keys of `writes` whose value goes to the console files, a ref to it to the tree.
+    bodies: BTreeSet<Vec<u8>>,
     /// While a savepoint is open: what each write since replaced, newest last.
     undo: Option<Vec<Undo>>,
 }
 
 impl<'a> Txn<'a> {
+    #[cfg(test)]
     pub fn new(tree: &'a sled::Tree) -> Self {
+        Self::with_console_files(tree, None)
+    }
+
+    pub fn with_console_files(tree: &'a sled::Tree, console: Option<&'a ConsoleFiles>) -> Self {
         Txn {
             tree,
+            console,
             writes: BTreeMap::new(),
+            bodies: BTreeSet::new(),
             undo: None,
         }
+    }
+
+    /// Whether `put_console_body` moves bodies out of the tree.
+    pub fn has_console_files(&self) -> bool {
+        self.console.is_some()
+    }
+
+    /// Like `put_raw`, but the value goes to the console files at `into_batch` (a ref to it under
+    /// `keys::console_chunk_ref(&key)`), if this write is still pending then.
+    pub fn put_console_body(&mut self, key: Vec<u8>, bytes: Vec<u8>) {
+        self.bodies.insert(key.clone());
+        self.write(key, Some(bytes));
     }
 
     /// Opens a savepoint (one at a time): `rollback` drops every write made after it, `release` keeps them.
@@ -138,15 +162,24 @@ impl<'a> Txn<'a> {
         Ok(())
     }
 
-    pub fn into_batch(self) -> sled::Batch {
+    /// The whole write set as one sled batch. Console bodies are written to the console files first (not
+    /// synced): the second value says whether any was, and then the caller must sync them before it
+    /// applies the batch.
+    pub fn into_batch(self) -> StateResult<(sled::Batch, bool)> {
         let mut batch = sled::Batch::default();
+        let mut wrote_bodies = false;
         for (k, v) in self.writes {
-            match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
+            match (v, self.console) {
+                (Some(v), Some(files)) if self.bodies.contains(&k) => {
+                    let r = files.append(&v)?;
+                    batch.insert(keys::console_chunk_ref(&k), codec::encode(&r)?);
+                    wrote_bodies = true;
+                }
+                (Some(v), _) => batch.insert(k, v),
+                (None, _) => batch.remove(k),
             }
         }
-        batch
+        Ok((batch, wrote_bodies))
     }
 }
 
@@ -179,7 +212,8 @@ mod tests {
         txn.release();
         txn.rollback(); // no savepoint open: nothing to undo
         assert_eq!(txn.get_raw(b"new").expect("get"), Some(b"kept".to_vec()));
-        tree.apply_batch(txn.into_batch()).expect("apply");
+        tree.apply_batch(txn.into_batch().expect("batch").0)
+            .expect("apply");
         assert_eq!(tree.get(b"stored").expect("get"), None);
         assert_eq!(
             tree.get(b"new").expect("get").as_deref(),

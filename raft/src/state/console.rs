@@ -1,0 +1,125 @@
+//! Console chunks as the state tree stores them: raw bytes under the chunk's key, or a `ConsoleRef` to
+//! this node's console files under the key with `r` appended (`console_files.rs`). Readers, snapshots and
+//! backups see only offsets and bytes.
+use super::{keys, State, StateResult};
+use crate::codec;
+use crate::console_files::ConsoleRef;
+use std::collections::BTreeSet;
+
+/// Console bytes that stay in the tree (below `console_files::MIN_BYTES`, or on a state without console
+/// files) are stored in pieces of at most this size, each under its own offset. sled 0.34 keeps
+/// values inline in its leaves and splits a leaf only above 16 items: whole 64 KiB chunks made ~1 MiB
+/// leaves, which sled wrote as blob files (one created, written and deleted per rewrite of the leaf) over
+/// and over during a log flood. 17 pieces of 6 KiB stay under its blob threshold (a quarter of a 512 KiB
+/// segment). Readers take chunks of any size (stores written before keep theirs).
+pub(crate) const CONSOLE_PIECE: usize = 6 << 10;
+
+/// One stored chunk of a run's console.
+pub(crate) enum Chunk {
+    Inline(sled::IVec),
+    Stored(ConsoleRef),
+}
+
+impl Chunk {
+    pub(crate) fn len(&self) -> u64 {
+        match self {
+            Chunk::Inline(bytes) => bytes.len() as u64,
+            Chunk::Stored(r) => u64::from(r.len),
+        }
+    }
+}
+
+impl State {
+    /// The offset and chunk of a pair under `prefix` (a run's `keys::console_of`).
+    pub(crate) fn console_chunk(
+        &self,
+        prefix: &[u8],
+        key: &[u8],
+        value: sled::IVec,
+    ) -> StateResult<(u64, Chunk)> {
+        let (tail, chunk) = match keys::console_ref_chunk(key) {
+            Some(chunk_key) => (
+                &chunk_key[prefix.len().min(chunk_key.len())..],
+                Chunk::Stored(codec::decode(&value)?),
+            ),
+            None => (&key[prefix.len().min(key.len())..], Chunk::Inline(value)),
+        };
+        let offset = std::str::from_utf8(tail)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        Ok((offset, chunk))
+    }
+
+    /// The bytes of `chunk`.
+    pub(crate) fn chunk_bytes(&self, chunk: Chunk) -> StateResult<Vec<u8>> {
+        match chunk {
+            Chunk::Inline(bytes) => Ok(bytes.to_vec()),
+            Chunk::Stored(r) => self.read_console_ref(&r),
+        }
+    }
+
+    fn read_console_ref(&self, r: &ConsoleRef) -> StateResult<Vec<u8>> {
+        let files = self.console.as_ref().ok_or_else(|| {
+            std::io::Error::other("a console ref in a state opened without its console files")
+        })?;
+        Ok(files.read(r)?)
+    }
+
+    /// A pair of the tree as it leaves this node (snapshots, backups), pushed to `out`: a console ref
+    /// becomes the pieces a node without console files stores for the same append (same keys, same
+    /// bytes), so what leaves a node does not depend on where it kept the bytes.
+    pub fn portable(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        out: &mut Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> StateResult<()> {
+        let Some(chunk_key) = keys::console_ref_chunk(key) else {
+            out.push((key.to_vec(), value.to_vec()));
+            return Ok(());
+        };
+        let bytes = self.read_console_ref(&codec::decode(value)?)?;
+        let head = chunk_key
+            .iter()
+            .rposition(|&b| b == b'/')
+            .map_or(0, |slash| slash + 1);
+        let (run_prefix, tail) = chunk_key.split_at(head);
+        let mut at: u64 = std::str::from_utf8(tail)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| {
+                std::io::Error::other(format!(
+                    "console ref key {:?} has no offset",
+                    String::from_utf8_lossy(key)
+                ))
+            })?;
+        for piece in bytes.chunks(CONSOLE_PIECE) {
+            let mut piece_key = run_prefix.to_vec();
+            piece_key.extend_from_slice(format!("{at:020}").as_bytes());
+            out.push((piece_key, piece.to_vec()));
+            at += piece.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Deletes the console segment files no ref points into any more; how many went. A segment is
+    /// deleted only once a state without refs to it is durable, so a crash never brings back a ref to a
+    /// deleted file.
+    pub fn sweep_console_files(&self) -> StateResult<usize> {
+        let Some(files) = &self.console else {
+            return Ok(0);
+        };
+        // Refs are only ever created in the current segment (or newer): below it, the set can only shrink.
+        let current = files.current();
+        let mut referenced = BTreeSet::new();
+        for item in self.tree.scan_prefix(keys::CONSOLES) {
+            let (k, v) = item?;
+            if keys::console_ref_chunk(&k).is_some() {
+                referenced.insert(codec::decode::<ConsoleRef>(&v)?.segment);
+            }
+        }
+        self.tree.flush()?;
+        Ok(files.delete_unreferenced(&referenced, current)?)
+    }
+}
