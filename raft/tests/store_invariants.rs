@@ -11,9 +11,12 @@
 //! store from openraft's point of view (`StorageHelper::get_initial_state`, then the `get_log_entries` that
 //! RaftCore does on the next commit). The last test SIGKILLs a child process at random points of the same
 //! sequence.
+mod common;
+
+use common::try_open;
 use jobserv_raft::state::keys;
 use jobserv_raft::types::{Entry, LogId, SnapshotMeta, Vote};
-use jobserv_raft::{codec, open_store, Command, SledLogStore, SledStateMachine};
+use jobserv_raft::{codec, Command, SledLogStore, SledStateMachine};
 use openraft::storage::{RaftLogReaderExt, RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::{
     CommittedLeaderId, EntryPayload, LogIdOptionExt, Membership, RaftLogReader,
@@ -66,20 +69,6 @@ fn create_project(term: u64, index: u64, name: &str) -> Entry {
             synchronous_builds: false,
             now: 1,
         }),
-    }
-}
-
-/// Opens the store, waiting for the previous handles' threads to let go of sled's lock.
-fn try_open(path: &Path) -> Result<(SledLogStore, SledStateMachine), String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match open_store(path) {
-            Ok(x) => return Ok(x),
-            Err(e) if e.to_string().contains("lock") && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Err(e) => return Err(e.to_string()),
-        }
     }
 }
 
@@ -741,23 +730,7 @@ fn sigkill_during_install_and_catch_up_leaves_a_consistent_store() {
         std::fs::write(m, serde_json::to_vec(&meta).unwrap()).unwrap();
         std::fs::write(d, data).unwrap();
     }
-    let mut seed: u64 = std::env::var("STORE_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("STORE_CRASH_SEED={seed}");
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = common::random("STORE_CRASH_SEED");
     let path = work.path().join("raft");
     let lives: u64 = std::env::var("STORE_CRASH_LIVES")
         .ok()

@@ -1,0 +1,39 @@
+//! Helpers of the crash tests (each test file that needs them has `mod common;`).
+use jobserv_raft::{open_store, SledLogStore, SledStateMachine};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Opens the store, waiting for a killed or dropped process's handles to let go of sled's lock.
+pub fn try_open(path: &Path) -> Result<(SledLogStore, SledStateMachine), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match open_store(path) {
+            Ok(x) => return Ok(x),
+            Err(e) if e.to_string().contains("lock") && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// A xorshift generator seeded from `$seed_env` or the clock; the seed is printed so a failing run can
+/// be repeated.
+pub fn random(seed_env: &str) -> impl FnMut() -> u64 {
+    let mut seed: u64 = std::env::var(seed_env)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                | 1
+        });
+    eprintln!("{seed_env}={seed}");
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
