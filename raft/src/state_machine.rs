@@ -482,6 +482,40 @@ impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
     }
 }
 
+impl SledStateMachine {
+    /// One entry: its changes prepared, its console bodies (if any) synced on a blocking thread — RaftCore
+    /// shares this thread, and an fsync per large entry held it up — then committed to the tree.
+    async fn apply_entry(&self, entry: &Entry) -> Result<CommandResult, StorageError> {
+        let log_id = entry.log_id;
+        let prepared = match &entry.payload {
+            EntryPayload::Blank => {
+                self.state
+                    .prepare(log_id.index, None, meta_writes(&log_id, None)?)
+            }
+            EntryPayload::Normal(cmd) => {
+                self.state
+                    .prepare(log_id.index, Some(cmd), meta_writes(&log_id, None)?)
+            }
+            EntryPayload::Membership(m) => {
+                let stored = StoredMembership::new(Some(log_id), m.clone());
+                self.state
+                    .prepare(log_id.index, None, meta_writes(&log_id, Some(&stored))?)
+            }
+        }
+        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        if prepared.needs_sync() {
+            let state = self.state.clone();
+            tokio::task::spawn_blocking(move || state.sync_console_files())
+                .await
+                .map_err(|e| sm_err(ErrorVerb::Write, std::io::Error::other(e.to_string())))?
+                .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        }
+        self.state
+            .commit(prepared)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))
+    }
+}
+
 impl RaftStateMachine<TypeConfig> for SledStateMachine {
     type SnapshotBuilder = SledStateMachine;
 
@@ -504,23 +538,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
                 tokio::task::yield_now().await;
             }
             let log_id = entry.log_id;
-            let result = match &entry.payload {
-                EntryPayload::Blank => {
-                    self.state
-                        .apply(log_id.index, None, meta_writes(&log_id, None)?)
-                }
-                EntryPayload::Normal(cmd) => {
-                    self.state
-                        .apply(log_id.index, Some(cmd), meta_writes(&log_id, None)?)
-                }
-                EntryPayload::Membership(m) => {
-                    let stored = StoredMembership::new(Some(log_id), m.clone());
-                    self.state
-                        .apply(log_id.index, None, meta_writes(&log_id, Some(&stored))?)
-                }
-            };
-            let result = result.map_err(|e| {
-                let e = sm_err(ErrorVerb::Write, e);
+            let result = self.apply_entry(&entry).await.map_err(|e| {
                 self.link.sm_failed(format!("applying {log_id}: {e}"));
                 e
             })?;

@@ -10,6 +10,21 @@ use jobserv_protocol::RunStatus;
 
 type Outcome = Result<CommandResult, StateError>;
 
+/// An entry's changes, computed but not yet in the tree (`State::prepare`).
+pub struct Prepared {
+    batch: sled::Batch,
+    result: CommandResult,
+    /// Console bodies were written to the console files and must be synced before `batch` is applied.
+    unsynced_bodies: bool,
+}
+
+impl Prepared {
+    /// Whether `State::sync_console_files` must run before `State::commit`.
+    pub fn needs_sync(&self) -> bool {
+        self.unsynced_bodies
+    }
+}
+
 impl State {
     /// Applies `command` (if any) and the `meta` writes (last applied log id, membership) as one atomic batch.
     pub fn apply(
@@ -18,6 +33,22 @@ impl State {
         command: Option<&Command>,
         meta: Vec<(Vec<u8>, Vec<u8>)>,
     ) -> StateResult<CommandResult> {
+        let prepared = self.prepare(log_index, command, meta)?;
+        if prepared.needs_sync() {
+            self.sync_console_files()?;
+        }
+        self.commit(prepared)
+    }
+
+    /// The first half of `apply`: the entry's changes as a batch, its console bodies written (not synced).
+    /// The caller then syncs if `needs_sync` (the Raft state machine does that off its thread) and commits
+    /// before it prepares the next entry, which must see these changes.
+    pub fn prepare(
+        &self,
+        log_index: u64,
+        command: Option<&Command>,
+        meta: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> StateResult<Prepared> {
         let console = self.console.as_deref();
         let mut txn = Txn::with_console_files(&self.tree, console);
         let outcome = match command {
@@ -35,13 +66,28 @@ impl State {
         for (k, v) in meta {
             txn.put_raw(k, v);
         }
-        let (batch, wrote_bodies) = txn.into_batch()?;
-        if let (true, Some(files)) = (wrote_bodies, console) {
-            // Before the refs: sled may persist the batch on its own at any time (`console_files.rs`).
+        let (batch, unsynced_bodies) = txn.into_batch()?;
+        Ok(Prepared {
+            batch,
+            result,
+            unsynced_bodies,
+        })
+    }
+
+    /// Makes the console bodies written so far durable.
+    pub fn sync_console_files(&self) -> StateResult<()> {
+        if let Some(files) = &self.console {
             files.sync()?;
         }
-        self.tree.apply_batch(batch)?;
-        Ok(result)
+        Ok(())
+    }
+
+    /// The second half of `apply`. The bodies must be synced first: sled may persist the batch on its own
+    /// at any time, and its refs must never point to bytes that are not on disk (`console_files.rs`).
+    pub fn commit(&self, prepared: Prepared) -> StateResult<CommandResult> {
+        debug_assert!(!prepared.unsynced_bodies || self.console.is_some());
+        self.tree.apply_batch(prepared.batch)?;
+        Ok(prepared.result)
     }
 }
 

@@ -13,7 +13,7 @@ mod tally;
 pub(crate) mod test_machine;
 mod txn;
 
-pub use apply::validate_artifact_path;
+pub use apply::{validate_artifact_path, Prepared};
 pub use artifacts::validate_sha256;
 pub use queue::{host_tag_matches, pick, QueueSource, SURGE_QUEUE_LENGTH};
 pub use read::{BuildPage, ConsoleSlice};
