@@ -136,13 +136,13 @@ pub async fn run(dir: &Path, bin_dir: &Path, mib: u64) -> anyhow::Result<String>
     let snap_files: f64 = cluster
         .nodes
         .iter()
-        .map(|n| crate::harness::dir_size_mb(&n.config.data_dir.join("raft")))
+        .map(|n| crate::harness::store_size_mb(&n.config.data_dir))
         .sum::<f64>()
         / 3.0;
     Ok(format!(
         "big-log: a {mib} MiB console log appended in 1 MiB chunks through node 1 in {ingest:.1} s ({:.1} MiB/s acknowledged, fsync on); \
          read back whole with the same sha256 through every node ({}), and from the middle (X-OFFSET) exactly the rest; \
-         a snapshot on node 1 took {snapshot_s:.1} s; RSS before {:?} MiB, peak while snapshotting {:?} MiB; each node's raft dir ≈ {snap_files:.0} MiB",
+         a snapshot on node 1 took {snapshot_s:.1} s; RSS before {:?} MiB, peak while snapshotting {:?} MiB; each node's Raft store (sled, entry bodies, console files, snapshot) ≈ {snap_files:.0} MiB",
         mib as f64 / ingest,
         reads.join(", "),
         before.iter().map(|v| v.round()).collect::<Vec<_>>(),

@@ -535,10 +535,19 @@ impl Drop for NodeProcess {
 }
 
 /// Total size of the files under `dir`, in MiB.
+/// A node's Raft store on disk: sled (`raft`), the log's entry bodies, the console files and the snapshot.
+pub fn store_size_mb(data_dir: &Path) -> f64 {
+    ["raft", "raft.entries", "raft.console", "raft.snapshot"]
+        .iter()
+        .map(|name| dir_size_mb(&data_dir.join(name)))
+        .sum()
+}
+
 pub fn dir_size_mb(dir: &Path) -> f64 {
     fn walk(p: &Path) -> u64 {
         let Ok(entries) = std::fs::read_dir(p) else {
-            return 0;
+            // A file (the snapshot), or nothing.
+            return std::fs::metadata(p).map_or(0, |m| if m.is_file() { m.len() } else { 0 });
         };
         entries
             .flatten()

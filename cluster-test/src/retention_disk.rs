@@ -3,7 +3,7 @@
 //! that keeps a tenth of them: what the nodes' sled stores (`raft/`) and blob stores (`blobs/`) occupy
 //! before, right after the deletion, and once sled has had time to reclaim its segments.
 use crate::fill;
-use crate::harness::dir_size_mb;
+use crate::harness::{dir_size_mb, store_size_mb};
 use crate::local_cluster::{ClusterOptions, LocalCluster};
 use anyhow::ensure;
 use reqwest::Method;
@@ -22,11 +22,11 @@ const FILL: fill::Fill<'static> = fill::Fill {
     tests: false,
 };
 
-/// (raft MiB, blobs MiB) summed over the nodes.
+/// (Raft store MiB, blobs MiB) summed over the nodes.
 fn disk(cluster: &LocalCluster) -> (f64, f64) {
     cluster.nodes.iter().fold((0.0, 0.0), |(r, b), n| {
         (
-            r + dir_size_mb(&n.config.data_dir.join("raft")),
+            r + store_size_mb(&n.config.data_dir),
             b + dir_size_mb(&n.config.data_dir.join("blobs")),
         )
     })
