@@ -9,13 +9,13 @@
 //! Only chunks of at least `MIN_BYTES` come here (one update's new bytes); smaller ones stay in the tree,
 //! where they cost no extra fsync (`state/apply.rs`).
 //!
-//! Durability: `State::apply` writes an entry's bodies, **syncs them, and only then** applies the sled batch
-//! that holds their refs, so sled can never persist (on its own, early) a ref to bytes that are not on
+//! Durability: `State::prepare` writes an entry's bodies; they are synced (`State::sync_console_files`)
+//! **before** `State::commit` applies the sled batch that holds their refs, so sled can never persist (on its own, early) a ref to bytes that are not on
 //! disk. Bodies whose refs a crash lost are garbage; the entry is applied again after the restart and
 //! writes them anew.
 //!
 //! Refs are this node's business: a snapshot or a backup carries the bytes inline under the chunk's plain
-//! key (`State::portable`), so neither format changed and a node without this file reads them.
+//! key (`State::export`), so neither format changed and a node without this file reads them.
 //!
 //! Space: a segment file is deleted once no ref points into it (`State::sweep_console_files`, after every
 //! snapshot build and on open): deleted runs and reruns free their segments as the runs around them go.

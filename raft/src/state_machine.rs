@@ -86,6 +86,15 @@ async fn off_the_raft_thread<T: Send + 'static>(
         .map_err(|e| snap_err(ErrorVerb::Write, std::io::Error::other(e.to_string())))?
 }
 
+/// A sweep of the console files is logged, not fatal: unreferenced segments only take space.
+fn log_console_sweep(swept: crate::state::StateResult<usize>) {
+    match swept {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(segments = n, "console files no run refers to: deleted"),
+        Err(e) => tracing::warn!(error = %e, "sweeping the console files"),
+    }
+}
+
 fn snap_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
     StorageError::from_io_error(
         ErrorSubject::Snapshot(None),
@@ -120,17 +129,8 @@ impl SledStateMachine {
         if let Err(e) = sm.state.rebuild_derived() {
             tracing::error!(error = %e, "rebuilding the derived indexes");
         }
-        sm.sweep_console_files();
+        log_console_sweep(sm.state.sweep_console_files());
         Ok(sm)
-    }
-
-    /// Deletes the console files nothing refers to any more (logged, not fatal: they only take space).
-    fn sweep_console_files(&self) {
-        match self.state.sweep_console_files() {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(segments = n, "console files no run refers to: deleted"),
-            Err(e) => tracing::warn!(error = %e, "sweeping the console files"),
-        }
     }
 
     pub(crate) fn link(&self) -> &Arc<StoreLink> {
@@ -320,18 +320,13 @@ impl SledStateMachine {
     /// build does; the copy is in memory, so the lock is held for the copy only, not for the transfer).
     pub async fn cut(&self) -> Result<StateCut, crate::backup::BackupError> {
         let _cut = self.apply_lock.read().await;
-        let mut pairs = Vec::new();
-        let mut applied = None;
-        for item in self.state.tree().iter() {
-            let (k, v) = item.map_err(|e| crate::backup::BackupError::Store(e.to_string()))?;
-            if &*k == keys::LAST_APPLIED {
-                applied = codec::decode::<Option<LogId>>(&v)
-                    .map_err(|e| crate::backup::BackupError::Store(e.to_string()))?;
-            }
-            self.state
-                .portable(&k, &v, &mut pairs)
-                .map_err(|e| crate::backup::BackupError::Store(e.to_string()))?;
-        }
+        let store_err =
+            |e: &dyn std::fmt::Display| crate::backup::BackupError::Store(e.to_string());
+        let (pairs, _) = self.state.export().map_err(|e| store_err(&e))?;
+        let applied = match pairs.iter().find(|(k, _)| k == keys::LAST_APPLIED) {
+            Some((_, v)) => codec::decode::<Option<LogId>>(v).map_err(|e| store_err(&e))?,
+            None => None,
+        };
         Ok(StateCut { applied, pairs })
     }
 
@@ -446,15 +441,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
         }
         // The read guard keeps `apply` out while the blocking thread copies: still one consistent cut.
         let state = self.state.clone();
-        let data = off_the_raft_thread(move || {
-            let mut pairs = Vec::new();
-            for item in state.tree().iter() {
-                let (k, v) = item.map_err(|e| snap_err(ErrorVerb::Read, e))?;
-                state
-                    .portable(&k, &v, &mut pairs)
-                    .map_err(|e| snap_err(ErrorVerb::Read, e))?;
-            }
-            codec::encode(&SnapshotPayload { pairs }).map_err(|e| snap_err(ErrorVerb::Write, e))
+        let (data, console_in_use) = off_the_raft_thread(move || {
+            let (pairs, in_use) = state.export().map_err(|e| snap_err(ErrorVerb::Read, e))?;
+            let data = codec::encode(&SnapshotPayload { pairs })
+                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            Ok((data, in_use))
         })
         .await?;
         let snapshot_id = match last_applied {
@@ -471,10 +462,16 @@ impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
             data: data.clone(),
         };
         self.save_current_snapshot(stored).await?;
-        // Still under the read guard: an apply in progress may have written a body whose ref is not in
-        // the tree yet (`console_files.rs`).
-        let sm = self.clone();
-        let _ = tokio::task::spawn_blocking(move || sm.sweep_console_files()).await;
+        // The console segments the copy found no ref to can go without another scan or flush: the tree
+        // was flushed above and, under the read guard, no apply has changed it (or written a body) since.
+        let state = self.state.clone();
+        let swept = tokio::task::spawn_blocking(move || {
+            state.delete_console_files_unused_by(&console_in_use)
+        })
+        .await;
+        log_console_sweep(
+            swept.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()).into())),
+        );
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),

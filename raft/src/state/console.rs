@@ -66,60 +66,85 @@ impl State {
         Ok(files.read(r)?)
     }
 
-    /// A pair of the tree as it leaves this node (snapshots, backups), pushed to `out`: a console ref
-    /// becomes the pieces a node without console files stores for the same append (same keys, same
-    /// bytes), so what leaves a node does not depend on where it kept the bytes.
-    pub fn portable(
-        &self,
-        key: &[u8],
-        value: &[u8],
-        out: &mut Vec<(Vec<u8>, Vec<u8>)>,
-    ) -> StateResult<()> {
-        let Some(chunk_key) = keys::console_ref_chunk(key) else {
-            out.push((key.to_vec(), value.to_vec()));
-            return Ok(());
-        };
-        let bytes = self.read_console_ref(&codec::decode(value)?)?;
-        let head = chunk_key
-            .iter()
-            .rposition(|&b| b == b'/')
-            .map_or(0, |slash| slash + 1);
-        let (run_prefix, tail) = chunk_key.split_at(head);
-        let mut at: u64 = std::str::from_utf8(tail)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| {
-                std::io::Error::other(format!(
-                    "console ref key {:?} has no offset",
-                    String::from_utf8_lossy(key)
-                ))
-            })?;
-        for piece in bytes.chunks(CONSOLE_PIECE) {
-            let mut piece_key = run_prefix.to_vec();
-            piece_key.extend_from_slice(format!("{at:020}").as_bytes());
-            out.push((piece_key, piece.to_vec()));
-            at += piece.len() as u64;
+    /// The whole tree as it leaves this node (snapshots, backups): a console ref becomes the pieces a
+    /// node without console files stores for the same append (same keys, same bytes), so what leaves a
+    /// node does not depend on where it kept the bytes. Also the console segments the refs point into,
+    /// found on the way (`delete_console_files_unused_by`).
+    pub fn export(&self) -> StateResult<(codec::Pairs, ConsoleFilesInUse)> {
+        let mut in_use = self.console_files_in_use_from();
+        let mut pairs = Vec::new();
+        for item in self.tree.iter() {
+            let (key, value) = item?;
+            let Some(chunk_key) = keys::console_ref_chunk(&key) else {
+                pairs.push((key.to_vec(), value.to_vec()));
+                continue;
+            };
+            let r: ConsoleRef = codec::decode(&value)?;
+            in_use.referenced.insert(r.segment);
+            let bytes = self.read_console_ref(&r)?;
+            let head = chunk_key
+                .iter()
+                .rposition(|&b| b == b'/')
+                .map_or(0, |slash| slash + 1);
+            let (run_prefix, tail) = chunk_key.split_at(head);
+            let mut at: u64 = std::str::from_utf8(tail)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| {
+                    std::io::Error::other(format!(
+                        "console ref key {:?} has no offset",
+                        String::from_utf8_lossy(&key)
+                    ))
+                })?;
+            for piece in bytes.chunks(CONSOLE_PIECE) {
+                let mut piece_key = run_prefix.to_vec();
+                piece_key.extend_from_slice(format!("{at:020}").as_bytes());
+                pairs.push((piece_key, piece.to_vec()));
+                at += piece.len() as u64;
+            }
         }
-        Ok(())
+        Ok((pairs, in_use))
     }
 
-    /// Deletes the console segment files no ref points into any more; how many went. A segment is
-    /// deleted only once a state without refs to it is durable, so a crash never brings back a ref to a
-    /// deleted file.
+    /// An empty set of segments in use, starting now: refs are only ever created in the segment being
+    /// written (or newer ones), so below it the set a scan finds can only shrink.
+    fn console_files_in_use_from(&self) -> ConsoleFilesInUse {
+        ConsoleFilesInUse {
+            below: self.console.as_ref().map_or(0, |files| files.current()),
+            referenced: BTreeSet::new(),
+        }
+    }
+
+    /// Deletes the console segment files no ref points into any more (a scan of the console keys, then a
+    /// flush); how many went.
     pub fn sweep_console_files(&self) -> StateResult<usize> {
-        let Some(files) = &self.console else {
-            return Ok(0);
-        };
-        // Refs are only ever created in the current segment (or newer): below it, the set can only shrink.
-        let current = files.current();
-        let mut referenced = BTreeSet::new();
+        let mut in_use = self.console_files_in_use_from();
         for item in self.tree.scan_prefix(keys::CONSOLES) {
             let (k, v) = item?;
             if keys::console_ref_chunk(&k).is_some() {
-                referenced.insert(codec::decode::<ConsoleRef>(&v)?.segment);
+                in_use
+                    .referenced
+                    .insert(codec::decode::<ConsoleRef>(&v)?.segment);
             }
         }
         self.tree.flush()?;
-        Ok(files.delete_unreferenced(&referenced, current)?)
+        self.delete_console_files_unused_by(&in_use)
     }
+
+    /// Deletes the console segments below `in_use.below` that it does not name. The caller makes sure a
+    /// state that refers to none of them is durable first (a flush after the scan, or a scan of a state
+    /// flushed before and not changed since), so a crash never brings back a ref to a deleted file.
+    pub fn delete_console_files_unused_by(&self, in_use: &ConsoleFilesInUse) -> StateResult<usize> {
+        match &self.console {
+            Some(files) => Ok(files.delete_unreferenced(&in_use.referenced, in_use.below)?),
+            None => Ok(0),
+        }
+    }
+}
+
+/// The console segments a scan of the tree found referenced, and the segment being written when the scan
+/// began.
+pub struct ConsoleFilesInUse {
+    below: u64,
+    referenced: BTreeSet<u64>,
 }

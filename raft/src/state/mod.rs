@@ -15,6 +15,7 @@ mod txn;
 
 pub use apply::{validate_artifact_path, Prepared};
 pub use artifacts::validate_sha256;
+pub use console::ConsoleFilesInUse;
 pub use queue::{host_tag_matches, pick, QueueSource, SURGE_QUEUE_LENGTH};
 pub use read::{BuildPage, ConsoleSlice};
 

@@ -365,7 +365,7 @@ mod tests {
 
     /// Console chunks of `console_files::MIN_BYTES` or more go to the console files (a ref in the tree),
     /// smaller ones stay in the tree; they read back exactly as on a node that keeps every chunk in the
-    /// tree, and leave the node (snapshots, backups: `State::portable`) as the very pairs that node holds.
+    /// tree, and leave the node (snapshots, backups: `State::export`) as the very pairs that node holds.
     #[test]
     fn large_chunks_go_to_console_files_and_leave_the_node_as_the_same_pairs() {
         let dir = tempfile::tempdir().expect("dir");
@@ -428,13 +428,7 @@ mod tests {
                 }
             }
         }
-        let mut leaving = Vec::new();
-        for (k, v) in contents(&files) {
-            files
-                .state
-                .portable(&k, &v, &mut leaving)
-                .expect("portable");
-        }
+        let (leaving, _) = files.state.export().expect("export");
         assert!(
             leaving == contents(&plain),
             "pairs differ from a plain node's"
