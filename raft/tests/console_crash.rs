@@ -207,23 +207,12 @@ fn sigkill_while_streaming_console_leaves_every_console_whole() {
     let mut deleted_builds = false;
     for life in 0..10 {
         let delay = Duration::from_millis(300 + next() % 1200);
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "console_crash_child",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, work.path())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(delay);
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("the child exited on its own ({status}) in life {life}");
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        common::run_child_then_kill(
+            "console_crash_child",
+            &[(CHILD_ENV, work.path().display().to_string())],
+            delay,
+            life,
+        );
         let (log, sm) = open(&path);
         let state = sm.state();
         let builds = state.build_numbers("p").unwrap_or_default();

@@ -738,19 +738,15 @@ fn sigkill_during_install_and_catch_up_leaves_a_consistent_store() {
         .unwrap_or(12);
     for life in 0..lives {
         let delay = Duration::from_millis(150 + next() % 1500);
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, work.path())
-            .env("JOBSERV_STORE_CRASH_LIFE", life.to_string())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(delay);
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("the child exited on its own ({status}) in life {life}");
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        common::run_child_then_kill(
+            "crash_child",
+            &[
+                (CHILD_ENV, work.path().display().to_string()),
+                ("JOBSERV_STORE_CRASH_LIFE", life.to_string()),
+            ],
+            delay,
+            life,
+        );
         let (mut log, mut sm) = try_open(&path).unwrap_or_else(|e| {
             panic!("life {life}, killed after {delay:?}: the store does not open: {e}")
         });

@@ -37,3 +37,20 @@ pub fn random(seed_env: &str) -> impl FnMut() -> u64 {
         seed
     }
 }
+
+/// Runs the test named `child` of this test binary as a child process with `env`, lets it work for
+/// `delay`, then SIGKILLs it. Panics if it ended on its own (then it failed, or did not run at all).
+pub fn run_child_then_kill(child: &str, env: &[(&str, String)], delay: Duration, life: u64) {
+    let mut process = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([child, "--exact", "--nocapture", "--test-threads=1"])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    if let Ok(Some(status)) = process.try_wait() {
+        panic!("the child exited on its own ({status}) in life {life}");
+    }
+    process.kill().unwrap(); // SIGKILL
+    process.wait().unwrap();
+}
