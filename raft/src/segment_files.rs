@@ -6,6 +6,13 @@
 //! Format: a segment starts with its owner's 15-byte magic and a version byte; bodies follow back to back.
 //! Nothing is appended to a segment that existed when the directory was opened (a crash may have torn its
 //! tail): `open` starts a new one.
+//!
+//! Page cache: after a sync, bytes older than the newest `HOT_BYTES` of the current segment (and the whole
+//! of a segment the writer has left) are dropped from the page cache (`POSIX_FADV_DONTNEED`). They are
+//! durable and rarely read again (a catch-up, a finished run's console, a snapshot build read them from
+//! disk), while new page-cache pages are what a write stream pays most for on a VM: `cluster-test
+//! bench-logs` spent about a third of all CPU in the kernel's copy into fresh pages
+//! (`copy_folio_from_iter_atomic`); a page freed this way is reused by the next write at once.
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
@@ -14,6 +21,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 const SEGMENT_VERSION: u8 = 1;
+/// The newest bytes of the current segment kept in the page cache after a sync: what replication (the
+/// entries just appended) and live console tails (the chunks just applied) read next.
+const HOT_BYTES: u64 = 16 << 20;
 pub(crate) const HEADER_LEN: u64 = 16;
 
 /// Where a body is (stored as it is by `console_files.rs`: a wire and storage format).
@@ -29,8 +39,11 @@ struct Writer {
     current: u64,
     file: Arc<File>,
     len: u64,
-    /// Segments written to since the last `sync`.
+    /// Segments written to since the last `sync` (and one the writer just left, so that its sync drops it
+    /// from the page cache whole).
     unsynced: BTreeSet<u64>,
+    /// Bytes of the current segment below this offset were dropped from the page cache.
+    cold_upto: u64,
 }
 
 pub(crate) struct Segments {
@@ -90,6 +103,7 @@ impl Segments {
                 file,
                 len: HEADER_LEN,
                 unsynced: BTreeSet::new(),
+                cold_upto: 0,
             }),
             files: Mutex::new(files),
         };
@@ -105,9 +119,12 @@ impl Segments {
             let next = w.current + 1;
             let file = Arc::new(create_segment(&self.dir, next, self.magic)?);
             self.files.lock().unwrap().insert(next, file.clone());
+            let left = w.current;
+            w.unsynced.insert(left);
             w.current = next;
             w.file = file;
             w.len = HEADER_LEN;
+            w.cold_upto = 0;
         }
         let offset = w.len;
         w.file.write_all_at(body, offset)?;
@@ -129,28 +146,41 @@ impl Segments {
 
     /// Makes every body appended so far durable.
     pub(crate) fn sync(&self) -> std::io::Result<()> {
-        let unsynced: Vec<u64> = std::mem::take(&mut self.writer.lock().unwrap().unsynced)
-            .into_iter()
-            .collect();
-        let files: Vec<Arc<File>> = {
+        let (unsynced, current, synced_len) = {
+            let mut w = self.writer.lock().unwrap();
+            (std::mem::take(&mut w.unsynced), w.current, w.len)
+        };
+        let files: Vec<(u64, Arc<File>)> = {
             let files = self.files.lock().unwrap();
             unsynced
                 .iter()
-                .filter_map(|s| files.get(s).cloned())
+                .filter_map(|&s| files.get(&s).map(|f| (s, f.clone())))
                 .collect()
         };
-        for file in files {
+        for (_, file) in &files {
             if let Err(e) = file.sync_data() {
-                // Not synced: the next round must try these again.
                 self.writer.lock().unwrap().unsynced.extend(unsynced);
                 return Err(e);
             }
         }
+        for (segment, file) in &files {
+            if *segment != current {
+                drop_from_page_cache(file, 0, 0); // the writer has left it: the whole file
+                continue;
+            }
+            let hot_from = synced_len.saturating_sub(HOT_BYTES);
+            let cold_from = {
+                let mut w = self.writer.lock().unwrap();
+                if w.current != current || hot_from <= w.cold_upto {
+                    continue;
+                }
+                std::mem::replace(&mut w.cold_upto, hot_from)
+            };
+            drop_from_page_cache(file, cold_from, hot_from - cold_from);
+        }
         Ok(())
     }
 
-    /// The body at `place`, checked against its length and checksum. Errors name the segment and offset;
-    /// the caller says whose body it was.
     pub(crate) fn read(&self, place: &Place) -> std::io::Result<Vec<u8>> {
         let file = self
             .files
@@ -233,6 +263,18 @@ fn create_segment(dir: &Path, segment: u64, magic: &[u8; 15]) -> std::io::Result
     Ok(file)
 }
 
+/// Advises the kernel to drop `len` bytes of `file` from `offset` (0: to the end) from the page cache. Only
+/// advice: the bytes are synced, and a failure costs nothing but the page cache it would have freed.
+fn drop_from_page_cache(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return;
+    };
+    // SAFETY: a plain syscall on a file descriptor that `file` keeps open for its duration.
+    let _ =
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED) };
+}
+
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -280,5 +322,89 @@ mod tests {
         assert_eq!(segments.numbers(), [2]);
         assert_eq!(segments.read(&b).unwrap(), vec![2; 90]);
         assert!(segments.read(&a).unwrap_err().to_string().contains("gone"));
+    }
+
+    /// A temporary folder on the disk the build is on (`/tmp` may be a tmpfs, whose pages never leave memory).
+    fn disk_tempdir() -> tempfile::TempDir {
+        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+        std::fs::create_dir_all(&target).unwrap();
+        tempfile::tempdir_in(target).unwrap()
+    }
+
+    /// Which of `file`'s first `len` bytes' pages are in the page cache (`mincore` of a mapping that
+    /// touches none of them).
+    fn resident_pages(file: &File, len: usize) -> Vec<bool> {
+        use std::os::fd::AsRawFd;
+        let page = 4096;
+        let mut residency = vec![0u8; len.div_ceil(page)];
+        // SAFETY: a read-only shared mapping of an open file, never dereferenced; unmapped before return.
+        unsafe {
+            let addr = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            );
+            assert_ne!(addr, libc::MAP_FAILED);
+            assert_eq!(libc::mincore(addr, len, residency.as_mut_ptr()), 0);
+            libc::munmap(addr, len);
+        }
+        residency.iter().map(|r| r & 1 == 1).collect()
+    }
+
+    #[test]
+    fn a_sync_drops_all_but_the_newest_bytes_from_the_page_cache() {
+        let dir = disk_tempdir();
+        let (segments, _) = Segments::open(dir.path(), MAGIC, 1 << 30, |_| true).unwrap();
+        let mib: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+        let places: Vec<Place> = (0..40).map(|_| segments.append(&mib).unwrap()).collect();
+        let len = HEADER_LEN as usize + 40 * mib.len();
+        let file = File::open(segment_path(dir.path(), 1)).unwrap();
+        assert!(
+            resident_pages(&file, len).iter().all(|&r| r),
+            "written, not yet synced: every page is in the cache"
+        );
+        segments.sync().unwrap();
+        let resident = resident_pages(&file, len);
+        // The page holding the window's first byte is partly hot: it may go either way.
+        let boundary = len - HOT_BYTES as usize;
+        let cold = resident[..boundary / 4096].iter().filter(|&&r| r).count();
+        assert_eq!(
+            cold, 0,
+            "pages older than the hot window still cached after the sync"
+        );
+        assert!(
+            resident[boundary.div_ceil(4096)..].iter().all(|&r| r),
+            "the newest HOT_BYTES must stay cached"
+        );
+        // A second sync with nothing new changes nothing; the bytes read back from the disk.
+        segments.sync().unwrap();
+        for place in &places {
+            assert_eq!(segments.read(place).unwrap(), mib);
+        }
+    }
+
+    #[test]
+    fn a_segment_the_writer_left_leaves_the_page_cache_whole() {
+        let dir = disk_tempdir();
+        let (segments, _) = Segments::open(dir.path(), MAGIC, 8 << 20, |_| true).unwrap();
+        let mib = vec![9u8; 1 << 20];
+        for _ in 0..8 {
+            segments.append(&mib).unwrap();
+        }
+        // Synced while it is still the current one: only what is older than the hot window could go.
+        segments.sync().unwrap();
+        let first = File::open(segment_path(dir.path(), 1)).unwrap();
+        let len = HEADER_LEN as usize + 8 * mib.len();
+        assert!(resident_pages(&first, len).iter().all(|&r| r));
+        let next = segments.append(&mib).unwrap();
+        assert_eq!(next.segment, 2);
+        segments.sync().unwrap();
+        assert!(
+            resident_pages(&first, len).iter().all(|&r| !r),
+            "the segment left behind must leave the page cache once synced"
+        );
     }
 }
