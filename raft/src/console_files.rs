@@ -10,9 +10,9 @@
 //! where they cost no extra fsync (`state/apply.rs`).
 //!
 //! Durability: `State::prepare` writes an entry's bodies; they are synced (`State::sync_console_files`)
-//! **before** `State::commit` applies the sled batch that holds their refs, so sled can never persist (on its own, early) a ref to bytes that are not on
-//! disk. Bodies whose refs a crash lost are garbage; the entry is applied again after the restart and
-//! writes them anew.
+//! **before** `State::commit` applies the sled batch that holds their refs, so sled can never persist (on
+//! its own, early) a ref to bytes that are not on disk. Bodies whose refs a crash lost are garbage; the
+//! entry is applied again after the restart and writes them anew.
 //!
 //! Refs are this node's business: a snapshot or a backup carries the bytes inline under the chunk's plain
 //! key (`State::export`), so neither format changed and a node without this file reads them.

@@ -159,6 +159,7 @@ impl Segments {
         };
         for (_, file) in &files {
             if let Err(e) = file.sync_data() {
+                // Not synced: the next round must try these again.
                 self.writer.lock().unwrap().unsynced.extend(unsynced);
                 return Err(e);
             }
@@ -166,21 +167,27 @@ impl Segments {
         for (segment, file) in &files {
             if *segment != current {
                 drop_from_page_cache(file, 0, 0); // the writer has left it: the whole file
-                continue;
+            } else if let Some((from, to)) = self.newly_cold(current, synced_len) {
+                drop_from_page_cache(file, from, to - from);
             }
-            let hot_from = synced_len.saturating_sub(HOT_BYTES);
-            let cold_from = {
-                let mut w = self.writer.lock().unwrap();
-                if w.current != current || hot_from <= w.cold_upto {
-                    continue;
-                }
-                std::mem::replace(&mut w.cold_upto, hot_from)
-            };
-            drop_from_page_cache(file, cold_from, hot_from - cold_from);
         }
         Ok(())
     }
 
+    /// The bytes of `segment`, synced up to `synced_len`, that fell out of the hot window since the last
+    /// sync (and marks them dropped); none if the writer has left the segment meanwhile (its next sync
+    /// drops it whole).
+    fn newly_cold(&self, segment: u64, synced_len: u64) -> Option<(u64, u64)> {
+        let hot_from = synced_len.saturating_sub(HOT_BYTES);
+        let mut w = self.writer.lock().unwrap();
+        if w.current != segment || hot_from <= w.cold_upto {
+            return None;
+        }
+        Some((std::mem::replace(&mut w.cold_upto, hot_from), hot_from))
+    }
+
+    /// The body at `place`, checked against its length and checksum. Errors name the segment and offset;
+    /// the caller says whose body it was.
     pub(crate) fn read(&self, place: &Place) -> std::io::Result<Vec<u8>> {
         let file = self
             .files

@@ -323,10 +323,8 @@ impl SledStateMachine {
         let store_err =
             |e: &dyn std::fmt::Display| crate::backup::BackupError::Store(e.to_string());
         let (pairs, _) = self.state.export().map_err(|e| store_err(&e))?;
-        let applied = match pairs.iter().find(|(k, _)| k == keys::LAST_APPLIED) {
-            Some((_, v)) => codec::decode::<Option<LogId>>(v).map_err(|e| store_err(&e))?,
-            None => None,
-        };
+        // Under the same read guard as the export: the mark of exactly the state copied.
+        let (applied, _) = self.read_applied().map_err(|e| store_err(&e))?;
         Ok(StateCut { applied, pairs })
     }
 
