@@ -336,6 +336,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             }))
     })
     .shutdown_timeout(5)
+    // Longer than every client's pool idle time (`jobserv_protocol::http`): the client lets go first.
+    .keep_alive(jobserv_protocol::http::SERVER_KEEP_ALIVE)
     // Our own signal handling (`spawn_signal_handler`): the leader hands over before the server stops.
     .disable_signals()
     .bind_rustls_0_23(&config.listen, tls)

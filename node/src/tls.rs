@@ -65,6 +65,7 @@ pub fn client_from(
         .add_root_certificate(ca)
         .timeout(timeout)
         .pool_max_idle_per_host(16)
+        .pool_idle_timeout(jobserv_protocol::http::CLIENT_POOL_IDLE)
         .local_address(local)
         .build()?)
 }

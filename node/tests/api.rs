@@ -180,3 +180,78 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
     let (_, projects) = node.get("/projects/").await;
     assert_eq!(projects["data"]["projects"].as_array().unwrap().len(), 1);
 }
+
+/// One HTTP/1.1 request on an open TLS stream; returns the status code, or why there was no reply.
+fn request_on(
+    tls: &mut rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+    host: &str,
+) -> Result<u16, String> {
+    use std::io::{Read, Write};
+    write!(tls, "GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n").map_err(|e| e.to_string())?;
+    tls.flush().map_err(|e| e.to_string())?;
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    while !reply.ends_with(b"\r\n\r\n") {
+        match tls.read(&mut byte) {
+            Ok(0) => return Err(format!("connection closed after {} bytes", reply.len())),
+            Ok(_) => reply.push(byte[0]),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let head = String::from_utf8_lossy(&reply).to_string();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_string())
+        })
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("no content-length in {head}"))?;
+    let mut body = vec![0u8; length];
+    tls.read_exact(&mut body).map_err(|e| e.to_string())?;
+    head.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status in {head}"))
+}
+
+/// An idle connection stays open longer than actix's default keep-alive of 5 s: our clients drop idle
+/// pooled connections first (`jobserv_protocol::http`), so none ever writes into one the server is closing
+/// (CI once failed on "connection closed before message completed" with the 5 s default).
+#[tokio::test]
+async fn an_idle_connection_outlives_the_five_second_default_keep_alive() {
+    let dir = tempdir();
+    let node = TestNode::start(dir.path()).await;
+    let host = node
+        .url
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_string();
+    let ca = node.config.ca_cert.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        jobserv_node::tls::install_crypto_provider();
+        let pem = std::fs::read(&ca).expect("CA file");
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            roots.add(cert.expect("CA pem")).expect("CA cert");
+        }
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("server name");
+        let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("tls");
+        let sock = std::net::TcpStream::connect(&host).expect("connect");
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .expect("read timeout");
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        let first = request_on(&mut tls, &host);
+        std::thread::sleep(std::time::Duration::from_secs(7));
+        let second = request_on(&mut tls, &host);
+        (first, second)
+    })
+    .await
+    .expect("client thread");
+    assert_eq!(outcome.0, Ok(200), "first request");
+    assert_eq!(outcome.1, Ok(200), "the same connection after 7 s idle");
+}

@@ -48,7 +48,8 @@ impl NodeClient {
             // one connection per transfer, no HTTP/2 flow-control window throttling bulk bodies.
             .http1_only()
             .user_agent(concat!("jobserv-worker/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(5));
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(jobserv_protocol::http::CLIENT_POOL_IDLE);
         if let Some(ca) = &config.ca_cert {
             let pem =
                 std::fs::read(ca).map_err(WorkerError::io_path("reading CA certificate", ca))?;

@@ -182,6 +182,7 @@ fn public_roots_client() -> Result<reqwest::Client, CliError> {
         // one connection per transfer, no HTTP/2 flow-control window throttling bulk bodies.
         .http1_only()
         .timeout(REQUEST_TIMEOUT)
+        .pool_idle_timeout(jobserv_protocol::http::CLIENT_POOL_IDLE)
         .build()
         .map_err(|e| CliError::Tls(crate::tls::TlsError::Client(e)))
 }

@@ -32,5 +32,6 @@ pub fn cluster_client(
         .tls_built_in_root_certs(false)
         .add_root_certificate(ca)
         .timeout(timeout)
+        .pool_idle_timeout(jobserv_protocol::http::CLIENT_POOL_IDLE)
         .build()?)
 }
