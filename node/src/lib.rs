@@ -20,6 +20,7 @@ pub mod notify;
 pub mod presence;
 pub mod reads;
 pub mod scheduler;
+pub mod stall_watch;
 pub mod tls;
 pub mod triggers;
 pub mod ui;

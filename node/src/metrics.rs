@@ -25,6 +25,8 @@ pub struct Metrics {
     /// Artifact and blob figures (`blobs/`): bytes uploaded and downloaded through this node, blobs this
     /// node should hold but lacks, blobs with fewer holders than voters, repairs and collections.
     pub blobs: BlobMetrics,
+    /// How late a 50 ms timer wakes on each event loop (`stall_watch.rs`): `raft` or `actix`.
+    pub runtime_lateness: HistogramVec,
     queue_depth: IntGaugeVec,
     queue_oldest_seconds: IntGaugeVec,
     runs: IntGaugeVec,
@@ -91,6 +93,14 @@ impl Metrics {
             ),
             &["outcome"],
         )?;
+        let runtime_lateness = HistogramVec::new(
+            HistogramOpts::new(
+                "jobserv_runtime_lateness_seconds",
+                "How late a 50 ms timer woke on this node's event loops (raft, actix): stalls delay heartbeats",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6]),
+            &["runtime"],
+        )?;
         let queue_depth = IntGaugeVec::new(
             Opts::new("jobserv_queue_depth", "Queued runs by host tag"),
             &["host_tag"],
@@ -115,6 +125,7 @@ impl Metrics {
         registry.register(Box::new(read_seconds.clone()))?;
         registry.register(Box::new(read_failures.clone()))?;
         registry.register(Box::new(handovers.clone()))?;
+        registry.register(Box::new(runtime_lateness.clone()))?;
         registry.register(Box::new(queue_depth.clone()))?;
         registry.register(Box::new(queue_oldest_seconds.clone()))?;
         registry.register(Box::new(runs.clone()))?;
@@ -131,6 +142,7 @@ impl Metrics {
             read_seconds,
             read_failures,
             handovers,
+            runtime_lateness,
             queue_depth,
             queue_oldest_seconds,
             runs,

@@ -97,6 +97,7 @@ async fn start_raft(
     network: HttpRaftNetwork,
     log_store: jobserv_raft::SledLogStore,
     state_machine: jobserv_raft::SledStateMachine,
+    metrics: Arc<Metrics>,
 ) -> Result<Raft, StartError> {
     let (started_tx, started) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -113,6 +114,7 @@ async fn start_raft(
                 }
             };
             runtime.block_on(async move {
+                tokio::spawn(crate::stall_watch::watch("raft", metrics));
                 // No campaign in the first `STARTUP_ELECTION_GRACE`: a restarted node waits only its lease
                 // plus an election timeout (400-500 ms from start) and the leader may reach it later than
                 // that (it backs off from a peer that was down; start-up itself takes a while), and its
@@ -164,15 +166,18 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             .map_err(|e| StartError::Raft(e.to_string()))?,
     );
     let state = state_machine.state();
+    let metrics = Arc::new(Metrics::new().map_err(|e| StartError::Other(e.to_string()))?);
     let raft = start_raft(
         config.id,
         raft_cfg,
         network,
         log_store,
         state_machine.clone(),
+        metrics.clone(),
     )
     .await?;
-    let metrics = Arc::new(Metrics::new().map_err(|e| StartError::Other(e.to_string()))?);
+    // The actix system's event loop (actors, leader duties); the Raft thread's has its own watch.
+    tokio::spawn(crate::stall_watch::watch("actix", metrics.clone()));
     let seeds: Vec<String> = if config.gossip_seeds.is_empty() {
         config
             .peers

@@ -86,6 +86,16 @@ async fn off_the_raft_thread<T: Send + 'static>(
         .map_err(|e| snap_err(ErrorVerb::Write, std::io::Error::other(e.to_string())))?
 }
 
+/// Runs `sweep` (of the console files) on a blocking thread and logs how it went.
+async fn sweep_console_files_off_thread(
+    state: &State,
+    sweep: impl FnOnce(&State) -> crate::state::StateResult<usize> + Send + 'static,
+) {
+    let state = state.clone();
+    let swept = tokio::task::spawn_blocking(move || sweep(&state)).await;
+    log_console_sweep(swept.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()).into())));
+}
+
 /// A sweep of the console files is logged, not fatal: unreferenced segments only take space.
 fn log_console_sweep(swept: crate::state::StateResult<usize>) {
     match swept {
@@ -186,6 +196,11 @@ impl SledStateMachine {
         for k in tree.iter().keys() {
             batch.remove(k.map_err(|e| snap_err(ErrorVerb::Read, e))?);
         }
+        // Console pieces back into this node's console files (synced before the batch holds their refs).
+        let pairs = self
+            .state
+            .import(pairs)
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         for (k, v) in pairs {
             batch.insert(k, v);
         }
@@ -349,28 +364,45 @@ impl SledStateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
+        let bytes = data.len();
         let (this, meta_copy) = (self.clone(), meta.clone());
-        off_the_raft_thread(move || {
+        let started = std::time::Instant::now();
+        let (decoded, file_written, pairs) = off_the_raft_thread(move || {
             let meta = meta_copy;
             // Decoded before anything is written: a file that does not decode is never made current.
             let payload: SnapshotPayload =
                 codec::decode(&data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+            let decoded = started.elapsed();
             this.write_snapshot_file(&StoredSnapshot {
                 meta: meta.clone(),
                 data,
             })?;
+            let file_written = started.elapsed();
             // From here a crash is repaired on open by installing the file again, so the log may take the
             // leader's entries after the snapshot point (`SledLogStore::append` waits for this).
             if let Some(last) = meta.last_log_id {
                 this.link.sm_snapshot_durable(last.index);
             }
-            this.replace_state(payload.pairs, &meta)
+            let pairs = payload.pairs.len();
+            this.replace_state(payload.pairs, &meta)?;
+            Ok((decoded, file_written, pairs))
         })
         .await?;
+        let replaced = started.elapsed();
         self.db
             .flush_async()
             .await
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            bytes,
+            pairs,
+            decode_ms = decoded.as_millis() as u64,
+            file_ms = (file_written - decoded).as_millis() as u64,
+            replace_ms = (replaced - file_written).as_millis() as u64,
+            flush_ms = (started.elapsed() - replaced).as_millis() as u64,
+            "installing a snapshot: state replaced and flushed"
+        );
         // openraft purges the log up to the snapshot itself, but not after this install is durable (it
         // runs `PurgeLog` as soon as it has handed the install over). The mark is recorded here, now that
         // the state it stands for is on disk; `SledLogStore::purge` leaves such a purge to us.
@@ -392,6 +424,8 @@ impl SledStateMachine {
             ));
         }
         self.adopt_agreed_format()?;
+        // The segments the replaced state referred to (the new one's refs are all in newer ones).
+        sweep_console_files_off_thread(&self.state, State::sweep_console_files).await;
         if let Some(id) = meta.last_log_id {
             self.applied.send_replace(id.index);
         }
@@ -439,6 +473,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
         }
         // The read guard keeps `apply` out while the blocking thread copies: still one consistent cut.
         let state = self.state.clone();
+        let started = std::time::Instant::now();
         let (data, console_in_use) = off_the_raft_thread(move || {
             let (pairs, in_use) = state.export().map_err(|e| snap_err(ErrorVerb::Read, e))?;
             let data = codec::encode(&SnapshotPayload { pairs })
@@ -446,6 +481,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
             Ok((data, in_use))
         })
         .await?;
+        tracing::info!(
+            bytes = data.len(),
+            export_ms = started.elapsed().as_millis() as u64,
+            "snapshot built: state exported and encoded"
+        );
         let snapshot_id = match last_applied {
             Some(id) => format!("{}-{}-{}", id.leader_id, id.index, crate::state::now_ms()),
             None => format!("empty-{}", crate::state::now_ms()),
@@ -462,14 +502,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
         self.save_current_snapshot(stored).await?;
         // The console segments the copy found no ref to can go without another scan or flush: the tree
         // was flushed above and, under the read guard, no apply has changed it (or written a body) since.
-        let state = self.state.clone();
-        let swept = tokio::task::spawn_blocking(move || {
+        sweep_console_files_off_thread(&self.state, move |state| {
             state.delete_console_files_unused_by(&console_in_use)
         })
         .await;
-        log_console_sweep(
-            swept.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()).into())),
-        );
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),

@@ -106,6 +106,41 @@ impl State {
         Ok((pairs, in_use))
     }
 
+    /// The inverse of [`State::export`] for a node with console files (installing a snapshot): the console
+    /// pieces of `pairs` that [`State::export`] would have made from one ref are written to the console
+    /// files and replaced by that ref, so a wiped node does not write a log flood's console into sled (about
+    /// five times over, `console_files.rs`) while it catches up. Everything else passes through.
+    ///
+    /// A ref is made only where exporting it gives back exactly the pieces it replaces — a contiguous run of
+    /// one run's pieces, every one but the last `CONSOLE_PIECE` long, `MIN_BYTES` or more in all — so what
+    /// leaves this node later is the same pairs whichever node it came from. The bodies are synced before
+    /// this returns: the caller's batch may then hold their refs (`console_files.rs`, durability).
+    pub(crate) fn import(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> StateResult<codec::Pairs> {
+        let Some(files) = &self.console else {
+            return Ok(pairs);
+        };
+        let mut out = Vec::with_capacity(pairs.len());
+        let mut group = PieceGroup::default();
+        for (key, value) in pairs {
+            match console_piece_of(&key) {
+                Some((run_prefix, offset)) if group.takes(run_prefix, offset, value.len()) => {
+                    group.push(key, value)
+                }
+                Some(_) => {
+                    group.flush_into(files, &mut out)?;
+                    group.push(key, value);
+                }
+                None => {
+                    group.flush_into(files, &mut out)?;
+                    out.push((key, value));
+                }
+            }
+        }
+        group.flush_into(files, &mut out)?;
+        files.sync()?;
+        Ok(out)
+    }
+
     /// An empty set of segments in use, starting now: refs are only ever created in the segment being
     /// written (or newer ones), so below it the set a scan finds can only shrink.
     fn console_files_in_use_from(&self) -> ConsoleFilesInUse {
@@ -147,4 +182,73 @@ impl State {
 pub struct ConsoleFilesInUse {
     below: u64,
     referenced: BTreeSet<u64>,
+}
+
+/// At most this many pieces become one ref on import (1.5 MiB): a reader of a few bytes reads a whole ref.
+const MAX_PIECES_PER_REF: usize = 256;
+
+/// The run prefix (`keys::console_of`, up to the last `/`) and offset of a raw console piece's key; `None`
+/// for any other key, a ref's included.
+fn console_piece_of(key: &[u8]) -> Option<(&[u8], u64)> {
+    if !key.starts_with(keys::CONSOLES) || keys::console_ref_chunk(key).is_some() {
+        return None;
+    }
+    let slash = key.iter().rposition(|&b| b == b'/')?;
+    let offset = std::str::from_utf8(&key[slash + 1..]).ok()?.parse().ok()?;
+    Some((&key[..=slash], offset))
+}
+
+/// Consecutive pieces of one run that one ref can stand for (`State::import`).
+#[derive(Default)]
+struct PieceGroup {
+    run_prefix: Vec<u8>,
+    next_offset: u64,
+    /// Whether the last piece was shorter than `CONSOLE_PIECE` (an exported ref's last piece).
+    closed: bool,
+    pieces: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl PieceGroup {
+    fn takes(&self, run_prefix: &[u8], offset: u64, len: usize) -> bool {
+        !self.pieces.is_empty()
+            && !self.closed
+            && self.pieces.len() < MAX_PIECES_PER_REF
+            && run_prefix == self.run_prefix.as_slice()
+            && offset == self.next_offset
+            && len <= CONSOLE_PIECE
+    }
+
+    fn push(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        if self.pieces.is_empty() {
+            if let Some((run_prefix, offset)) = console_piece_of(&key) {
+                self.run_prefix = run_prefix.to_vec();
+                self.next_offset = offset;
+            }
+        }
+        self.next_offset += value.len() as u64;
+        self.closed = value.len() != CONSOLE_PIECE;
+        self.pieces.push((key, value));
+    }
+
+    /// Moves the group to `out`: as one ref to its bytes in `files` if it is big enough, else as it was.
+    fn flush_into(
+        &mut self,
+        files: &crate::console_files::ConsoleFiles,
+        out: &mut codec::Pairs,
+    ) -> StateResult<()> {
+        let pieces = std::mem::take(&mut self.pieces);
+        let len: usize = pieces.iter().map(|(_, v)| v.len()).sum();
+        // A lone piece, or a first piece longer than an export makes, stays as it is.
+        if len < crate::console_files::MIN_BYTES || pieces[0].1.len() > CONSOLE_PIECE {
+            out.extend(pieces);
+            return Ok(());
+        }
+        let mut bytes = Vec::with_capacity(len);
+        for (_, v) in &pieces {
+            bytes.extend_from_slice(v);
+        }
+        let r = files.append(&bytes)?;
+        out.push((keys::console_chunk_ref(&pieces[0].0), codec::encode(&r)?));
+        Ok(())
+    }
 }

@@ -435,6 +435,119 @@ mod tests {
         );
     }
 
+    /// A snapshot installed on a node with console files (`State::import`): the pieces an export made of a
+    /// ref go back into the console files as one ref (consecutive refs of a run as one, at most
+    /// `MAX_PIECES_PER_REF` pieces each); the pieces of small appends stay in the tree; every other pair is
+    /// untouched; the console reads back the same; and the node exports the very pairs it imported.
+    #[test]
+    fn an_imported_snapshot_puts_exported_refs_back_into_console_files_and_exports_the_same_pairs()
+    {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut source = Machine::with_console_files(&dir.path().join("source"), 1 << 20);
+        source.apply(Command::CreateBuild(new_build(&["a", "b", "c"])));
+        let (fa, fb, fc) = (
+            source.assign(1, "a"),
+            source.assign(1, "b"),
+            source.assign(1, "c"),
+        );
+        // a: a ref, two small pieces, a ref of exactly 3 pieces and a ref right after it.
+        let a = text(128_432, 1);
+        for (from, to) in [
+            (0, 70_000),
+            (70_000, 80_000),
+            (80_000, 98_432),
+            (98_432, 128_432),
+        ] {
+            source.apply(append(1, "a", fa, from as u64, &a[from..to]));
+        }
+        // b: only small appends (one piece each).
+        let b = text(15_000, 2);
+        for from in (0..15_000).step_by(3_000) {
+            source.apply(append(1, "b", fb, from as u64, &b[from..from + 3_000]));
+        }
+        // c: 300 whole pieces in a row, more than one ref may stand for.
+        let c = text(300 * 6_144, 3);
+        for from in (0..c.len()).step_by(100 * 6_144) {
+            source.apply(append(
+                1,
+                "c",
+                fc,
+                from as u64,
+                &c[from..from + 100 * 6_144],
+            ));
+        }
+        let (pairs, _) = source.state.export().expect("export");
+
+        let db = sled::Config::new().temporary(true).open().expect("sled");
+        let files =
+            crate::console_files::ConsoleFiles::open_with(&dir.path().join("target"), 1 << 20)
+                .expect("files");
+        let target = crate::state::State::with_console_files(
+            db.open_tree("state").expect("tree"),
+            std::sync::Arc::new(files),
+        );
+        let imported = target.import(pairs.clone()).expect("import");
+        let mut batch = sled::Batch::default();
+        for (k, v) in imported.clone() {
+            batch.insert(k, v);
+        }
+        target.tree().apply_batch(batch).expect("apply");
+
+        let refs: Vec<String> = imported
+            .iter()
+            .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+            .filter(|k| k.starts_with("l/") && k.ends_with('r'))
+            .collect();
+        assert_eq!(
+            refs,
+            [
+                "l/p/00000000000000000001/a/00000000000000000000r",
+                "l/p/00000000000000000001/a/00000000000000080000r",
+                "l/p/00000000000000000001/c/00000000000000000000r",
+                "l/p/00000000000000000001/c/00000000000001572864r",
+            ]
+        );
+        let others = |pairs: &[(Vec<u8>, Vec<u8>)]| -> Vec<(Vec<u8>, Vec<u8>)> {
+            pairs
+                .iter()
+                .filter(|(k, _)| !k.starts_with(b"l/"))
+                .cloned()
+                .collect()
+        };
+        assert!(
+            others(&imported) == others(&pairs),
+            "non-console pairs changed"
+        );
+        // b's five pieces and a's two small ones stayed in the tree as they were.
+        let inline = imported
+            .iter()
+            .filter(|(k, _)| k.starts_with(b"l/") && !k.ends_with(b"r"))
+            .count();
+        assert_eq!(inline, 5 + 2);
+        for (run, full) in [("a", &a), ("b", &b), ("c", &c)] {
+            for offset in [
+                0usize, 1, 6_144, 69_999, 70_000, 80_000, 98_431, 1_572_864, 1_843_199,
+            ] {
+                let read = target
+                    .console(&run_ref(1, run), offset as u64, 100_000)
+                    .expect("read")
+                    .expect("run")
+                    .bytes;
+                let expected = full
+                    .as_bytes()
+                    .get(offset..(offset + 100_000).min(full.len()))
+                    .unwrap_or_default();
+                assert_eq!(read, expected, "{run} from {offset}");
+            }
+        }
+        let (leaving, _) = target.export().expect("export");
+        assert!(leaving == pairs, "the installed node exports other pairs");
+
+        // A node without console files takes the pairs as they are.
+        let plain = crate::state::State::new(db.open_tree("plain").expect("tree"));
+        assert!(plain.import(pairs.clone()).expect("import") == pairs);
+    }
+
     /// Segments nobody refers to any more (deleted builds, reruns) are deleted by the sweep; a referenced
     /// one and the one being written are kept.
     #[test]
