@@ -15,7 +15,7 @@ async fn artifacts_stream_replicate_and_download_from_every_node() {
     let mut nodes = three_nodes(dir.path(), |c| {
         c.max_artifact_bytes = 64 * MIB;
         c.artifacts.repair_interval_secs = 1;
-        c.artifacts.gc_grace_secs = 3;
+        c.artifacts.gc_grace_secs = 10;
     })
     .await;
     let (stored, bytes, dl) = upload_and_read_everywhere(&nodes).await;
@@ -158,7 +158,9 @@ async fn retention_deletes_old_builds_and_frees_their_blobs() {
     let mut config = node_config(dir.path(), free_port());
     config.retention_interval_secs = 1;
     config.artifacts.repair_interval_secs = 1;
-    config.artifacts.gc_grace_secs = 1;
+    // Long enough that a slow upload's commit never finds its blob collected; the blobs of the deleted
+    // builds are older than this by the time the test looks for them gone.
+    config.artifacts.gc_grace_secs = 10;
     let node = TestNode::start_with(config).await;
     let (s, _) = node.post("/projects/", json!({"name": "big"})).await;
     assert_eq!(s, 201);

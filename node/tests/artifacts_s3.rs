@@ -91,7 +91,7 @@ async fn the_s3_backend_passes_the_artifact_tests() {
             c.artifacts.options.insert(k.into(), v.into());
         }
         c.artifacts.repair_interval_secs = 1;
-        c.artifacts.gc_grace_secs = 2;
+        c.artifacts.gc_grace_secs = 10;
     })
     .await;
     let (stored, bytes, _) = upload_and_read_everywhere(&nodes).await;

@@ -243,7 +243,8 @@ async fn worker_runs_a_build_to_completion_and_state_survives_restart() {
 async fn a_lost_worker_is_fenced_and_its_run_fails_with_a_reason() {
     let dir = tempdir();
     let mut config = node_config(dir.path(), free_port());
-    config.worker_timeout_secs = 2;
+    // Short, but not so short that a slow first commit looks like a lost worker.
+    config.worker_timeout_secs = 5;
     let mut node = TestNode::start_with(config).await;
     setup(&node).await;
     register_and_enlist_worker(&node, "w1", 2).await;

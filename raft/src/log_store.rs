@@ -354,10 +354,24 @@ impl StoreLink {
     /// Purges up to `upto` once the state machine's state up to there is durable: flush (the state tree
     /// lives in the same database), record the mark and remove the entries, flush.
     pub(crate) async fn purge_durably(&self, upto: LogId) -> Result<(), StorageError> {
+        let started = std::time::Instant::now();
         self.flush().await?;
         self.record_purge(upto)?;
+        let recorded = started.elapsed();
         self.flush().await?;
-        self.forget_purged_bodies()
+        self.forget_purged_bodies()?;
+        // openraft awaits the purge in RaftCore: while it runs, this node neither sends nor answers
+        // heartbeats, so a slow one is worth knowing about (election timeout 400-500 ms).
+        let took = started.elapsed();
+        if took >= std::time::Duration::from_millis(100) {
+            tracing::info!(
+                %upto,
+                record_ms = recorded.as_millis() as u64,
+                total_ms = took.as_millis() as u64,
+                "slow log purge"
+            );
+        }
+        Ok(())
     }
 
     /// Deletes the segment files every one of whose bodies is purged; only once the purge is durable (a

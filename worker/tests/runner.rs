@@ -83,6 +83,7 @@ async fn timeout_kills_the_container_and_fails_the_run() {
     let mut opts = options(dir.path(), ExecutorKind::Docker);
     opts.timeout_override = Some(Duration::from_secs(2));
     let rd = rundef("timeout", "echo sleeping\nsleep 120\necho never\n");
+    busybox_image(); // built (or waited for) before the clock starts
     let started = Instant::now();
     let (outcome, reporter) = run_with(&rd, &opts).await;
     let log = reporter.console_text();

@@ -15,8 +15,13 @@ use serde::Deserialize;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-/// Longest long-poll: well under the worker timeout, so a waiting worker never looks lost.
+/// Longest long-poll, and at most a third of the worker timeout (`max_wait`): a waiting worker is seen only
+/// when its check-in starts and ends, and must never look lost in between.
 const MAX_WAIT: Duration = Duration::from_secs(20);
+
+fn max_wait(worker_timeout_secs: u64) -> Duration {
+    MAX_WAIT.min(Duration::from_secs(worker_timeout_secs) / 3)
+}
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/workers/", web::get().to(list))
@@ -184,8 +189,8 @@ async fn check_in(
 
     let mut assigned = Vec::new();
     if worker.enlisted && available > 0 {
-        let wait =
-            Duration::from_secs_f64(q.wait.unwrap_or(0.0).clamp(0.0, MAX_WAIT.as_secs_f64()));
+        let longest = max_wait(app.config.worker_timeout_secs);
+        let wait = Duration::from_secs_f64(q.wait.unwrap_or(0.0).clamp(0.0, longest.as_secs_f64()));
         let deadline = Instant::now() + wait;
         loop {
             // Take the applied index before looking, so a run queued meanwhile wakes us.
@@ -281,4 +286,22 @@ async fn list(req: HttpRequest, app: web::Data<App>) -> ApiResult {
         })
         .collect();
     Ok(success(json!({ "workers": workers })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A long poll never outlasts a third of the worker timeout, so the lost-worker monitor cannot fire
+    /// on a worker that is only waiting for work.
+    #[test]
+    fn the_long_poll_is_capped_by_the_worker_timeout() {
+        assert_eq!(max_wait(90), MAX_WAIT);
+        assert_eq!(max_wait(30), Duration::from_secs(10));
+        assert_eq!(
+            max_wait(10),
+            Duration::from_millis(3_333) + Duration::from_nanos(333_333)
+        );
+        assert_eq!(max_wait(0), Duration::ZERO);
+    }
 }
