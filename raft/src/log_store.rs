@@ -631,26 +631,29 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
         I::IntoIter: OptionalSend,
     {
         self.wait_for_pending_install().await?;
-        // Large bodies first (not yet synced: the group commit syncs them before it flushes the refs).
-        let mut batch = sled::Batch::default();
+        // Large bodies to the segment files (not yet synced: the group commit syncs them before it flushes
+        // the refs), then each entry into the tree. Plain inserts, not one sled batch: a batch costs two
+        // writes of sled's log of its own (its manifest alone, and what was buffered before it), each with a
+        // `sync_file_range`, and an append needs no atomicity. In index order, so a crash before the group
+        // commit leaves a prefix of them, never a gap (sled's recovery stops at the first torn message of
+        // its log, `LogIter::next`); none of them was acknowledged yet.
         for entry in entries {
             let body = codec::encode(&entry).map_err(|e| io_err(ErrorVerb::Write, e))?;
-            if body.len() <= INLINE_BODY_MAX {
-                batch.insert(&entry.log_id.index.to_be_bytes(), body);
-                continue;
-            }
-            let r = self
-                .link
-                .entries
-                .append(entry.log_id, &body)
+            let value = if body.len() <= INLINE_BODY_MAX {
+                body
+            } else {
+                let r = self
+                    .link
+                    .entries
+                    .append(entry.log_id, &body)
+                    .map_err(|e| io_err(ErrorVerb::Write, e))?;
+                r.encode().map_err(|e| io_err(ErrorVerb::Write, e))?
+            };
+            self.link
+                .log
+                .insert(entry.log_id.index.to_be_bytes(), value)
                 .map_err(|e| io_err(ErrorVerb::Write, e))?;
-            let value = r.encode().map_err(|e| io_err(ErrorVerb::Write, e))?;
-            batch.insert(&entry.log_id.index.to_be_bytes(), value);
         }
-        self.link
-            .log
-            .apply_batch(batch)
-            .map_err(|e| io_err(ErrorVerb::Write, e))?;
         if let Err(mpsc::SendError(callback)) = self.flusher.send(callback) {
             // The flusher thread is gone (it only exits when every sender is dropped): flush inline.
             let result = self.link.sync_appended();

@@ -523,24 +523,24 @@ impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
 impl SledStateMachine {
     /// One entry: its changes prepared, its console bodies (if any) synced on a blocking thread — RaftCore
     /// shares this thread, and an fsync per large entry held it up — then committed to the tree.
-    async fn apply_entry(&self, entry: &Entry) -> Result<CommandResult, StorageError> {
-        let log_id = entry.log_id;
-        let prepared = match &entry.payload {
-            EntryPayload::Blank => {
-                self.state
-                    .prepare(log_id.index, None, meta_writes(&log_id, None)?)
+    /// Applies `entries` as one group (`state::Group`: one sled batch), then makes them visible.
+    async fn apply_group(&self, entries: &[Entry]) -> Result<Vec<CommandResult>, StorageError> {
+        let mut group = self.state.group();
+        for entry in entries {
+            let log_id = entry.log_id;
+            match &entry.payload {
+                EntryPayload::Blank => group.add(log_id.index, None, meta_writes(&log_id, None)?),
+                EntryPayload::Normal(cmd) => {
+                    group.add(log_id.index, Some(cmd), meta_writes(&log_id, None)?)
+                }
+                EntryPayload::Membership(m) => {
+                    let stored = StoredMembership::new(Some(log_id), m.clone());
+                    group.add(log_id.index, None, meta_writes(&log_id, Some(&stored))?)
+                }
             }
-            EntryPayload::Normal(cmd) => {
-                self.state
-                    .prepare(log_id.index, Some(cmd), meta_writes(&log_id, None)?)
-            }
-            EntryPayload::Membership(m) => {
-                let stored = StoredMembership::new(Some(log_id), m.clone());
-                self.state
-                    .prepare(log_id.index, None, meta_writes(&log_id, Some(&stored))?)
-            }
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         }
-        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let prepared = group.finish().map_err(|e| sm_err(ErrorVerb::Write, e))?;
         if prepared.needs_sync() {
             let state = self.state.clone();
             tokio::task::spawn_blocking(move || state.sync_console_files())
@@ -553,6 +553,10 @@ impl SledStateMachine {
             .map_err(|e| sm_err(ErrorVerb::Write, e))
     }
 }
+
+/// The most entries one sled batch applies (`state::Group`); a longer apply yields to RaftCore between
+/// groups.
+const APPLY_GROUP_MAX: usize = 64;
 
 impl RaftStateMachine<TypeConfig> for SledStateMachine {
     type SnapshotBuilder = SledStateMachine;
@@ -568,27 +572,36 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
     {
         let _write = self.apply_lock.write().await;
         let mut results = Vec::new();
-        let mut last = None;
-        for (n, entry) in entries.into_iter().enumerate() {
-            // RaftCore shares this single-threaded runtime: let it answer heartbeats and votes between
-            // slices of a long apply (thousands of entries after a catch-up or a big AppendEntries).
-            if n % 64 == 63 {
-                tokio::task::yield_now().await;
+        let mut group: Vec<Entry> = Vec::new();
+        let mut entries = entries.into_iter().peekable();
+        while let Some(entry) = entries.next() {
+            // A format bump ends its group: the entries after it are encoded in the agreed format.
+            let bumps_format = matches!(
+                &entry.payload,
+                EntryPayload::Normal(crate::Command::SetFormatVersion { .. })
+            );
+            group.push(entry);
+            if group.len() < APPLY_GROUP_MAX && !bumps_format && entries.peek().is_some() {
+                continue;
             }
-            let log_id = entry.log_id;
-            let result = self.apply_entry(&entry).await.map_err(|e| {
-                self.link.sm_failed(format!("applying {log_id}: {e}"));
+            let (first, last) = (group[0].log_id, group[group.len() - 1].log_id);
+            let applied = self.apply_group(&group).await.map_err(|e| {
+                self.link
+                    .sm_failed(format!("applying {first}..={last}: {e}"));
                 e
             })?;
-            results.push(result);
-            if let EntryPayload::Normal(crate::Command::SetFormatVersion { .. }) = &entry.payload {
+            results.extend(applied);
+            group.clear();
+            if bumps_format {
                 self.adopt_agreed_format()?;
             }
-            self.applied.send_replace(log_id.index);
-            last = Some(log_id.index);
-        }
-        if let Some(index) = last {
-            self.link.sm_applied(index);
+            self.applied.send_replace(last.index);
+            self.link.sm_applied(last.index);
+            // RaftCore shares this single-threaded runtime: let it answer heartbeats and votes between
+            // groups of a long apply (thousands of entries after a catch-up or a big AppendEntries).
+            if entries.peek().is_some() {
+                tokio::task::yield_now().await;
+            }
         }
         Ok(results)
     }

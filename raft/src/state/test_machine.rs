@@ -253,6 +253,90 @@ mod tests {
         assert_eq!(console.bytes, b"hello world");
     }
 
+    /// Entries applied as one group (one sled batch) give the results and leave the state that applying
+    /// them one batch each gives: each entry sees the changes of the entries before it (a console body
+    /// still pending, a project created earlier in the group), a refused entry is rolled back alone, and a
+    /// refused command inside a batch entry is rolled back without its batch (nested savepoints).
+    #[test]
+    fn a_group_of_entries_applies_like_its_entries_one_by_one() {
+        let dirs = [
+            tempfile::tempdir().expect("dir"),
+            tempfile::tempdir().expect("dir"),
+        ];
+        let mut one_by_one = Machine::with_console_files(dirs[0].path(), 1 << 20);
+        let mut grouped = Machine::with_console_files(dirs[1].path(), 1 << 20);
+        let mut leases = Vec::new();
+        for m in [&mut one_by_one, &mut grouped] {
+            m.apply(Command::CreateBuild(new_build(&["a", "b"])));
+            leases.push((m.assign(1, "a"), m.assign(1, "b")));
+        }
+        assert_eq!(leases[0], leases[1]);
+        let (fa, fb) = leases[0];
+        let body = text(40_000, 3); // over `console_files::MIN_BYTES`: a console body
+        let project = |name: &str| Command::CreateProject {
+            name: name.into(),
+            synchronous_builds: false,
+            now: 4,
+        };
+        let commands = vec![
+            append(1, "a", fa, 0, "hello "),
+            append(1, "a", fa, 99, "gap"),
+            Command::Batch(vec![
+                append(1, "b", fb, 0, "other"),
+                append(1, "b", fb, 50, "gap"),
+                append(1, "b", fb, 5, " side"),
+            ]),
+            append(1, "a", fa, 6, &body),
+            append(1, "a", fa, 6 + body.len() as u64, "after the body"),
+            project("q"),
+            project("q"),
+        ];
+        let expected: Vec<CommandResult> = commands
+            .iter()
+            .map(|c| one_by_one.apply(c.clone()))
+            .collect();
+        assert!(matches!(
+            expected[1],
+            CommandResult::Rejected(StateError::OffsetGap { .. })
+        ));
+        assert!(matches!(
+            &expected[2],
+            CommandResult::Batch(r) if matches!(r[1], CommandResult::Rejected(StateError::OffsetGap { .. }))
+                && matches!(r[2], CommandResult::RunUpdated { log_len: 10, .. })
+        ));
+        assert!(matches!(
+            expected[4],
+            CommandResult::RunUpdated { log_len, .. } if log_len == 6 + body.len() as u64 + 14
+        ));
+        assert!(matches!(
+            expected[6],
+            CommandResult::Rejected(StateError::AlreadyExists(_))
+        ));
+
+        let mut group = grouped.state.group();
+        for (n, c) in commands.iter().enumerate() {
+            group
+                .add(grouped.index + 1 + n as u64, Some(c), vec![])
+                .expect("add");
+        }
+        assert_eq!(group.len(), commands.len());
+        let prepared = group.finish().expect("finish");
+        assert!(prepared.needs_sync(), "the body went to the console files");
+        grouped.state.sync_console_files().expect("sync");
+        let results = grouped.state.commit(prepared).expect("commit");
+        assert_eq!(results, expected);
+        assert_eq!(contents(&grouped), contents(&one_by_one));
+        let console = grouped
+            .state
+            .console(&run_ref(1, "a"), 0, 1 << 20)
+            .expect("read")
+            .expect("run");
+        assert_eq!(
+            console.bytes,
+            format!("hello {body}after the body").as_bytes()
+        );
+    }
+
     /// A large append is stored in pieces (`console::CONSOLE_PIECE`, for sled's leaves) and reads back
     /// exactly from any offset, across pieces and across appends; a retry overlapping stored bytes adds
     /// only the new part.

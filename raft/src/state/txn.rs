@@ -1,6 +1,7 @@
-//! A write set for one log entry: reads see the entry's own earlier writes, and `into_batch` turns the
-//! whole set (plus `last_applied`) into one atomic sled `Batch`. A savepoint lets one command of a
-//! `Command::Batch` be refused without undoing the commands before it.
+//! A write set for one or several log entries: reads see the set's own earlier writes, and `into_batch`
+//! turns the whole set (plus `last_applied`) into one atomic sled `Batch`. Savepoints nest: one per entry
+//! of a group (a refused entry changes nothing), one per command of a `Command::Batch` inside it (a refused
+//! command is rolled back without undoing the commands before it).
 use super::{keys, StateResult};
 use crate::codec;
 use crate::console_files::ConsoleFiles;
@@ -8,8 +9,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// A key's pending write before a savepoint: `None` when the key had none.
-type Undo = (Vec<u8>, Option<Option<Vec<u8>>>);
+/// A key's pending write before a savepoint: `None` when the key had none; and whether it was a console
+/// body.
+type Undo = (Vec<u8>, Option<Option<Vec<u8>>>, bool);
 
 pub struct Txn<'a> {
     tree: &'a sled::Tree,
@@ -18,8 +20,8 @@ pub struct Txn<'a> {
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Keys of `writes` whose value goes to the console files, a ref to it to the tree.
     bodies: BTreeSet<Vec<u8>>,
-    /// While a savepoint is open: what each write since replaced, newest last.
-    undo: Option<Vec<Undo>>,
+    /// The open savepoints, innermost last: what each write since it replaced, newest last.
+    undo: Vec<Vec<Undo>>,
 }
 
 impl<'a> Txn<'a> {
@@ -34,7 +36,7 @@ impl<'a> Txn<'a> {
             console,
             writes: BTreeMap::new(),
             bodies: BTreeSet::new(),
-            undo: None,
+            undo: Vec::new(),
         }
     }
 
@@ -46,31 +48,43 @@ impl<'a> Txn<'a> {
     /// Like `put_raw`, but the value goes to the console files at `into_batch` (a ref to it under
     /// `keys::console_chunk_ref(&key)`), if this write is still pending then.
     pub fn put_console_body(&mut self, key: Vec<u8>, bytes: Vec<u8>) {
-        self.bodies.insert(key.clone());
-        self.write(key, Some(bytes));
+        self.write(key.clone(), Some(bytes));
+        self.bodies.insert(key);
     }
 
-    /// Opens a savepoint (one at a time): `rollback` drops every write made after it, `release` keeps them.
+    /// Opens a savepoint inside those open: `rollback` drops every write made after it, `release` keeps
+    /// them (an enclosing savepoint's rollback still drops them).
     pub fn savepoint(&mut self) {
-        self.undo = Some(Vec::new());
+        self.undo.push(Vec::new());
     }
 
     pub fn release(&mut self) {
-        self.undo = None;
-    }
-
-    pub fn rollback(&mut self) {
-        for (key, before) in self.undo.take().unwrap_or_default().into_iter().rev() {
-            match before {
-                Some(pending) => self.writes.insert(key, pending),
-                None => self.writes.remove(&key),
-            };
+        if let Some(inner) = self.undo.pop() {
+            if let Some(outer) = self.undo.last_mut() {
+                outer.extend(inner);
+            }
         }
     }
 
+    pub fn rollback(&mut self) {
+        for (key, before, was_body) in self.undo.pop().unwrap_or_default().into_iter().rev() {
+            match before {
+                Some(pending) => self.writes.insert(key.clone(), pending),
+                None => self.writes.remove(&key),
+            };
+            if was_body {
+                self.bodies.insert(key);
+            } else {
+                self.bodies.remove(&key);
+            }
+        }
+    }
+
+    /// A plain write: the key's value is no longer a console body (until `put_console_body` says so).
     fn write(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
-        if let Some(undo) = &mut self.undo {
-            undo.push((key.clone(), self.writes.get(&key).cloned()));
+        let was_body = self.bodies.remove(&key);
+        if let Some(undo) = self.undo.last_mut() {
+            undo.push((key.clone(), self.writes.get(&key).cloned(), was_body));
         }
         self.writes.insert(key, value);
     }
@@ -219,5 +233,34 @@ mod tests {
             tree.get(b"new").expect("get").as_deref(),
             Some(&b"kept"[..])
         );
+    }
+
+    /// Savepoints nest (a group's entry around a batch's command): releasing the inner one hands its writes
+    /// to the outer one, whose rollback then drops them too; a rollback also restores whether a key's
+    /// pending value is a console body.
+    #[test]
+    fn an_outer_rollback_drops_what_inner_savepoints_released() {
+        let db = sled::Config::new().temporary(true).open().expect("sled");
+        let tree = db.open_tree("t").expect("tree");
+        let mut txn = Txn::new(&tree);
+        txn.put_console_body(b"body".to_vec(), b"b0".to_vec());
+        txn.savepoint(); // the entry
+        txn.put_raw(b"a".to_vec(), b"a1".to_vec());
+        txn.savepoint(); // a command inside it
+        txn.put_raw(b"body".to_vec(), b"plain".to_vec());
+        txn.put_console_body(b"c".to_vec(), b"c1".to_vec());
+        assert!(!txn.bodies.contains(&b"body"[..]));
+        txn.release();
+        txn.savepoint(); // a refused command
+        txn.put_raw(b"a".to_vec(), b"a2".to_vec());
+        txn.rollback();
+        assert_eq!(txn.get_raw(b"a").expect("get"), Some(b"a1".to_vec()));
+        assert_eq!(txn.get_raw(b"c").expect("get"), Some(b"c1".to_vec()));
+        txn.rollback(); // the entry is refused
+        assert_eq!(txn.get_raw(b"a").expect("get"), None);
+        assert_eq!(txn.get_raw(b"c").expect("get"), None);
+        assert_eq!(txn.get_raw(b"body").expect("get"), Some(b"b0".to_vec()));
+        assert!(txn.bodies.contains(&b"body"[..]));
+        assert!(!txn.bodies.contains(&b"c"[..]));
     }
 }
