@@ -6,8 +6,14 @@
 //! - `append` inserts the entries and hands the completion callback to the group-commit flusher thread,
 //!   which drains every callback queued so far, calls `flush` once and then completes them all. One fsync
 //!   serves every append that arrived while the previous one ran, which is what makes a busy log cheap;
-//! - `truncate` and `purge` flush before they return (they are rare), and each removes its entries in one
-//!   atomic sled batch, so a crash never leaves a gap inside the log.
+//! - `truncate` flushes before it returns and removes its entries in one atomic sled batch, so a crash
+//!   never leaves a gap inside the log;
+//! - `purge` returns at once: openraft awaits it inside RaftCore, and removing some 20,000 entries after
+//!   each snapshot held the Raft thread 135–782 ms (no heartbeats sent or answered: elections nobody
+//!   caused). The log-purger thread does it (`StoreLink::purge_durably`): mark first, then the entries from
+//!   the oldest up, then a flush. Until then reads treat everything up to the requested mark as gone; a
+//!   crash meanwhile leaves entries at or below the mark at the bottom of the log, which the next open
+//!   removes (never a gap).
 //!
 //! The purge mark (`last_purged`) says "everything up to here is in the state machine". It is only ever
 //! written once the state machine durably holds that much (`StoreLink::purge_durably`). openraft does not
@@ -53,6 +59,8 @@ const INSTALL_WAIT_LIMIT: Duration = Duration::from_secs(600);
 pub struct SledLogStore {
     link: Arc<StoreLink>,
     flusher: mpsc::Sender<LogFlushed<TypeConfig>>,
+    /// The log-purger thread's queue (`StoreLink::purge_durably`).
+    purger: mpsc::Sender<LogId>,
     stats: Arc<FlushStats>,
 }
 
@@ -110,6 +118,9 @@ pub(crate) struct StoreLink {
     sm: tokio::sync::watch::Sender<SmProgress>,
     /// A purge openraft asked for beyond what the state machine held, while a snapshot was being installed.
     deferred_purge: std::sync::Mutex<Option<LogId>>,
+    /// The highest purge handed to the log-purger thread: reads treat entries up to it as gone, whether
+    /// the thread has removed them yet or not.
+    purging: std::sync::Mutex<Option<LogId>>,
 }
 
 impl StoreLink {
@@ -138,6 +149,7 @@ impl StoreLink {
             purge_lock: std::sync::Mutex::new(()),
             sm: tokio::sync::watch::channel(SmProgress::default()).0,
             deferred_purge: std::sync::Mutex::new(None),
+            purging: std::sync::Mutex::new(None),
         });
         Ok((link, lost_body))
     }
@@ -307,13 +319,7 @@ impl StoreLink {
     /// next open removes. Not flushed; callers flush.
     pub(crate) fn record_purge(&self, upto: LogId) -> Result<(), StorageError> {
         let _one_writer = self.purge_lock.lock().unwrap();
-        let current = self.last_purged()?;
-        let mark = if current.is_some_and(|c| c.index >= upto.index) {
-            current.unwrap()
-        } else {
-            self.write_meta(LAST_PURGED, &Some(upto))?;
-            upto
-        };
+        let mark = self.raise_purge_mark(upto)?;
         let mut batch = sled::Batch::default();
         for k in self.log.range(..=mark.index.to_be_bytes()).keys() {
             batch.remove(k.map_err(|e| io_err(ErrorVerb::Delete, e))?);
@@ -321,6 +327,40 @@ impl StoreLink {
         self.log
             .apply_batch(batch)
             .map_err(|e| io_err(ErrorVerb::Delete, e))
+    }
+
+    /// The purge mark raised to `upto`, never lowered; the mark now. The caller holds `purge_lock`.
+    fn raise_purge_mark(&self, upto: LogId) -> Result<LogId, StorageError> {
+        match self.last_purged()? {
+            Some(current) if current.index >= upto.index => Ok(current),
+            _ => {
+                self.write_meta(LAST_PURGED, &Some(upto))?;
+                Ok(upto)
+            }
+        }
+    }
+
+    /// Reads from now on treat entries up to `upto` as purged (`SledLogStore::purge`).
+    fn begin_purge(&self, upto: LogId) {
+        let mut purging = self.purging.lock().unwrap();
+        if purging.is_none_or(|p| p.index < upto.index) {
+            *purging = Some(upto);
+        }
+    }
+
+    /// The first index a read may return: above the purge mark and above a purge in progress.
+    fn first_readable(&self) -> Result<u64, StorageError> {
+        Ok(self.purged_upto()?.next_index())
+    }
+
+    /// The purge mark, or the purge in progress if it is higher.
+    fn purged_upto(&self) -> Result<Option<LogId>, StorageError> {
+        let stored = self.last_purged()?;
+        let purging = *self.purging.lock().unwrap();
+        Ok(match (stored, purging) {
+            (Some(s), Some(p)) => Some(if p.index > s.index { p } else { s }),
+            (s, p) => s.or(p),
+        })
     }
 
     /// Removes every entry from `index` on, in one batch. Not flushed; callers flush.
@@ -352,25 +392,37 @@ impl StoreLink {
     }
 
     /// Purges up to `upto` once the state machine's state up to there is durable: flush (the state tree
-    /// lives in the same database), record the mark and remove the entries, flush.
-    pub(crate) async fn purge_durably(&self, upto: LogId) -> Result<(), StorageError> {
-        let started = std::time::Instant::now();
-        self.flush().await?;
-        self.record_purge(upto)?;
-        let recorded = started.elapsed();
-        self.flush().await?;
-        self.forget_purged_bodies()?;
-        // openraft awaits the purge in RaftCore: while it runs, this node neither sends nor answers
-        // heartbeats, so a slow one is worth knowing about (election timeout 400-500 ms).
-        let took = started.elapsed();
-        if took >= std::time::Duration::from_millis(100) {
-            tracing::info!(
-                %upto,
-                record_ms = recorded.as_millis() as u64,
-                total_ms = took.as_millis() as u64,
-                "slow log purge"
-            );
+    /// lives in the same database), raise the mark, remove the entries from the oldest up (plain removes:
+    /// no sled batch, which would hold sled's global write lock, and with it every other writer of this
+    /// node, for the whole range), flush, delete the segment files no entry needs. Runs on the log-purger
+    /// thread; a crash part-way leaves entries at or below the mark at the bottom of the log, which the
+    /// next open removes.
+    pub(crate) fn purge_durably(&self, upto: LogId) -> Result<(), StorageError> {
+        let started = Instant::now();
+        let _one_writer = self.purge_lock.lock().unwrap();
+        self.flush_blocking()?;
+        let mark = self.raise_purge_mark(upto)?;
+        let mut removed = 0u64;
+        for k in self.log.range(..=mark.index.to_be_bytes()).keys() {
+            let k = k.map_err(|e| io_err(ErrorVerb::Delete, e))?;
+            self.log
+                .remove(k)
+                .map_err(|e| io_err(ErrorVerb::Delete, e))?;
+            removed += 1;
         }
+        self.flush_blocking()?;
+        self.forget_purged_bodies()?;
+        tracing::debug!(
+            %upto,
+            removed,
+            took_ms = started.elapsed().as_millis() as u64,
+            "log purged"
+        );
+        Ok(())
+    }
+
+    fn flush_blocking(&self) -> Result<(), StorageError> {
+        self.db.flush().map_err(|e| io_err(ErrorVerb::Write, e))?;
         Ok(())
     }
 
@@ -392,6 +444,8 @@ impl StoreLink {
         last_applied: Option<LogId>,
         scan: bool,
     ) -> Result<StoreFacts, StorageError> {
+        // Not half-way through a purge (entries at or below the mark are what an interrupted one leaves).
+        let _no_purge_running = self.purge_lock.lock().unwrap();
         let (first, last) = self.first_and_last()?;
         Ok(StoreFacts {
             vote: self.read_vote()?,
@@ -426,9 +480,16 @@ impl SledLogStore {
             .name("raft-log-flusher".into())
             .spawn(move || group_commit_loop(flush_link, rx, flush_stats))
             .map_err(sled::Error::Io)?;
+        let (purger, purges) = mpsc::channel::<LogId>();
+        let purge_link = link.clone();
+        std::thread::Builder::new()
+            .name("raft-log-purger".into())
+            .spawn(move || purge_loop(purge_link, purges))
+            .map_err(sled::Error::Io)?;
         Ok(SledLogStore {
             link,
             flusher: tx,
+            purger,
             stats,
         })
     }
@@ -514,6 +575,21 @@ fn group_commit_loop(
     }
 }
 
+/// The log-purger thread: the highest purge queued, one at a time. It ends with the last `SledLogStore`.
+fn purge_loop(link: Arc<StoreLink>, purges: mpsc::Receiver<LogId>) {
+    while let Ok(mut upto) = purges.recv() {
+        while let Ok(more) = purges.try_recv() {
+            if more.index > upto.index {
+                upto = more;
+            }
+        }
+        if let Err(e) = link.purge_durably(upto) {
+            // Reads already skip these entries; the next purge retries from the same mark.
+            tracing::error!(%upto, error = %e, "log purge failed");
+        }
+    }
+}
+
 impl RaftLogReader<TypeConfig> for SledLogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
@@ -523,7 +599,8 @@ impl RaftLogReader<TypeConfig> for SledLogStore {
             Bound::Included(&i) => i,
             Bound::Excluded(&i) => i + 1,
             Bound::Unbounded => 0,
-        };
+        }
+        .max(self.link.first_readable()?);
         let mut out = Vec::new();
         for item in self.link.log.range(start.to_be_bytes()..) {
             let (k, v) = item.map_err(|e| io_err(ErrorVerb::Read, e))?;
@@ -551,6 +628,7 @@ impl RaftLogReader<TypeConfig> for SledLogStore {
     ) -> Result<Vec<Entry>, StorageError> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
+        let start = start.max(self.link.first_readable()?);
         for item in self.link.log.range(start.to_be_bytes()..end.to_be_bytes()) {
             let (_, v) = item.map_err(|e| io_err(ErrorVerb::Read, e))?;
             let len = StoreLink::entry_len(&v);
@@ -574,14 +652,19 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
     type LogReader = SledLogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged = self.link.last_purged()?;
+        let last_purged = self.link.purged_upto()?;
         let last = match self
             .link
             .log
             .last()
             .map_err(|e| io_err(ErrorVerb::Read, e))?
         {
-            Some((_, v)) => Some(StoreLink::decode_log_id(&v)?),
+            // Entries at or below a purge in progress may still be stored.
+            Some((_, v)) => {
+                std::cmp::max_by_key(Some(StoreLink::decode_log_id(&v)?), last_purged, |id| {
+                    id.map(|i| i.index)
+                })
+            }
             None => last_purged,
         };
         Ok(LogState {
@@ -685,7 +768,12 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
             }
             return Ok(());
         }
-        self.link.purge_durably(log_id).await
+        self.link.begin_purge(log_id);
+        if let Err(mpsc::SendError(upto)) = self.purger.send(log_id) {
+            // The purger thread is gone (it only exits when every sender is dropped): purge inline.
+            self.link.purge_durably(upto)?;
+        }
+        Ok(())
     }
 }
 
@@ -909,4 +997,99 @@ pub fn find_inconsistency(f: &StoreFacts) -> Option<Inconsistency> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::storage::RaftLogStorageExt;
+    use openraft::{CommittedLeaderId, EntryPayload};
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+
+    fn log_id(index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(1, 1), index)
+    }
+
+    fn stored_keys_at_or_below(link: &StoreLink, index: u64) -> usize {
+        link.log.range(..=index.to_be_bytes()).count()
+    }
+
+    /// `purge` hands the work to the log-purger thread and returns without waiting for it (openraft awaits
+    /// it inside RaftCore, so a slow one used to hold heartbeats up); reads treat the covered entries as
+    /// gone at once, and the thread records the mark and removes them afterwards. A purge already running
+    /// is played by holding the purge lock until the checks are done.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_purge_returns_before_the_purger_has_run_and_reads_skip_what_it_covers() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (mut log, _sm) = crate::open_store(dir.path()).expect("open");
+        let entries: Vec<Entry> = (1..=100)
+            .map(|i| Entry {
+                log_id: log_id(i),
+                payload: EntryPayload::Blank,
+            })
+            .collect();
+        log.blocking_append(entries).await.expect("append");
+
+        let link = log.link.clone();
+        let released = Arc::new(AtomicBool::new(false));
+        let (held_tx, held) = mpsc::channel::<()>();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let holder = {
+            let released = released.clone();
+            std::thread::spawn(move || {
+                let _running = link.purge_lock.lock().unwrap();
+                held_tx.send(()).expect("send");
+                // Released when told to, or after 20 s so that a purge that waits for it ends the test
+                // with a failure instead of hanging.
+                let _ = release_rx.recv_timeout(Duration::from_secs(20));
+                released.store(true, SeqCst);
+            })
+        };
+        held.recv().expect("lock held");
+
+        log.purge(log_id(60)).await.expect("purge");
+        assert!(
+            !released.load(SeqCst),
+            "purge waited for the purge already running"
+        );
+        let state = log.get_log_state().await.expect("state");
+        assert_eq!(state.last_purged_log_id, Some(log_id(60)));
+        assert_eq!(state.last_log_id, Some(log_id(100)));
+        let read = log.try_get_log_entries(0..=100).await.expect("read");
+        assert_eq!(read.first().map(|e| e.log_id), Some(log_id(61)));
+        assert_eq!(read.len(), 40);
+        let limited = log.limited_get_log_entries(1, 101).await.expect("read");
+        assert_eq!(limited.first().map(|e| e.log_id), Some(log_id(61)));
+        // Not done yet: neither the mark nor the removal reached the store.
+        assert_eq!(log.link.last_purged().expect("mark"), None);
+        assert_eq!(stored_keys_at_or_below(&log.link, 60), 60);
+
+        release.send(()).expect("release");
+        holder.join().expect("holder");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while log.link.last_purged().expect("mark") != Some(log_id(60))
+            || stored_keys_at_or_below(&log.link, 60) > 0
+        {
+            assert!(Instant::now() < deadline, "the purger never finished");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let state = log.get_log_state().await.expect("state");
+        assert_eq!(state.last_purged_log_id, Some(log_id(60)));
+        assert_eq!(state.last_log_id, Some(log_id(100)));
+        assert_eq!(
+            log.try_get_log_entries(0..=100).await.expect("read").len(),
+            40
+        );
+
+        // A purge of everything: the last log id is the mark, with or without entries stored.
+        log.purge(log_id(100)).await.expect("purge");
+        let state = log.get_log_state().await.expect("state");
+        assert_eq!(state.last_purged_log_id, Some(log_id(100)));
+        assert_eq!(state.last_log_id, Some(log_id(100)));
+        assert!(log
+            .try_get_log_entries(0..=100)
+            .await
+            .expect("read")
+            .is_empty());
+    }
 }

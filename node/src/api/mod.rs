@@ -26,11 +26,14 @@ pub use runs::{queue_reason, viewer_rundef, whole_log, QueueExplainer};
 pub use system::cluster_view;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    // actix tries resources in this order, a regex per pattern: the hot paths first (Raft RPCs, then a
+    // worker's appends under `runs`), ahead of the twenty patterns of projects and builds. No pattern of
+    // those matches a path under a run, so the order changes no route.
     raft_rpc::configure(cfg);
+    runs::configure(cfg);
     system::configure(cfg);
     projects::configure(cfg);
     builds::configure(cfg);
-    runs::configure(cfg);
     workers::configure(cfg);
     legacy::configure(cfg);
     webhooks::configure(cfg);
