@@ -293,8 +293,8 @@ impl SledStateMachine {
         }
     }
 
-    /// Durably replaces the current snapshot file and flushes the state it was taken from.
-    /// Makes `stored` the current snapshot file; gives its data back.
+    /// Makes `stored` the current snapshot file (replaced durably), flushes the state it was taken from,
+    /// and gives its data back.
     async fn save_current_snapshot(&self, stored: StoredSnapshot) -> Result<Vec<u8>, StorageError> {
         let this = self.clone();
         let data = off_the_raft_thread(move || {

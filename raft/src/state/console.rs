@@ -82,20 +82,12 @@ impl State {
             let r: ConsoleRef = codec::decode(&value)?;
             in_use.referenced.insert(r.segment);
             let bytes = self.read_console_ref(&r)?;
-            let head = chunk_key
-                .iter()
-                .rposition(|&b| b == b'/')
-                .map_or(0, |slash| slash + 1);
-            let (run_prefix, tail) = chunk_key.split_at(head);
-            let mut at: u64 = std::str::from_utf8(tail)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| {
-                    std::io::Error::other(format!(
-                        "console ref key {:?} has no offset",
-                        String::from_utf8_lossy(&key)
-                    ))
-                })?;
+            let (run_prefix, mut at) = console_piece_of(chunk_key).ok_or_else(|| {
+                std::io::Error::other(format!(
+                    "console ref key {:?} has no offset",
+                    String::from_utf8_lossy(&key)
+                ))
+            })?;
             for piece in bytes.chunks(CONSOLE_PIECE) {
                 let mut piece_key = run_prefix.to_vec();
                 piece_key.extend_from_slice(format!("{at:020}").as_bytes());
@@ -123,12 +115,12 @@ impl State {
         let mut group = PieceGroup::default();
         for (key, value) in pairs {
             match console_piece_of(&key) {
-                Some((run_prefix, offset)) if group.takes(run_prefix, offset, value.len()) => {
-                    group.push(key, value)
-                }
-                Some(_) => {
-                    group.flush_into(files, &mut out)?;
-                    group.push(key, value);
+                Some((run_prefix, offset)) => {
+                    let prefix_len = run_prefix.len();
+                    if !group.takes(run_prefix, offset, value.len()) {
+                        group.flush_into(files, &mut out)?;
+                    }
+                    group.push(prefix_len, offset, key, value);
                 }
                 None => {
                     group.flush_into(files, &mut out)?;
@@ -218,12 +210,11 @@ impl PieceGroup {
             && len <= CONSOLE_PIECE
     }
 
-    fn push(&mut self, key: Vec<u8>, value: Vec<u8>) {
+    /// Adds the piece at `key` (its run prefix is the first `prefix_len` bytes, `console_piece_of`).
+    fn push(&mut self, prefix_len: usize, offset: u64, key: Vec<u8>, value: Vec<u8>) {
         if self.pieces.is_empty() {
-            if let Some((run_prefix, offset)) = console_piece_of(&key) {
-                self.run_prefix = run_prefix.to_vec();
-                self.next_offset = offset;
-            }
+            self.run_prefix = key[..prefix_len].to_vec();
+            self.next_offset = offset;
         }
         self.next_offset += value.len() as u64;
         self.closed = value.len() != CONSOLE_PIECE;
