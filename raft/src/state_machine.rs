@@ -631,7 +631,11 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        Ok(self.load_current_snapshot()?.map(|s| Snapshot {
+        // Off the Raft thread: the leader reads the file whenever it sends a snapshot, and reading an
+        // 800 MB one there (the bench's history phase) held RaftCore 0.8-1.3 s, long enough for elections.
+        let this = self.clone();
+        let stored = off_the_raft_thread(move || this.load_current_snapshot()).await?;
+        Ok(stored.map(|s| Snapshot {
             meta: s.meta,
             snapshot: Box::new(Cursor::new(s.data)),
         }))
