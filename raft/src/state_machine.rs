@@ -521,9 +521,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
 }
 
 impl SledStateMachine {
-    /// One entry: its changes prepared, its console bodies (if any) synced on a blocking thread — RaftCore
-    /// shares this thread, and an fsync per large entry held it up — then committed to the tree.
-    /// Applies `entries` as one group (`state::Group`: one sled batch), then makes them visible.
+    /// Applies `entries` as one group (`state::Group`, one sled batch): their changes prepared, their
+    /// console bodies (if any) synced on a blocking thread — RaftCore shares this thread, and an fsync per
+    /// large entry held it up — then committed to the tree. The caller makes them visible.
     async fn apply_group(&self, entries: &[Entry]) -> Result<Vec<CommandResult>, StorageError> {
         let mut group = self.state.group();
         for entry in entries {
