@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use jobserv_raft::{Command, CommandResult};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// Batches of one node being committed at a time; more writes wait and form the next batch. One gives the
 /// biggest batches, and so the most writes per CPU second (`cluster-test bench-commit`: 3,014 writes/s at
@@ -115,20 +115,15 @@ async fn batch_loop(cluster: Weak<Cluster>, mut rx: mpsc::UnboundedReceiver<Pend
         let Some(cluster) = cluster.upgrade() else {
             return;
         };
-        tokio::spawn(async move {
-            let commit = commit_batch(&cluster, batch);
-            tokio::pin!(commit);
-            tokio::select! {
-                _ = &mut commit => return,
-                _ = tokio::time::sleep(STALLED_AFTER) => drop(permit),
-            }
-            commit.await;
-        });
+        tokio::spawn(commit_batch(cluster, batch, permit));
     }
 }
 
-/// Proposes `batch` (a lone command as itself) and hands every caller its result.
-async fn commit_batch(cluster: &Cluster, batch: Vec<Pending>) {
+/// Proposes `batch` (a lone command as itself) and hands every caller its result once this node has
+/// applied it. `permit` (the batch's place among those in flight) is given back as soon as the batch is
+/// committed, or once it has stalled: the wait for this node's apply (a follower learns of a commit one
+/// round after the leader) holds back none of the next batch's writes.
+async fn commit_batch(cluster: Arc<Cluster>, batch: Vec<Pending>, permit: OwnedSemaphorePermit) {
     cluster
         .metrics
         .proposal_batch_commands
@@ -141,7 +136,22 @@ async fn commit_batch(cluster: &Cluster, batch: Vec<Pending>) {
     } else {
         Command::Batch(commands)
     };
-    let results: Vec<Result<CommandResult, ApiError>> = match cluster.propose_anywhere(cmd).await {
+    let commit = cluster.commit_anywhere(cmd);
+    tokio::pin!(commit);
+    let mut permit = Some(permit);
+    let committed = tokio::select! {
+        committed = &mut commit => committed,
+        _ = tokio::time::sleep(STALLED_AFTER) => {
+            permit = None;
+            commit.await
+        }
+    };
+    drop(permit);
+    let committed = match committed {
+        Ok((result, index)) => Ok(cluster.applied_here(result, index).await),
+        Err(e) => Err(e),
+    };
+    let results: Vec<Result<CommandResult, ApiError>> = match committed {
         Err(e) => {
             let message = e.to_string();
             (0..count)

@@ -87,6 +87,16 @@ impl Cluster {
     }
 
     pub(crate) async fn propose_anywhere(&self, cmd: Command) -> Result<CommandResult, ApiError> {
+        let (result, index) = self.commit_anywhere(cmd).await?;
+        Ok(self.applied_here(result, index).await)
+    }
+
+    /// Commits `cmd` here if this node leads, else through the leader; the result and the entry's log
+    /// index. It may not be applied on this node yet (`applied_here`).
+    pub(crate) async fn commit_anywhere(
+        &self,
+        cmd: Command,
+    ) -> Result<(CommandResult, u64), ApiError> {
         let started = Instant::now();
         let deadline = started + COMMIT_TIMEOUT;
         let mut last_error = String::from("no leader known");
@@ -97,9 +107,7 @@ impl Cluster {
             }
             let leader_before = self.raft.metrics().borrow().current_leader;
             match self.propose_local(cmd.clone(), remaining).await {
-                ProposeReply::Committed(result, index) => {
-                    return Ok(self.applied_here(result, index).await)
-                }
+                ProposeReply::Committed(result, index) => return Ok((result, index)),
                 ProposeReply::Unavailable(e) => last_error = e,
                 ProposeReply::NotLeader { leader_url: None } => {
                     last_error = "no leader elected yet".into()
@@ -112,9 +120,9 @@ impl Cluster {
                             elapsed_ms = started.elapsed().as_millis() as u64,
                             index,
                             %url,
-                            "forwarded write committed; waiting for this node's apply"
+                            "forwarded write committed"
                         );
-                        return Ok(self.applied_here(result, index).await);
+                        return Ok((result, index));
                     }
                     Ok(ProposeReply::NotLeader { .. }) => {
                         last_error = format!("{url} is no longer the leader")
@@ -142,9 +150,16 @@ impl Cluster {
     /// Returns `result` once this node has applied log index `index`, so that a read on this node right
     /// after a write through it sees the write. Bounded: after 5 s the result is returned anyway (the write
     /// is committed; only this node's view lags).
-    async fn applied_here(&self, result: CommandResult, index: u64) -> CommandResult {
+    pub(crate) async fn applied_here(&self, result: CommandResult, index: u64) -> CommandResult {
         let mut rx = self.state_machine.subscribe_applied();
+        if *rx.borrow() >= index {
+            return result;
+        }
+        let started = Instant::now();
         let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|&a| a >= index)).await;
+        self.metrics
+            .apply_wait_seconds
+            .observe(started.elapsed().as_secs_f64());
         result
     }
 

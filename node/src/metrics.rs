@@ -12,6 +12,9 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// Commands per proposed batch (`batcher.rs`): 1 when the node is idle, more as it gets busy.
     pub proposal_batch_commands: Histogram,
+    /// Time a write committed through the leader waited for this node to apply it (a follower learns of
+    /// the commit one round after the leader); writes applied here already are not counted.
+    pub apply_wait_seconds: Histogram,
     pub checkins: IntCounterVec,
     /// Read-index rounds run by this node (`leader`: heartbeat rounds; `follower`: RPCs to the leader).
     pub read_rounds: IntCounterVec,
@@ -59,6 +62,15 @@ impl Metrics {
                 "Commands per batch this node proposed (console appends and status changes share an entry)",
             )
             .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+        )?;
+        let apply_wait_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "jobserv_apply_wait_seconds",
+                "Time a write committed through the leader waited to be applied on this node",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
         )?;
         let checkins = IntCounterVec::new(
             Opts::new("jobserv_checkins_total", "Worker check-ins by outcome"),
@@ -120,6 +132,7 @@ impl Metrics {
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(commit_seconds.clone()))?;
         registry.register(Box::new(proposal_batch_commands.clone()))?;
+        registry.register(Box::new(apply_wait_seconds.clone()))?;
         registry.register(Box::new(checkins.clone()))?;
         registry.register(Box::new(read_rounds.clone()))?;
         registry.register(Box::new(read_seconds.clone()))?;
@@ -137,6 +150,7 @@ impl Metrics {
             http_requests,
             commit_seconds,
             proposal_batch_commands,
+            apply_wait_seconds,
             checkins,
             read_rounds,
             read_seconds,

@@ -124,7 +124,10 @@ impl SledStateMachine {
         let db = link.db.clone();
         let console = Arc::new(ConsoleFiles::open(console_dir)?);
         let sm = SledStateMachine {
-            state: State::with_console_files(db.open_tree("state")?, console),
+            state: State::open(&db, "state", Some(console)).map_err(|e| match e {
+                crate::state::StateStoreError::Sled(e) => e,
+                other => sled::Error::Io(std::io::Error::other(other.to_string())),
+            })?,
             db,
             snapshot_file,
             apply_lock: Arc::new(RwLock::new(())),
@@ -521,7 +524,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
 }
 
 impl SledStateMachine {
-    /// Applies `entries` as one group (`state::Group`, one sled batch): their changes prepared, their
+    /// Applies `entries` as one group (`state::Group`, one atomic commit, `state/redo.rs`): their changes prepared, their
     /// console bodies (if any) synced on a blocking thread — RaftCore shares this thread, and an fsync per
     /// large entry held it up — then committed to the tree. The caller makes them visible.
     async fn apply_group(&self, entries: &[Entry]) -> Result<Vec<CommandResult>, StorageError> {

@@ -6,14 +6,13 @@
 //! no ref to bytes that are missing, torn or swept away.
 mod common;
 
-use jobserv_protocol::{RunDef, RunStatus};
-use jobserv_raft::command::{NewBuild, RunUpdate};
+use jobserv_protocol::RunStatus;
+use jobserv_raft::command::RunUpdate;
 use jobserv_raft::model::{RunRef, WorkerFacts};
-use jobserv_raft::types::{Entry, LogId, Vote};
+use jobserv_raft::types::{Entry, Vote};
 use jobserv_raft::{Command, SledLogStore, SledStateMachine, State};
 use openraft::storage::{RaftLogReaderExt, RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
-use openraft::{CommittedLeaderId, EntryPayload, LogIdOptionExt, RaftSnapshotBuilder};
-use std::collections::BTreeMap;
+use openraft::{EntryPayload, LogIdOptionExt, RaftSnapshotBuilder};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,10 +21,6 @@ const CHILD_ENV: &str = "JOBSERV_CONSOLE_CRASH_CHILD";
 const RUN_BYTES: u64 = 400_000;
 /// Sizes of the successive appends: above and below `console_files::MIN_BYTES`.
 const SIZES: [usize; 6] = [70_000, 1_000, 16_384, 40_000, 5_000, 16_383];
-
-fn lid(index: u64) -> LogId {
-    LogId::new(CommittedLeaderId::new(1, 1), index)
-}
 
 /// The byte at `offset` of run `run` of build `build`: every run's console is known from its length alone.
 fn byte(build: u64, run: &str, offset: u64) -> u8 {
@@ -40,12 +35,6 @@ fn console_bytes(build: u64, run: &str, from: u64, len: usize) -> Vec<u8> {
     (from..from + len as u64)
         .map(|o| byte(build, run, o))
         .collect()
-}
-
-fn rundef(name: &str) -> RunDef {
-    serde_json::from_value(serde_json::json!({"version": 1, "project": "p", "build": 0, "run": name, "timeout": 5,
-        "run_url": "", "frontend_url": "", "runner_url": "", "trigger_type": "simple", "container": "c", "host-tag": "h"}))
-    .expect("rundef")
 }
 
 fn open(path: &Path) -> (SledLogStore, SledStateMachine) {
@@ -134,19 +123,7 @@ fn next_commands(state: &State) -> Vec<Command> {
             numbers: builds[..builds.len() - 2].to_vec(),
         }];
     }
-    let runs = ["a", "bb", "ccc"].iter().map(|r| rundef(r)).collect();
-    vec![Command::CreateBuild(Box::new(NewBuild {
-        project: "p".into(),
-        trigger_name: "t".into(),
-        trigger_type: "simple".into(),
-        reason: None,
-        params: BTreeMap::new(),
-        secrets: BTreeMap::new(),
-        queue_priority: 0,
-        definition: String::new(),
-        runs,
-        now: 1,
-    }))]
+    vec![common::create_build(&["a", "bb", "ccc"])]
 }
 
 /// The child: appends and applies what `next_commands` says, one entry at a time, with a snapshot (and so
@@ -179,7 +156,7 @@ fn console_crash_child() {
         loop {
             for cmd in next_commands(&sm.state()) {
                 let entry = Entry {
-                    log_id: lid(index),
+                    log_id: common::lid(index),
                     payload: EntryPayload::Normal(cmd),
                 };
                 log.blocking_append(vec![entry.clone()]).await.unwrap();
@@ -190,7 +167,7 @@ fn console_crash_child() {
                         .build_snapshot()
                         .await
                         .unwrap();
-                    log.purge(lid(index - 5)).await.unwrap();
+                    log.purge(common::lid(index - 5)).await.unwrap();
                 }
                 index += 1;
             }

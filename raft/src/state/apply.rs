@@ -2,7 +2,7 @@
 //! log index (used for fencing tokens and queue order), never on the clock or the node.
 use super::keys;
 use super::queue;
-use super::txn::Txn;
+use super::txn::{Txn, Write};
 use super::{validate_name, State, StateResult};
 use crate::command::{Command, CommandResult, NewBuild, RunUpdate, StateError};
 use crate::model::{ApiToken, Build, LoginLink, Project, Run, RunRef, Test, Trigger, Worker};
@@ -12,9 +12,9 @@ type Outcome = Result<CommandResult, StateError>;
 
 /// Entries' changes, computed but not yet in the tree (`Group::finish`).
 pub struct Prepared {
-    batch: sled::Batch,
+    writes: Vec<Write>,
     results: Vec<CommandResult>,
-    /// Console bodies were written to the console files and must be synced before `batch` is applied.
+    /// Console bodies were written to the console files and must be synced before `writes` are made.
     unsynced_bodies: bool,
 }
 
@@ -26,10 +26,9 @@ impl Prepared {
 }
 
 /// Consecutive entries applied as one write set: each entry sees the changes of those before it, and
-/// `finish` makes one sled batch of them all. Every sled batch costs two writes of sled's log of its own (a
-/// batch manifest, alone, and what was buffered before it), each with a `sync_file_range`: one batch per
-/// entry was 2 of every 5 disk writes of a loaded node. A refused entry is rolled back alone (a savepoint
-/// per entry). Atomic as a whole: a crash keeps all of the group or none, and `last_applied` says which.
+/// `finish` makes one write set of them all, committed at once (`redo.rs`): one commit per entry was too
+/// much per-commit work on a loaded node. A refused entry is rolled back alone (a savepoint per entry).
+/// Atomic as a whole: a crash keeps all of the group or none, and `last_applied` says which.
 pub struct Group<'a> {
     txn: Txn<'a>,
     results: Vec<CommandResult>,
@@ -79,11 +78,11 @@ impl Group<'_> {
         self.results.is_empty()
     }
 
-    /// The group's changes as one batch, its console bodies written (not synced).
+    /// The group's changes as one write set, its console bodies written (not synced).
     pub fn finish(self) -> StateResult<Prepared> {
-        let (batch, unsynced_bodies) = self.txn.into_batch()?;
+        let (writes, unsynced_bodies) = self.txn.into_writes()?;
         Ok(Prepared {
-            batch,
+            writes,
             results: self.results,
             unsynced_bodies,
         })
@@ -125,12 +124,12 @@ impl State {
         Ok(())
     }
 
-    /// The second half of `apply`: the batch into the tree, each entry's result in order. The bodies must
-    /// be synced first: sled may persist the batch on its own at any time, and its refs must never point
-    /// to bytes that are not on disk (`console_files.rs`).
+    /// The second half of `apply`: the writes into the tree, atomically, each entry's result in order.
+    /// The bodies must be synced first: sled may persist the writes on its own at any time, and its refs
+    /// must never point to bytes that are not on disk (`console_files.rs`).
     pub fn commit(&self, prepared: Prepared) -> StateResult<Vec<CommandResult>> {
         debug_assert!(!prepared.unsynced_bodies || self.console.is_some());
-        self.tree.apply_batch(prepared.batch)?;
+        self.write_atomically(prepared.writes)?;
         Ok(prepared.results)
     }
 }

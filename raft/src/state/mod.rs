@@ -8,6 +8,7 @@ mod hooks;
 pub mod keys;
 mod queue;
 mod read;
+mod redo;
 mod tally;
 #[cfg(test)]
 pub(crate) mod test_machine;
@@ -32,6 +33,8 @@ pub enum StateStoreError {
     Codec(#[from] CodecError),
     #[error("console files: {0}")]
     ConsoleFiles(#[from] std::io::Error),
+    #[error("the redo record of an interrupted commit: {0}")]
+    Redo(String),
 }
 
 pub type StateResult<T> = Result<T, StateStoreError>;
@@ -40,23 +43,32 @@ pub type StateResult<T> = Result<T, StateStoreError>;
 #[derive(Clone)]
 pub struct State {
     tree: sled::Tree,
+    /// The redo record of the commit in progress (`redo.rs`); empty between commits.
+    redo: sled::Tree,
     /// Where large console chunks go (`console_files.rs`); without it every chunk stays in the tree.
     console: Option<Arc<ConsoleFiles>>,
 }
 
 impl State {
-    pub fn new(tree: sled::Tree) -> Self {
-        State {
-            tree,
-            console: None,
+    /// The state tree `name` of `db` (and its redo tree), with the commit a crash interrupted finished.
+    pub fn open(
+        db: &sled::Db,
+        name: &str,
+        console: Option<Arc<ConsoleFiles>>,
+    ) -> StateResult<Self> {
+        let state = State {
+            tree: db.open_tree(name)?,
+            redo: db.open_tree(format!("{name}.redo"))?,
+            console,
+        };
+        let finished = state.finish_interrupted_commit()?;
+        if finished > 0 {
+            tracing::warn!(
+                writes = finished,
+                "finished the state commit a crash interrupted"
+            );
         }
-    }
-
-    pub fn with_console_files(tree: sled::Tree, console: Arc<ConsoleFiles>) -> Self {
-        State {
-            tree,
-            console: Some(console),
-        }
+        Ok(state)
     }
 
     pub fn console_files(&self) -> Option<&Arc<ConsoleFiles>> {

@@ -35,7 +35,7 @@ pub struct Machine {
 impl Machine {
     pub fn new() -> Machine {
         let db = sled::Config::new().temporary(true).open().expect("sled");
-        Machine::on(State::new(db.open_tree("state").expect("tree")))
+        Machine::on(State::open(&db, "state", None).expect("state"))
     }
 
     /// A machine whose large console chunks go to console files in `dir` (segments of `segment_bytes`).
@@ -43,10 +43,7 @@ impl Machine {
         let db = sled::Config::new().temporary(true).open().expect("sled");
         let files =
             crate::console_files::ConsoleFiles::open_with(dir, segment_bytes).expect("files");
-        Machine::on(State::with_console_files(
-            db.open_tree("state").expect("tree"),
-            std::sync::Arc::new(files),
-        ))
+        Machine::on(State::open(&db, "state", Some(std::sync::Arc::new(files))).expect("state"))
     }
 
     fn on(state: State) -> Machine {
@@ -566,10 +563,8 @@ mod tests {
         let files =
             crate::console_files::ConsoleFiles::open_with(&dir.path().join("target"), 1 << 20)
                 .expect("files");
-        let target = crate::state::State::with_console_files(
-            db.open_tree("state").expect("tree"),
-            std::sync::Arc::new(files),
-        );
+        let target = crate::state::State::open(&db, "state", Some(std::sync::Arc::new(files)))
+            .expect("state");
         let imported = target.import(pairs.clone()).expect("import");
         let mut batch = sled::Batch::default();
         for (k, v) in imported.clone() {
@@ -628,7 +623,7 @@ mod tests {
         assert!(leaving == pairs, "the installed node exports other pairs");
 
         // A node without console files takes the pairs as they are.
-        let plain = crate::state::State::new(db.open_tree("plain").expect("tree"));
+        let plain = crate::state::State::open(&db, "plain", None).expect("state");
         assert!(plain.import(pairs.clone()).expect("import") == pairs);
     }
 

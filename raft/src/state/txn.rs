@@ -1,5 +1,5 @@
-//! A write set for one or several log entries: reads see the set's own earlier writes, and `into_batch`
-//! turns the whole set (plus `last_applied`) into one atomic sled `Batch`. Savepoints nest: one per entry
+//! A write set for one or several log entries: reads see the set's own earlier writes, and `into_writes`
+//! turns the whole set (plus `last_applied`) into the writes `State::commit` makes atomically. Savepoints nest: one per entry
 //! of a group (a refused entry changes nothing), one per command of a `Command::Batch` inside it (a refused
 //! command is rolled back without undoing the commands before it).
 use super::{keys, StateResult};
@@ -12,6 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 /// A key's pending write before a savepoint: `None` when the key had none; and whether it was a console
 /// body.
 type Undo = (Vec<u8>, Option<Option<Vec<u8>>>, bool);
+
+/// A key and its new value; `None` removes it.
+pub type Write = (Vec<u8>, Option<Vec<u8>>);
 
 pub struct Txn<'a> {
     tree: &'a sled::Tree,
@@ -45,7 +48,7 @@ impl<'a> Txn<'a> {
         self.console.is_some()
     }
 
-    /// Like `put_raw`, but the value goes to the console files at `into_batch` (a ref to it under
+    /// Like `put_raw`, but the value goes to the console files at `into_writes` (a ref to it under
     /// `keys::console_chunk_ref(&key)`), if this write is still pending then.
     pub fn put_console_body(&mut self, key: Vec<u8>, bytes: Vec<u8>) {
         self.write(key.clone(), Some(bytes));
@@ -176,24 +179,23 @@ impl<'a> Txn<'a> {
         Ok(())
     }
 
-    /// The whole write set as one sled batch. Console bodies are written to the console files first (not
+    /// The whole write set, in key order. Console bodies are written to the console files first (not
     /// synced): the second value says whether any was, and then the caller must sync them before it
-    /// applies the batch.
-    pub fn into_batch(self) -> StateResult<(sled::Batch, bool)> {
-        let mut batch = sled::Batch::default();
+    /// commits the writes.
+    pub fn into_writes(self) -> StateResult<(Vec<Write>, bool)> {
+        let mut writes = Vec::with_capacity(self.writes.len());
         let mut wrote_bodies = false;
         for (k, v) in self.writes {
             match (v, self.console) {
                 (Some(v), Some(files)) if self.bodies.contains(&k) => {
                     let r = files.append(&v)?;
-                    batch.insert(keys::console_chunk_ref(&k), codec::encode(&r)?);
+                    writes.push((keys::console_chunk_ref(&k), Some(codec::encode(&r)?)));
                     wrote_bodies = true;
                 }
-                (Some(v), _) => batch.insert(k, v),
-                (None, _) => batch.remove(k),
+                (v, _) => writes.push((k, v)),
             }
         }
-        Ok((batch, wrote_bodies))
+        Ok((writes, wrote_bodies))
     }
 }
 
@@ -226,8 +228,10 @@ mod tests {
         txn.release();
         txn.rollback(); // no savepoint open: nothing to undo
         assert_eq!(txn.get_raw(b"new").expect("get"), Some(b"kept".to_vec()));
-        tree.apply_batch(txn.into_batch().expect("batch").0)
-            .expect("apply");
+        tree.apply_batch(super::super::redo::to_batch(
+            txn.into_writes().expect("writes").0,
+        ))
+        .expect("apply");
         assert_eq!(tree.get(b"stored").expect("get"), None);
         assert_eq!(
             tree.get(b"new").expect("get").as_deref(),

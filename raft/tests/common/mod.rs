@@ -54,3 +54,34 @@ pub fn run_child_then_kill(child: &str, env: &[(&str, String)], delay: Duration,
     process.kill().unwrap(); // SIGKILL
     process.wait().unwrap();
 }
+
+/// Log id `index` of term 1, node 1.
+#[allow(dead_code)] // not every test file that has `mod common;` uses it
+pub fn lid(index: u64) -> jobserv_raft::types::LogId {
+    jobserv_raft::types::LogId::new(openraft::CommittedLeaderId::new(1, 1), index)
+}
+
+/// A run definition of project `p` for host tag `h`.
+#[allow(dead_code)]
+pub fn rundef(name: &str) -> jobserv_protocol::RunDef {
+    serde_json::from_value(serde_json::json!({"version": 1, "project": "p", "build": 0, "run": name, "timeout": 5,
+        "run_url": "", "frontend_url": "", "runner_url": "", "trigger_type": "simple", "container": "c", "host-tag": "h"}))
+    .expect("rundef")
+}
+
+/// A build of project `p` with a run of each name.
+#[allow(dead_code)]
+pub fn create_build(runs: &[impl AsRef<str>]) -> jobserv_raft::Command {
+    jobserv_raft::Command::CreateBuild(Box::new(jobserv_raft::command::NewBuild {
+        project: "p".into(),
+        trigger_name: "t".into(),
+        trigger_type: "simple".into(),
+        reason: None,
+        params: Default::default(),
+        secrets: Default::default(),
+        queue_priority: 0,
+        definition: String::new(),
+        runs: runs.iter().map(|r| rundef(r.as_ref())).collect(),
+        now: 1,
+    }))
+}

@@ -379,6 +379,25 @@ impl Tree {
         self.apply_batch_inner(batch, &mut guard)
     }
 
+    /// JobServ: `apply_batch` without its log pin. Readers still see all of the batch or none of it (the
+    /// same process-wide write lock), but a crash may keep only some of its writes: a prefix of them in
+    /// key order, since recovery replays the log up to its first torn message. The pin is what costs:
+    /// it writes the IO buffer out (one disk write with its `sync_file_range`) and then the batch's
+    /// manifest alone (another). Callers that need crash atomicity build it themselves (JobServ's state
+    /// machine: a redo record, `raft/src/state/apply.rs`).
+    pub fn apply_batch_unpinned(&self, batch: Batch) -> Result<()> {
+        let _cc = concurrency_control::write();
+        let mut guard = pin();
+        for (k, v_opt) in batch.writes {
+            loop {
+                if self.insert_inner(&k, v_opt.clone(), &mut guard)?.is_ok() {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn apply_batch_inner(
         &self,
         batch: Batch,
