@@ -355,12 +355,8 @@ impl StoreLink {
 
     /// The purge mark, or the purge in progress if it is higher.
     fn purged_upto(&self) -> Result<Option<LogId>, StorageError> {
-        let stored = self.last_purged()?;
         let purging = *self.purging.lock().unwrap();
-        Ok(match (stored, purging) {
-            (Some(s), Some(p)) => Some(if p.index > s.index { p } else { s }),
-            (s, p) => s.or(p),
-        })
+        Ok(later(self.last_purged()?, purging))
     }
 
     /// Removes every entry from `index` on, in one batch. Not flushed; callers flush.
@@ -642,6 +638,11 @@ impl RaftLogReader<TypeConfig> for SledLogStore {
     }
 }
 
+/// The later of two log ids (by index); `None` is before every id.
+fn later(a: Option<LogId>, b: Option<LogId>) -> Option<LogId> {
+    std::cmp::max_by_key(a, b, |id| id.map(|i| i.index))
+}
+
 /// The byte budget of one AppendEntries (see `limited_get_log_entries`): 4 console chunks of 64 KiB, which a
 /// follower on a loaded 2-core machine receives and fsyncs well inside the 100 ms heartbeat interval, and
 /// small enough that a new leader's binary-search probes (each one a full batch, see `raft_config`) cost
@@ -660,11 +661,7 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
             .map_err(|e| io_err(ErrorVerb::Read, e))?
         {
             // Entries at or below a purge in progress may still be stored.
-            Some((_, v)) => {
-                std::cmp::max_by_key(Some(StoreLink::decode_log_id(&v)?), last_purged, |id| {
-                    id.map(|i| i.index)
-                })
-            }
+            Some((_, v)) => later(Some(StoreLink::decode_log_id(&v)?), last_purged),
             None => last_purged,
         };
         Ok(LogState {

@@ -69,15 +69,6 @@ impl Group<'_> {
         Ok(())
     }
 
-    /// How many entries were added.
-    pub fn len(&self) -> usize {
-        self.results.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.results.is_empty()
-    }
-
     /// The group's changes as one write set, its console bodies written (not synced).
     pub fn finish(self) -> StateResult<Prepared> {
         let (writes, unsynced_bodies) = self.txn.into_writes()?;
