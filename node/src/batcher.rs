@@ -122,7 +122,9 @@ async fn batch_loop(cluster: Weak<Cluster>, mut rx: mpsc::UnboundedReceiver<Pend
 /// Proposes `batch` (a lone command as itself) and hands every caller its result once this node has
 /// applied it. `permit` (the batch's place among those in flight) is given back as soon as the batch is
 /// committed, or once it has stalled: the wait for this node's apply (a follower learns of a commit one
-/// round after the leader) holds back none of the next batch's writes.
+/// round after the leader) holds back none of the next batch's writes. So a follower whose apply lags no
+/// longer slows its own writes down to its apply rate; a write not applied here within 5 s is answered
+/// anyway (`Cluster::applied_here`), and `jobserv_apply_wait_seconds` shows the lag.
 async fn commit_batch(cluster: Arc<Cluster>, batch: Vec<Pending>, permit: OwnedSemaphorePermit) {
     cluster
         .metrics

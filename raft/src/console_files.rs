@@ -10,7 +10,7 @@
 //! where they cost no extra fsync (`state/apply.rs`).
 //!
 //! Durability: `State::prepare` writes an entry's bodies; they are synced (`State::sync_console_files`)
-//! **before** `State::commit` applies the sled batch that holds their refs, so sled can never persist (on
+//! **before** `State::commit` makes the writes that hold their refs, so sled can never persist (on
 //! its own, early) a ref to bytes that are not on disk. Bodies whose refs a crash lost are garbage; the
 //! entry is applied again after the restart and writes them anew.
 //!

@@ -1,7 +1,7 @@
 //! The Raft state machine: applies committed commands to the `State` tree and builds / installs snapshots.
 //!
 //! Applied state lives in sled, not memory, so a restart does not replay the log from the start: the
-//! `last_applied` log id is written in the same atomic batch as each entry's changes. The state tree is
+//! `last_applied` log id is written in the same atomic commit as each entry's changes (`state/redo.rs`). The state tree is
 //! not flushed per entry — the log is the durable record, and after a crash openraft re-applies whatever
 //! the tree had not persisted. A snapshot build flushes first, because the log is purged behind it.
 //!
@@ -524,8 +524,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
 }
 
 impl SledStateMachine {
-    /// Applies `entries` as one group (`state::Group`, one atomic commit, `state/redo.rs`): their changes prepared, their
-    /// console bodies (if any) synced on a blocking thread — RaftCore shares this thread, and an fsync per
+    /// Applies `entries` as one group (`state::Group`, one atomic commit, `state/redo.rs`): their changes
+    /// prepared, their console bodies (if any) synced on a blocking thread — RaftCore shares this thread, and an fsync per
     /// large entry held it up — then committed to the tree. The caller makes them visible.
     async fn apply_group(&self, entries: &[Entry]) -> Result<Vec<CommandResult>, StorageError> {
         let mut group = self.state.group();
@@ -557,7 +557,7 @@ impl SledStateMachine {
     }
 }
 
-/// The most entries one sled batch applies (`state::Group`); a longer apply yields to RaftCore between
+/// The most entries one atomic commit applies (`state::Group`); a longer apply yields to RaftCore between
 /// groups.
 const APPLY_GROUP_MAX: usize = 64;
 

@@ -81,7 +81,7 @@ impl Group<'_> {
 }
 
 impl State {
-    /// Applies `command` (if any) and the `meta` writes (last applied log id, membership) as one atomic batch.
+    /// Applies `command` (if any) and the `meta` writes (last applied log id, membership) as one atomic commit.
     pub fn apply(
         &self,
         log_index: u64,
@@ -115,7 +115,8 @@ impl State {
         Ok(())
     }
 
-    /// The second half of `apply`: the writes into the tree, atomically, each entry's result in order.
+    /// The second half of `apply`: the writes into the tree, atomically, each entry's result in order. One
+    /// committer at a time (the state machine's apply; `redo.rs` keeps one record).
     /// The bodies must be synced first: sled may persist the writes on its own at any time, and its refs
     /// must never point to bytes that are not on disk (`console_files.rs`).
     pub fn commit(&self, prepared: Prepared) -> StateResult<Vec<CommandResult>> {

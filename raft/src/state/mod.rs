@@ -19,6 +19,7 @@ pub use artifacts::validate_sha256;
 pub use console::ConsoleFilesInUse;
 pub use queue::{host_tag_matches, pick, QueueSource, SURGE_QUEUE_LENGTH};
 pub use read::{BuildPage, ConsoleSlice};
+pub use redo::REDO_MAX_BYTES;
 
 use crate::codec::CodecError;
 use crate::command::StateError;

@@ -8,19 +8,27 @@
 //! prefix of those steps: nothing, or the record and some of the writes (`State::open` then makes the
 //! writes again, which is idempotent: they are values, not changes), or everything.
 //!
-//! A record must stay below sled's blob threshold (a quarter of its 512 KiB segment), above which a value
-//! is written to a file of its own with an fsync: bigger groups (a log flood's raw console) take the
-//! pinned batch instead.
+//! A record must stay below sled's blob threshold (a quarter of its 512 KiB segment, 131,020 bytes with
+//! the message header): above it a value goes to a file of its own, created (and later deleted) per
+//! commit, and a lost blob file is skipped silently by sled's recovery. Bigger groups (a log flood's raw
+//! console) take the pinned batch instead.
+//!
+//! A record older than the tree (its `last_applied` below the tree's) is dropped, not replayed: it can
+//! only be left by a crash under this binary followed by a run of an older one, which ignores records
+//! (`docs/operations.md`, downgrades).
 use super::txn::Write;
-use super::{State, StateResult, StateStoreError};
+use super::{keys, State, StateResult, StateStoreError};
+use crate::codec;
+use crate::types::LogId;
 
 /// The redo record's key in the redo tree.
 const REDO_KEY: &[u8] = b"commit";
 /// The record's format: this byte, the write count, then each write as key length, key, 0 (remove) or 1
 /// (set), value length, value; lengths and count are little-endian u32.
 const REDO_FORMAT: u8 = 1;
-/// Groups whose keys and values add up to more than this commit in a pinned sled batch.
-const REDO_MAX_BYTES: usize = 96 * 1024;
+/// Groups whose record would be longer than this commit in a pinned sled batch (a margin below sled's
+/// 131,020-byte blob threshold).
+pub const REDO_MAX_BYTES: usize = 120 * 1024;
 
 impl State {
     /// Makes `writes` (distinct keys) all at once: readers, and a restart after a crash, see all of them
@@ -36,11 +44,7 @@ impl State {
             }
             return Ok(());
         }
-        let size: usize = writes
-            .iter()
-            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
-            .sum();
-        if size > REDO_MAX_BYTES {
+        if record_len(&writes) > REDO_MAX_BYTES {
             self.tree.apply_batch(to_batch(writes))?;
             return Ok(());
         }
@@ -56,12 +60,41 @@ impl State {
             return Ok(0);
         };
         let writes = decode_redo(&record)?;
+        if let (Some(recorded), Some(current)) = (
+            applied_in(writes.iter().map(|(k, v)| (k.as_slice(), v.as_deref())))?,
+            applied_in(std::iter::once((
+                keys::LAST_APPLIED,
+                self.tree.get(keys::LAST_APPLIED)?.as_deref(),
+            )))?,
+        ) {
+            // Equal is replayed: a prefix of the writes may hold the new `last_applied` already.
+            if recorded.index < current.index {
+                tracing::warn!(
+                    record = %recorded,
+                    tree = %current,
+                    "dropped a redo record older than the state (an older binary ran since the crash)"
+                );
+                self.redo.remove(REDO_KEY)?;
+                self.tree.flush()?;
+                return Ok(0);
+            }
+        }
         let count = writes.len();
         // Pinned: a crash now leaves the record, and the next open makes the writes again.
         self.tree.apply_batch(to_batch(writes))?;
         self.redo.remove(REDO_KEY)?;
         self.tree.flush()?;
         Ok(count)
+    }
+}
+
+/// The `last_applied` among `writes`, if one of them sets it.
+fn applied_in<'a>(
+    mut writes: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+) -> StateResult<Option<LogId>> {
+    match writes.find(|(k, _)| *k == keys::LAST_APPLIED) {
+        Some((_, Some(v))) => Ok(codec::decode::<Option<LogId>>(v)?),
+        _ => Ok(None),
     }
 }
 
@@ -76,12 +109,16 @@ pub(super) fn to_batch(writes: Vec<Write>) -> sled::Batch {
     batch
 }
 
-fn encode_redo(writes: &[Write]) -> Vec<u8> {
-    let size: usize = writes
+/// The length of `writes`' record.
+fn record_len(writes: &[Write]) -> usize {
+    5 + writes
         .iter()
-        .map(|(k, v)| 9 + k.len() + v.as_ref().map_or(0, Vec::len))
-        .sum();
-    let mut out = Vec::with_capacity(5 + size);
+        .map(|(k, v)| 5 + k.len() + v.as_ref().map_or(0, |v| 4 + v.len()))
+        .sum::<usize>()
+}
+
+fn encode_redo(writes: &[Write]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(record_len(writes));
     out.push(REDO_FORMAT);
     out.extend_from_slice(&(writes.len() as u32).to_le_bytes());
     for (key, value) in writes {
@@ -191,6 +228,7 @@ mod tests {
     fn a_record_reads_back_as_the_writes_and_a_damaged_one_is_refused_by_name() {
         let group = writes("a", 12);
         let record = encode_redo(&group);
+        assert_eq!(record.len(), record_len(&group));
         assert_eq!(decode_redo(&record).expect("decode"), group);
         let truncated = decode_redo(&record[..record.len() - 3]).unwrap_err();
         assert!(
@@ -242,6 +280,44 @@ mod tests {
         }
     }
 
+    fn applied(index: u64) -> Write {
+        let id = Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), index));
+        (
+            keys::LAST_APPLIED.to_vec(),
+            Some(codec::encode(&id).expect("encode")),
+        )
+    }
+
+    /// A record left by a crash, then an older binary (which ignores records) applied more: replaying it
+    /// would move the state back, so it is dropped. A record at the tree's own `last_applied` (a prefix of
+    /// its writes included the new one) is replayed.
+    #[test]
+    fn a_record_older_than_the_state_is_dropped_and_one_at_its_last_applied_is_replayed() {
+        for (recorded, replayed) in [(9, false), (10, true)] {
+            let dir = tempfile::tempdir().expect("dir");
+            {
+                let (db, state) = open(dir.path());
+                state
+                    .write_atomically(vec![applied(10), (b"k/x".to_vec(), Some(b"now".to_vec()))])
+                    .expect("commit");
+                let stale = vec![
+                    applied(recorded),
+                    (b"k/x".to_vec(), Some(b"record".to_vec())),
+                ];
+                state
+                    .redo
+                    .insert(REDO_KEY, encode_redo(&stale))
+                    .expect("record");
+                db.flush().expect("flush");
+            }
+            let (_db, state) = open(dir.path());
+            let x = state.tree.get(b"k/x").expect("read").expect("k/x");
+            let want: &[u8] = if replayed { b"record" } else { b"now" };
+            assert_eq!(&x[..], want, "record at {recorded}, tree at 10");
+            assert!(state.redo.is_empty());
+        }
+    }
+
     /// A group too big for a record (it would be a sled blob) is committed by a pinned batch, and every
     /// size leaves the same tree and no record.
     #[test]
@@ -256,11 +332,7 @@ mod tests {
                 )
             })
             .collect();
-        let size: usize = big
-            .iter()
-            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
-            .sum();
-        assert!(size > REDO_MAX_BYTES);
+        assert!(record_len(&big) > REDO_MAX_BYTES);
         state.write_atomically(big.clone()).expect("commit");
         state.write_atomically(writes("one", 1)).expect("commit");
         assert!(state.redo.is_empty());

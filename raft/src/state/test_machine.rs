@@ -250,8 +250,8 @@ mod tests {
         assert_eq!(console.bytes, b"hello world");
     }
 
-    /// Entries applied as one group (one sled batch) give the results and leave the state that applying
-    /// them one batch each gives: each entry sees the changes of the entries before it (a console body
+    /// Entries applied as one group (one commit) give the results and leave the state that applying
+    /// them one commit each gives: each entry sees the changes of the entries before it (a console body
     /// still pending, a project created earlier in the group), a refused entry is rolled back alone, and a
     /// refused command inside a batch entry is rolled back without its batch (nested savepoints).
     #[test]

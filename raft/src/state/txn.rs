@@ -1,7 +1,7 @@
 //! A write set for one or several log entries: reads see the set's own earlier writes, and `into_writes`
-//! turns the whole set (plus `last_applied`) into the writes `State::commit` makes atomically. Savepoints nest: one per entry
-//! of a group (a refused entry changes nothing), one per command of a `Command::Batch` inside it (a refused
-//! command is rolled back without undoing the commands before it).
+//! turns the whole set (plus `last_applied`) into the writes `State::commit` makes atomically. Savepoints
+//! nest: one per entry of a group (a refused entry changes nothing), one per command of a `Command::Batch`
+//! inside it (a refused command is rolled back without undoing the commands before it).
 use super::{keys, StateResult};
 use crate::codec;
 use crate::console_files::ConsoleFiles;

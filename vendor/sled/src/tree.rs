@@ -384,7 +384,7 @@ impl Tree {
     /// key order, since recovery replays the log up to its first torn message. The pin is what costs:
     /// it writes the IO buffer out (one disk write with its `sync_file_range`) and then the batch's
     /// manifest alone (another). Callers that need crash atomicity build it themselves (JobServ's state
-    /// machine: a redo record, `raft/src/state/apply.rs`).
+    /// machine: a redo record, `raft/src/state/redo.rs`).
     pub fn apply_batch_unpinned(&self, batch: Batch) -> Result<()> {
         let _cc = concurrency_control::write();
         let mut guard = pin();
