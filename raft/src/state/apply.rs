@@ -42,25 +42,13 @@ impl Group<'_> {
         command: Option<&Command>,
         meta: Vec<(Vec<u8>, Vec<u8>)>,
     ) -> StateResult<()> {
-        self.txn.savepoint();
-        let outcome = match command {
-            Some(cmd) => apply_command(&mut self.txn, log_index, cmd),
-            None => Ok(Ok(CommandResult::Done)),
-        };
-        let result = match outcome {
-            Ok(Ok(result)) => {
-                self.txn.release();
-                result
-            }
-            Ok(Err(refusal)) => {
-                // A refused command changes nothing: drop its partial writes, keep only the meta writes.
-                self.txn.rollback();
-                CommandResult::Rejected(refusal)
-            }
-            Err(e) => {
-                self.txn.rollback();
-                return Err(e);
-            }
+        // A refused command changes nothing: its partial writes are dropped, only the meta writes stay.
+        let result = match command {
+            Some(cmd) => match self.txn.attempt(|txn| apply_command(txn, log_index, cmd))? {
+                Ok(result) => result,
+                Err(refusal) => CommandResult::Rejected(refusal),
+            },
+            None => CommandResult::Done,
         };
         for (k, v) in meta {
             self.txn.put_raw(k, v);
@@ -434,21 +422,12 @@ fn apply_batch(txn: &mut Txn, log_index: u64, commands: &[Command]) -> StateResu
             )));
             continue;
         }
-        txn.savepoint();
-        match apply_command(txn, log_index, cmd) {
-            Ok(Ok(result)) => {
-                txn.release();
-                results.push(result);
-            }
-            Ok(Err(refusal)) => {
-                txn.rollback();
-                results.push(CommandResult::Rejected(refusal));
-            }
-            Err(e) => {
-                txn.release();
-                return Err(e);
-            }
-        }
+        results.push(
+            match txn.attempt(|txn| apply_command(txn, log_index, cmd))? {
+                Ok(result) => result,
+                Err(refusal) => CommandResult::Rejected(refusal),
+            },
+        );
     }
     Ok(Ok(CommandResult::Batch(results)))
 }

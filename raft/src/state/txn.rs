@@ -55,6 +55,21 @@ impl<'a> Txn<'a> {
         self.bodies.insert(key);
     }
 
+    /// Runs `change` inside a savepoint: what it wrote stays if it succeeds and is dropped if it is refused
+    /// (`Ok(Err(_))`) or fails (`Err(_)`, which fails the whole write set anyway).
+    pub fn attempt<T, E>(
+        &mut self,
+        change: impl FnOnce(&mut Self) -> StateResult<Result<T, E>>,
+    ) -> StateResult<Result<T, E>> {
+        self.savepoint();
+        let outcome = change(self);
+        match &outcome {
+            Ok(Ok(_)) => self.release(),
+            _ => self.rollback(),
+        }
+        outcome
+    }
+
     /// Opens a savepoint inside those open: `rollback` drops every write made after it, `release` keeps
     /// them (an enclosing savepoint's rollback still drops them).
     pub fn savepoint(&mut self) {
