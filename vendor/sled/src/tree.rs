@@ -380,8 +380,9 @@ impl Tree {
     }
 
     /// JobServ: `apply_batch` without its log pin. Readers still see all of the batch or none of it (the
-    /// same process-wide write lock), but a crash may keep only some of its writes: a prefix of them in
-    /// key order, since recovery replays the log up to its first torn message. The pin is what costs:
+    /// same process-wide write lock), but a crash may keep only some of its writes: those logged first, in
+    /// the batch's iteration order (a `HashMap`, so in no key order), since recovery replays the log up to
+    /// its first torn message. The pin is what costs:
     /// it writes the IO buffer out (one disk write with its `sync_file_range`) and then the batch's
     /// manifest alone (another). Callers that need crash atomicity build it themselves (JobServ's state
     /// machine: a redo record, `raft/src/state/redo.rs`).
