@@ -44,12 +44,19 @@ impl State {
             }
             return Ok(());
         }
-        if record_len(&writes) > REDO_MAX_BYTES {
+        let record_len = record_len(&writes);
+        if record_len > REDO_MAX_BYTES {
             self.tree.apply_batch(to_batch(writes))?;
             return Ok(());
         }
-        self.redo.insert(REDO_KEY, encode_redo(&writes))?;
-        self.tree.apply_batch_unpinned(to_batch(writes))?;
+        self.redo
+            .insert(REDO_KEY, encode_redo(&writes, record_len))?;
+        // A crash keeps a prefix of these, in this order; the record covers any prefix.
+        self.tree.apply_batch_unpinned(
+            writes
+                .into_iter()
+                .map(|(key, value)| (key, value.map(sled::IVec::from))),
+        )?;
         self.redo.remove(REDO_KEY)?;
         Ok(())
     }
@@ -60,12 +67,10 @@ impl State {
             return Ok(0);
         };
         let writes = decode_redo(&record)?;
+        let recorded = writes.iter().find(|(key, _)| key == keys::LAST_APPLIED);
         if let (Some(recorded), Some(current)) = (
-            applied_in(writes.iter().map(|(k, v)| (k.as_slice(), v.as_deref())))?,
-            applied_in(std::iter::once((
-                keys::LAST_APPLIED,
-                self.tree.get(keys::LAST_APPLIED)?.as_deref(),
-            )))?,
+            decode_applied(recorded.and_then(|(_, value)| value.as_deref()))?,
+            decode_applied(self.tree.get(keys::LAST_APPLIED)?.as_deref())?,
         ) {
             // Equal is replayed: a prefix of the writes may hold the new `last_applied` already.
             if recorded.index < current.index {
@@ -88,13 +93,11 @@ impl State {
     }
 }
 
-/// The `last_applied` among `writes`, if one of them sets it.
-fn applied_in<'a>(
-    mut writes: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
-) -> StateResult<Option<LogId>> {
-    match writes.find(|(k, _)| *k == keys::LAST_APPLIED) {
-        Some((_, Some(v))) => Ok(codec::decode::<Option<LogId>>(v)?),
-        _ => Ok(None),
+/// A stored `last_applied` value, if there is one.
+fn decode_applied(value: Option<&[u8]>) -> StateResult<Option<LogId>> {
+    match value {
+        Some(v) => Ok(codec::decode::<Option<LogId>>(v)?),
+        None => Ok(None),
     }
 }
 
@@ -117,8 +120,9 @@ fn record_len(writes: &[Write]) -> usize {
         .sum::<usize>()
 }
 
-fn encode_redo(writes: &[Write]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(record_len(writes));
+/// `writes`' record; `len` is its `record_len`.
+fn encode_redo(writes: &[Write], len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
     out.push(REDO_FORMAT);
     out.extend_from_slice(&(writes.len() as u32).to_le_bytes());
     for (key, value) in writes {
@@ -218,8 +222,21 @@ mod tests {
             .collect()
     }
 
+    /// Opens the store at `path`, waiting for a moment if the previous `Db` on it still holds sled's file
+    /// lock: a task on sled's IO pool may keep the file open briefly after the `Db` was dropped (one open
+    /// in ten failed with `WouldBlock` in a loop of this test).
     fn open(path: &std::path::Path) -> (sled::Db, State) {
-        let db = sled::Config::new().path(path).open().expect("sled");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let db = loop {
+            match sled::Config::new().path(path).open() {
+                Ok(db) => break db,
+                Err(e) if e.to_string().contains("could not acquire lock") => {
+                    assert!(std::time::Instant::now() < deadline, "sled: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("sled: {e}"),
+            }
+        };
         let state = State::open(&db, "state", None).expect("state");
         (db, state)
     }
@@ -227,7 +244,7 @@ mod tests {
     #[test]
     fn a_record_reads_back_as_the_writes_and_a_damaged_one_is_refused_by_name() {
         let group = writes("a", 12);
-        let record = encode_redo(&group);
+        let record = encode_redo(&group, record_len(&group));
         assert_eq!(record.len(), record_len(&group));
         assert_eq!(decode_redo(&record).expect("decode"), group);
         let truncated = decode_redo(&record[..record.len() - 3]).unwrap_err();
@@ -265,7 +282,7 @@ mod tests {
                 // The interrupted commit: its record, then only the first `made` of its writes.
                 state
                     .redo
-                    .insert(REDO_KEY, encode_redo(&group))
+                    .insert(REDO_KEY, encode_redo(&group, record_len(&group)))
                     .expect("record");
                 let prefix = group[..made].to_vec();
                 state.tree.apply_batch(to_batch(prefix)).expect("prefix");
@@ -306,7 +323,7 @@ mod tests {
                 ];
                 state
                     .redo
-                    .insert(REDO_KEY, encode_redo(&stale))
+                    .insert(REDO_KEY, encode_redo(&stale, record_len(&stale)))
                     .expect("record");
                 db.flush().expect("flush");
             }

@@ -379,19 +379,25 @@ impl Tree {
         self.apply_batch_inner(batch, &mut guard)
     }
 
-    /// JobServ: `apply_batch` without its log pin. Readers still see all of the batch or none of it (the
-    /// same process-wide write lock), but a crash may keep only some of its writes: those logged first, in
-    /// the batch's iteration order (a `HashMap`, so in no key order), since recovery replays the log up to
-    /// its first torn message. The pin is what costs:
-    /// it writes the IO buffer out (one disk write with its `sync_file_range`) and then the batch's
+    /// JobServ: `apply_batch` without its log pin, for writes given in order. Readers still see all of
+    /// them or none (the same process-wide write lock), but a crash may keep only some of them: a prefix,
+    /// in the order given, since recovery replays the log up to its first torn message. The pin is what
+    /// costs: it writes the IO buffer out (one disk write with its `sync_file_range`) and then the batch's
     /// manifest alone (another). Callers that need crash atomicity build it themselves (JobServ's state
-    /// machine: a redo record, `raft/src/state/redo.rs`).
-    pub fn apply_batch_unpinned(&self, batch: Batch) -> Result<()> {
+    /// machine: a redo record, `raft/src/state/redo.rs`). Taking the writes as an iterator, not a
+    /// `Batch`, spares hashing every key into the batch's map and copying it into an `IVec`.
+    pub fn apply_batch_unpinned<K: AsRef<[u8]>>(
+        &self,
+        writes: impl IntoIterator<Item = (K, Option<IVec>)>,
+    ) -> Result<()> {
         let _cc = concurrency_control::write();
         let mut guard = pin();
-        for (k, v_opt) in batch.writes {
+        for (k, v_opt) in writes {
             loop {
-                if self.insert_inner(&k, v_opt.clone(), &mut guard)?.is_ok() {
+                if self
+                    .insert_inner(k.as_ref(), v_opt.clone(), &mut guard)?
+                    .is_ok()
+                {
                     break;
                 }
             }
