@@ -116,7 +116,7 @@ async fn start_raft(
             runtime.block_on(async move {
                 tokio::spawn(crate::stall_watch::watch("raft", metrics));
                 // No campaign in the first `STARTUP_ELECTION_GRACE`: a restarted node waits only its lease
-                // plus an election timeout (400-500 ms from start) and the leader may reach it later than
+                // plus an election timeout (320-400 ms from start) and the leader may reach it later than
                 // that (it backs off from a peer that was down; start-up itself takes a while), and its
                 // higher term then deposed a healthy leader. (openraft's `current_leader` cannot tell: it
                 // names the leader of the persisted vote at once.) A hand-over's campaign is not affected.

@@ -1,6 +1,6 @@
 //! Runtime stall watch: a timer task on each of the node's event loops (the Raft thread's runtime and the
 //! actix system's) that measures how late it wakes. A Raft thread busy with synchronous work, or a whole
-//! machine starved of CPU, delays heartbeats and votes; past the election timeout (400–500 ms, `raft_config`)
+//! machine starved of CPU, delays heartbeats and votes; past the election timeout (320–400 ms, `raft_config`)
 //! a follower campaigns although nothing failed. The figure says which it was: the histogram
 //! `jobserv_runtime_lateness_seconds{runtime}` and a warning per stall over `WARN_AFTER`, so that an
 //! election nobody caused can be put beside the stalls of the same moment on every node.
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 /// How often each watch wakes.
 const TICK: Duration = Duration::from_millis(50);
 /// A wake-up this late is logged: two heartbeat intervals (`raft_config`).
-const WARN_AFTER: Duration = Duration::from_millis(200);
+const WARN_AFTER: Duration = Duration::from_millis(150);
 
 /// Runs for ever on the current runtime: spawn it there.
 pub async fn watch(runtime: &'static str, metrics: Arc<Metrics>) {

@@ -205,13 +205,17 @@ pub fn raft_config() -> openraft::Config {
     openraft::Config {
         cluster_name: "jobserv".into(),
         // openraft starts an election only after `election_timeout_max` (its leader lease) plus a random
-        // election timeout without a heartbeat: 400-500 ms here, i.e. four heartbeats missed in a row (openraft
-        // checks it every 1.5 heartbeat intervals).
-        // Measured by `cluster-test bench` (failover) and checked against spurious elections on the loaded
-        // 2-core machine by the 30-minute chaos soak (`cluster-test chaos --only soak --soak-seconds 1800`).
+        // election timeout (drawn once per process) without a heartbeat: 320-400 ms here. Its timer ticks
+        // every 1.5 heartbeat intervals, and a leader sends heartbeats on those ticks: every 150 ms, so a
+        // follower campaigns after two heartbeats missed in a row (a heartbeat 170 ms late or more).
+        // The heartbeat interval is also openraft's AppendEntries timeout, so it stays at 100 ms.
+        // Measured by `cluster-test bench` and `bench-failover` (a SIGKILLed leader: 430-490 ms from the
+        // kill to the election with 400-500 ms, about 45 ms more to the first write) and checked against
+        // spurious elections on the loaded 2-core machine by the 30-minute chaos soak (`cluster-test chaos
+        // --only soak --soak-seconds 1800`).
         heartbeat_interval: 100,
-        election_timeout_min: 150,
-        election_timeout_max: 250,
+        election_timeout_min: 120,
+        election_timeout_max: 200,
         // Compact the log every 20000 entries (a snapshot copies the whole state, so not too often); keep a
         // tail so slow followers catch up without one.
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(20_000),

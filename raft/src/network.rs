@@ -145,7 +145,7 @@ impl RaftNetwork<TypeConfig> for HttpRaftClient {
 
     /// How long replication to an unreachable peer (connection refused or reset, an error status) pauses
     /// between attempts. openraft's default is 500 ms flat, longer than a restarted node waits before it
-    /// campaigns (its lease plus an election timeout, 400–500 ms from start-up): the leader reached it too
+    /// campaigns (its lease plus an election timeout, 320–400 ms from start-up): the leader reached it too
     /// late, it campaigned with a higher term and deposed a healthy leader. So at most 200 ms; a refused
     /// connection costs next to nothing.
     fn backoff(&self) -> openraft::network::Backoff {

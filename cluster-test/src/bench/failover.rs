@@ -1,6 +1,6 @@
 //! `failover_p50_ms`, `failover_max_ms`: SIGKILL the leader, then time until a write (create a project)
 //! succeeds through a surviving node (`chaos::time_to_write`); restart the killed node, wait until it has
-//! caught up, and repeat `failover_kills` times. A follower campaigns 400–500 ms after its last heartbeat
+//! caught up, and repeat `failover_kills` times. A follower campaigns 320–400 ms after its last heartbeat
 //! (`jobserv_raft::raft_config`).
 use super::{Figure, Plan};
 use crate::chaos::time_to_write;
