@@ -3,6 +3,7 @@
 //! successor campaigns at the leader's request and wins in the very next term — one round of votes, no
 //! election timeout, no split vote — and writes go on through the remaining nodes. A follower's SIGTERM
 //! hands nothing over. (The write pause is measured, not asserted: `cluster-test chaos --only rolling`.)
+use cluster_test::bench::sim::{Fleet, SimWorker};
 use cluster_test::harness::{bin_dir, call};
 use cluster_test::local_cluster::{ClusterOptions, LocalCluster};
 use reqwest::Method;
@@ -87,9 +88,32 @@ async fn sigterm_on_the_leader_hands_leadership_over_in_one_term() {
         Some(term)
     );
 
+    // A worker long-polls the leader: a graceful stop drains requests in flight (up to 5 s), so the
+    // stopping node lives on well past the hand-over, as it does under real workers.
+    let fleet = Fleet::new(&cluster, 1).expect("fleet");
+    let home = fleet
+        .urls
+        .iter()
+        .position(|u| *u == cluster.nodes[leader as usize - 1].url())
+        .expect("the leader's URL");
+    let worker = SimWorker {
+        node: home,
+        ..SimWorker::new("long-poll", 0, fleet.urls.len())
+    };
+    fleet
+        .register(std::slice::from_ref(&worker), 1, &["amd64"], 1)
+        .await
+        .expect("register the worker");
+    let long_poll = {
+        let (fleet, worker) = (fleet.clone(), worker.clone());
+        tokio::spawn(async move { fleet.check_in(&worker, 0, 1, 20).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
     // The leader's SIGTERM: a successor campaigns at its request and leads in term + 1.
     let stopped_at = Instant::now();
     cluster.node(leader).expect("node").terminate();
+    long_poll.abort();
     let log =
         std::fs::read_to_string(cluster.nodes[leader as usize - 1].log_path()).unwrap_or_default();
     assert!(
@@ -117,6 +141,15 @@ async fn sigterm_on_the_leader_hands_leadership_over_in_one_term() {
         .await
         .expect("write after");
     assert_eq!(s, 201, "{b}");
+    // The stopped node never campaigned while it drained: the new leader could not reach it (its server
+    // no longer accepts connections), and a leader grants a higher-term vote once its lease has passed,
+    // so such a campaign won, and the cluster had a leader that was about to exit.
+    assert_eq!(
+        own_view(&cluster, new_leader).await["term"].as_u64(),
+        Some(term + 1),
+        "the term moved on after the hand-over; the stopped node's log:\n{}",
+        std::fs::read_to_string(cluster.nodes[leader as usize - 1].log_path()).unwrap_or_default()
+    );
     println!(
         "leader {leader} stopped; node {new_leader} leads term {}; first write through the cluster {:?} after SIGTERM",
         term + 1,

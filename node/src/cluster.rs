@@ -29,8 +29,10 @@ pub struct Cluster {
     /// Set while this node, started on an empty store, catches up with a cluster that already committed
     /// entries (a wiped or replaced disk): it grants no votes until it has applied a read index.
     pub rejoining: std::sync::atomic::AtomicBool,
-    /// Set once a graceful stop began (`node::graceful_stop`): `/health/ready` answers 503.
-    pub draining: std::sync::atomic::AtomicBool,
+    /// Set once a graceful stop began (`begin_draining`): `/health/ready` answers 503, and this node no
+    /// longer campaigns. Shared with the start-up grace in `node::start_raft`, which must not enable
+    /// elections again on a node already stopping.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// The term in which this node became leader and when (`handover::spawn_leader_clock`): a leader
     /// grants a successor's vote only a lease after its own election.
     pub leader_since: std::sync::Mutex<Option<(u64, std::time::Instant)>>,
@@ -68,6 +70,17 @@ pub enum ProposeReply {
 }
 
 impl Cluster {
+    /// A stop begins: readiness turns false, and this node campaigns no more. After a hand-over the new
+    /// leader cannot reach it (its server accepts no new connections while it drains, up to 5 s), so it
+    /// would time out and campaign, and win: a leader grants a higher-term vote once its lease is over (what
+    /// the hand-over itself relies on). The cluster would then be led by a node about to exit. It still
+    /// votes, so a majority stays a majority while it drains.
+    pub fn begin_draining(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.raft.runtime_config().elect(false);
+    }
+
     /// Commits `cmd` through Raft (here or on the leader) and returns what applying it produced. A domain
     /// refusal (`CommandResult::Rejected`) becomes the matching 4xx error.
     pub async fn propose(&self, cmd: Command) -> Result<CommandResult, ApiError> {

@@ -74,9 +74,7 @@ impl RunningNode {
     }
 
     pub async fn stop(self) {
-        self.cluster
-            .draining
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cluster.begin_draining();
         self.server.stop(true).await;
         let _ = self.cluster.raft.shutdown().await;
     }
@@ -98,6 +96,7 @@ async fn start_raft(
     log_store: jobserv_raft::SledLogStore,
     state_machine: jobserv_raft::SledStateMachine,
     metrics: Arc<Metrics>,
+    draining: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<Raft, StartError> {
     let (started_tx, started) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -129,6 +128,11 @@ async fn start_raft(
                         tokio::spawn(async move {
                             tokio::time::sleep(STARTUP_ELECTION_GRACE).await;
                             grace.runtime_config().elect(true);
+                            // A stop that began meanwhile disabled elections for good
+                            // (`Cluster::begin_draining` sets the flag first, then disables).
+                            if draining.load(std::sync::atomic::Ordering::SeqCst) {
+                                grace.runtime_config().elect(false);
+                            }
                         });
                         let _ = started_tx.send(Ok(raft));
                         // RaftCore drops the metrics sender when it stops.
@@ -167,6 +171,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     );
     let state = state_machine.state();
     let metrics = Arc::new(Metrics::new().map_err(|e| StartError::Other(e.to_string()))?);
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let raft = start_raft(
         config.id,
         raft_cfg,
@@ -174,6 +179,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         log_store,
         state_machine.clone(),
         metrics.clone(),
+        draining.clone(),
     )
     .await?;
     // The actix system's event loop (actors, leader duties); the Raft thread's has its own watch.
@@ -234,7 +240,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         id: config.id,
         reads,
         rejoining: std::sync::atomic::AtomicBool::new(undecided),
-        draining: std::sync::atomic::AtomicBool::new(false),
+        draining,
         leader_since: std::sync::Mutex::new(None),
         raft,
         state,
@@ -413,9 +419,7 @@ fn spawn_signal_handler(cluster: Arc<Cluster>, server: ServerHandle) {
 /// (`handover.rs`: no election timeout for the cluster), then the server finishes the requests it has
 /// (up to 5 s) and `wait` shuts Raft down.
 pub async fn graceful_stop(cluster: &Cluster, server: &ServerHandle) {
-    cluster
-        .draining
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    cluster.begin_draining();
     match crate::handover::hand_over(cluster).await {
         Ok(crate::handover::Handover::NotLeader) => {}
         Ok(crate::handover::Handover::Done { to, took }) => {
