@@ -187,9 +187,31 @@ impl Browser {
 }
 
 impl Drop for Browser {
+    /// Ends the session first, which makes chromedriver quit Chromium: killing chromedriver alone left
+    /// the browser and its helpers running (ten processes per test after every CI run). `Drop` cannot
+    /// await, so the `DELETE` is plain HTTP/1.1 over a blocking socket to chromedriver's local port.
     fn drop(&mut self) {
+        let _ = self.end_session_blocking();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+    }
+}
+
+impl Browser {
+    fn end_session_blocking(&self) -> std::io::Result<()> {
+        use std::io::{Read, Write};
+        let host = self.base.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(host)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            stream,
+            "DELETE /session/{} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.session
+        )?;
+        // chromedriver answers once the browser has quit.
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply)?;
+        Ok(())
     }
 }
 
