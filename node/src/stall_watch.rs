@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 /// How often each watch wakes.
 const TICK: Duration = Duration::from_millis(50);
-/// A wake-up this late is logged: two heartbeat intervals (`raft_config`).
+/// A wake-up this late is logged: one heartbeat tick (openraft sends heartbeats every 1.5 intervals of
+/// `raft_config`, 150 ms); a heartbeat 170 ms late starts an election.
 const WARN_AFTER: Duration = Duration::from_millis(150);
 
 /// Runs for ever on the current runtime: spawn it there.
